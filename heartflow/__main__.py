@@ -1,0 +1,5 @@
+"""`python -m heartflow` runs the CLI."""
+
+from heartflow.cli import main
+
+main()

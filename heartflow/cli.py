@@ -1,0 +1,240 @@
+"""The `heartflow` command. Heavy libraries (TensorFlow, MLflow, Prefect) load lazily,
+inside the commands that need them, so `--help` and `validate` answer at once."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+
+from heartflow.errors import HeartflowError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Declarative neural networks for tabular data: YAML spec -> Keras model "
+                       "-> Prefect flow -> MLflow tracking and registry.")
+
+QUIET_DEFAULTS = {
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_RECORD_ENV_VARS_IN_MODEL_LOGGING": "false",
+    "GIT_PYTHON_REFRESH": "quiet",
+}
+
+
+def _err(message: str) -> None:
+    sys.stderr.write(f"heartflow: error: {message}\n")
+
+
+def handles_errors(fn: Callable) -> Callable:
+    """Turn heartflow's own errors and interrupts into a message and an exit status."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for key, value in QUIET_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        try:
+            return fn(*args, **kwargs)
+        except HeartflowError as exc:
+            _err(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            _err("interrupted (Ctrl-C); the MLflow run was marked KILLED, nothing registered")
+            raise typer.Exit(130) from None
+        except BaseException as exc:
+            from heartflow.tracking import Interrupted
+
+            if isinstance(exc, Interrupted):
+                _err("terminated (SIGTERM); the MLflow run was marked KILLED, nothing registered")
+                raise typer.Exit(143) from None
+            raise
+
+    return wrapper
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    from heartflow.tracking import Interrupted
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Interrupted()
+
+
+def _load_plugins(plugins: list[str] | None) -> None:
+    """Import user plugin modules (explicit opt-in: they may register activations)."""
+    import importlib
+
+    for name in plugins or []:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise HeartflowError(f"cannot import plugin {name!r}: {exc}") from None
+
+
+SpecArg = Annotated[str, typer.Argument(help="Path to a heartflow YAML spec.")]
+PluginOpt = Annotated[list[str] | None, typer.Option(
+    "--plugin", help="Import this module first (opt-in custom activations). Repeatable.")]
+
+
+@app.command()
+@handles_errors
+def validate(spec: SpecArg, plugin: PluginOpt = None) -> None:
+    """Check a spec without running anything (no TensorFlow import)."""
+    from heartflow.spec import load_spec
+
+    if plugin:
+        _load_plugins(plugin)
+    loaded = load_spec(spec)
+    s = loaded.spec
+    layers = " -> ".join([*(str(h.units) for h in s.model.hidden),
+                          f"{s.model.output.units} {s.model.output.activation}"])
+    typer.echo(f"{spec}: valid ({s.name}: {s.task}, layers {layers}, loss {s.train.loss}, "
+               f"optimizer {s.train.optimizer.name})")
+
+
+@app.command()
+@handles_errors
+def show(spec: SpecArg, plugin: PluginOpt = None) -> None:
+    """The layer table: input width (reads the data for the categories) and parameter counts."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from heartflow.builder import count_parameters, layer_table
+    from heartflow.prepare import prepare
+    from heartflow.spec import load_spec
+
+    if plugin:
+        _load_plugins(plugin)
+    loaded = load_spec(spec)
+    prepared = prepare(loaded)
+    width = prepared.width
+    table = Table(title=f"{loaded.spec.name}: {width} inputs, "
+                        f"{count_parameters(loaded.spec, width)} parameters")
+    for column in ("layer", "units", "activation", "initializer", "params"):
+        table.add_column(column, justify="right" if column in ("units", "params") else "left")
+    for row in layer_table(loaded.spec, width):
+        table.add_row(*(str(row[c]) for c in ("layer", "units", "activation", "initializer",
+                                               "params")))
+    console = Console()
+    console.print(table)
+    enc = prepared.encoder
+    console.print(f"inputs: {len(enc.numeric)} numeric + "
+                  + " + ".join(f"{c}({len(enc.levels[c])})" for c in enc.categorical)
+                  + f" one-hot = {width}")
+    console.print(f"total parameters: {count_parameters(loaded.spec, width)}")
+
+
+@app.command()
+@handles_errors
+def schema() -> None:
+    """Print the JSON Schema of the spec (for editors)."""
+    from heartflow.spec.models import Spec
+
+    typer.echo(json.dumps(Spec.model_json_schema(by_alias=True), indent=2))
+
+
+@app.command()
+@handles_errors
+def run(spec: SpecArg, plugin: PluginOpt = None,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch lines.")] = False,
+        json_out: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")]
+        = False) -> None:
+    """Validate SPEC, then run preprocess -> train -> evaluate -> register as a Prefect flow."""
+    from heartflow.spec import load_spec
+
+    if plugin:
+        _load_plugins(plugin)
+    loaded = load_spec(spec)  # fail fast: nothing is started for a bad spec
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    from heartflow.pipelines.training import RunOutcome, train_flow
+
+    result = train_flow(loaded.path, loaded.text, verbose=not quiet)
+    outcome = RunOutcome(**result)
+    if json_out:
+        typer.echo(json.dumps(outcome.as_dict(), indent=1, default=str))
+    else:
+        from heartflow.summary import print_outcome
+
+        print_outcome(outcome)
+
+
+@app.command()
+@handles_errors
+def predict(model_uri: Annotated[str, typer.Argument(help="e.g. models:/heart-disease@champion")],
+            input_csv: Annotated[str, typer.Argument(help="CSV of raw records.")],
+            output: Annotated[str | None, typer.Option("-o", "--output",
+                                                       help="Write here (default: stdout).")]
+            = None) -> None:
+    """Score raw records with a registered model; adds probability and prediction columns."""
+    from heartflow.predicting import predict_csv
+
+    predict_csv(model_uri, input_csv, output)
+
+
+@app.command()
+@handles_errors
+def models(name: Annotated[str | None, typer.Argument(help="Registered model name.")] = None,
+           json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List registered versions: run, spec, test metrics, aliases, created."""
+    from heartflow import registry
+    from heartflow.summary import print_versions
+
+    rows = registry.list_versions(name)
+    if json_out:
+        typer.echo(registry.to_json(rows))
+    else:
+        print_versions(rows)
+
+
+@app.command()
+@handles_errors
+def promote(name: str, version: str) -> None:
+    """Make VERSION the champion of NAME by hand (recorded)."""
+    from heartflow import registry
+
+    previous = registry.promote(name, version)
+    typer.echo(f"{name}: champion is now v{version}"
+               + (f" (was v{previous})" if previous else ""))
+
+
+@app.command()
+@handles_errors
+def rollback(name: str) -> None:
+    """Move NAME's champion back to the champion it replaced (recorded)."""
+    from heartflow import registry
+
+    current, previous = registry.rollback(name)
+    typer.echo(f"{name}: champion rolled back from v{current} to v{previous}")
+
+
+@app.command()
+@handles_errors
+def ui(port: Annotated[int, typer.Option(help="Port.")] = 5000,
+       host: Annotated[str, typer.Option(help="Bind address (default loopback only).")]
+       = "127.0.0.1") -> None:
+    """Open the MLflow UI on the current tracking store (binds 127.0.0.1 by default)."""
+    import subprocess
+
+    from heartflow.tracking import tracking_uri
+
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port),
+           "--backend-store-uri", tracking_uri(), "--workers", "1"]
+    typer.echo(f"MLflow UI on http://{host}:{port} (Ctrl-C stops it)")
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Data: locating sources, reading tables, splitting rows."""

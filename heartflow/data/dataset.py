@@ -1,0 +1,137 @@
+"""A spec's data as arrays: typed feature columns, a checked target, a fingerprint."""
+
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from heartflow.data.sources import file_sha256, resolve_source
+from heartflow.data.table import (
+    RawTable,
+    _level_key_sort,
+    categorical_column,
+    is_missing,
+    numeric_column,
+    read_csv,
+    require_columns,
+)
+from heartflow.errors import DataError
+from heartflow.spec.models import DataSpec, Spec
+
+
+@dataclass
+class Dataset:
+    """Feature columns (numeric as float64, categorical as normalised text) and target."""
+
+    features: pd.DataFrame
+    y: np.ndarray
+    classes: list[str] = field(default_factory=list)
+    sha256: str = ""
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def prepare_features(frame: pd.DataFrame, numeric: list[str], categorical: list[str],
+                     na_values: list[str], where=lambda i: f"row {i + 1}",
+                     label: str = "") -> pd.DataFrame:
+    """Convert raw cells of the feature columns into typed columns (same rule everywhere)."""
+    out = {}
+    for name in numeric:
+        out[name] = numeric_column(frame[name], name, na_values, where, label)
+    for name in categorical:
+        out[name] = categorical_column(frame[name], na_values)
+    return pd.DataFrame(out, index=range(len(frame)))
+
+
+def load_dataset(spec: Spec, base_dir: str | None = None) -> Dataset:
+    """Resolve, read and check the data the spec names."""
+    data = spec.data
+    resolved = resolve_source(data.source, base_dir, data.sha256)
+    columns = data.columns or resolved.columns
+    table = read_csv(resolved.path, columns=columns, delimiter=data.delimiter,
+                     label=str(resolved.path))
+    return dataset_from_table(table, spec, sha256=file_sha256(resolved.path),
+                              source=str(resolved.path))
+
+
+def dataset_from_table(table: RawTable, spec: Spec, sha256: str = "",
+                       source: str = "") -> Dataset:
+    """Build a Dataset from an already-read table."""
+    data = spec.data
+    target = data.target_spec
+    feats = data.features
+    require_columns(table, [*feats.numeric, *feats.categorical, target.column], data.delimiter)
+    features = prepare_features(table.frame, feats.numeric, feats.categorical, data.na_values,
+                                table.where, table.source)
+    _check_features(features, feats.numeric, feats.categorical, table.source)
+    y, classes = _target(table, data, spec)
+    return Dataset(features=features, y=y, classes=classes, sha256=sha256, source=source)
+
+
+def _check_features(features: pd.DataFrame, numeric: list[str], categorical: list[str],
+                    label: str) -> None:
+    for name in [*numeric, *categorical]:
+        column = features[name]
+        if column.isna().all():
+            raise DataError(f"{label}: column {name!r} has no values (every cell is missing)")
+
+
+_OPS = {"==": operator.eq, "!=": operator.ne, ">=": operator.ge, "<=": operator.le,
+        ">": operator.gt, "<": operator.lt}
+
+
+def _target(table: RawTable, data: DataSpec, spec: Spec) -> tuple[np.ndarray, list[str]]:
+    target = data.target_spec
+    raw = table.frame[target.column]
+    missing = is_missing(raw, data.na_values)
+    if missing.any():
+        rows = [table.where(int(i)) for i in np.flatnonzero(missing)[:5]]
+        raise DataError(f"{table.source}: target column {target.column!r} is missing in "
+                        f"{int(missing.sum())} row(s): {', '.join(rows)}")
+    task = spec.task
+    if task == "regression":
+        return numeric_column(raw, target.column, data.na_values, table.where,
+                              table.source).astype(np.float32), []
+    labels = categorical_column(raw, data.na_values)
+    if target.positive is not None:
+        labels = _binarise(labels, target.positive, raw, table)
+    levels = sorted(set(labels), key=_level_key_sort)
+    if task == "binary":
+        if len(levels) != 2:
+            what = "only one class" if len(levels) < 2 else f"{len(levels)} classes"
+            hint = (" Set data.target.positive (for example '> 0') to make it binary, or use "
+                    "a softmax output." if len(levels) > 2 else
+                    " A classifier needs both classes in the data.")
+            raise DataError(f"{table.source}: target column {target.column!r} has {what} "
+                            f"({', '.join(levels[:10])}); a sigmoid output needs exactly 2."
+                            f"{hint}")
+        if set(levels) != {"0", "1"}:
+            raise DataError(f"{table.source}: target column {target.column!r} has values "
+                            f"{levels[0]!r} and {levels[1]!r}; say which is positive with "
+                            f"data.target.positive (for example positive: {levels[1]!r})")
+        return (labels == "1").astype(np.float32), ["0", "1"]
+    units = spec.model.output.units
+    if len(levels) != units:
+        raise DataError(f"{table.source}: target column {target.column!r} has {len(levels)} "
+                        f"classes ({', '.join(levels[:10])}) but the softmax output has {units} "
+                        f"units; set model.output.units: {len(levels)}")
+    index = {level: i for i, level in enumerate(levels)}
+    return np.array([index[v] for v in labels], dtype=np.int64), levels
+
+
+def _binarise(labels: np.ndarray, rule: object, raw: pd.Series,
+              table: RawTable) -> np.ndarray:
+    match = re.match(r"^\s*(==|!=|>=|<=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$", str(rule))
+    if match:
+        op, threshold = _OPS[match.group(1)], float(match.group(2))
+        values = numeric_column(raw, str(raw.name), [], table.where, table.source)
+        return np.where(op(values, threshold), "1", "0").astype(object)
+    from heartflow.data.table import normalize_level
+    positive = normalize_level(rule)
+    return np.where(labels == positive, "1", "0").astype(object)

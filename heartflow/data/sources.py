@@ -1,0 +1,160 @@
+"""Where data comes from: named public data sets, local paths, or URLs with a pinned sha256.
+
+A named data set is looked for first in ``$HEARTFLOW_DATA_DIR`` (CI points it
+at ``../shared/data``), then in the download cache (``$HEARTFLOW_CACHE_DIR``,
+default ``~/.cache/heartflow``), and only then downloaded from its public URL.
+Every downloaded file is checked against its pinned sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from heartflow.errors import DataError
+
+UCI_COLUMNS = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang",
+               "oldpeak", "slope", "ca", "thal", "num"]
+
+
+@dataclass(frozen=True)
+class NamedDataset:
+    """A public data set heartflow knows by name."""
+
+    name: str
+    filename: str
+    url: str
+    sha256: str
+    relative_paths: tuple[str, ...]
+    columns: list[str] | None = field(default=None)
+    description: str = ""
+
+
+NAMED_DATASETS: dict[str, NamedDataset] = {
+    "heart-csv": NamedDataset(
+        name="heart-csv", filename="heart.csv",
+        url="https://storage.googleapis.com/download.tensorflow.org/data/heart.csv",
+        sha256="a91c81831bb2126e5fde6ce4ebde147a78429da12005108a6677ba57ecde9244",
+        relative_paths=("heart.csv",),
+        description="Cleveland heart disease, Keras tutorial version (303 rows, target)."),
+    "uci-cleveland": NamedDataset(
+        name="uci-cleveland", filename="processed.cleveland.data",
+        url="https://archive.ics.uci.edu/ml/machine-learning-databases/heart-disease/"
+            "processed.cleveland.data",
+        sha256="a74b7efa387bc9d108d7d0115d831fe9b414b29ae7124f331b622b4efa0427c8",
+        relative_paths=("uci-heart/processed.cleveland.data", "processed.cleveland.data"),
+        columns=UCI_COLUMNS,
+        description="UCI processed Cleveland file (303 rows, no header, '?' missing, num 0-4)."),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    """A data source resolved to a local file."""
+
+    path: Path
+    columns: list[str] | None
+    origin: str
+
+
+def data_dir() -> Path | None:
+    """The local folder searched first for named data sets, if set."""
+    value = os.environ.get("HEARTFLOW_DATA_DIR")
+    return Path(value).expanduser() if value else None
+
+
+def cache_dir() -> Path:
+    """Where downloads are kept."""
+    value = os.environ.get("HEARTFLOW_CACHE_DIR")
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "heartflow"
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("https://", "http://"))
+
+
+def _local_candidates(source: str, base_dir: str | None) -> list[Path]:
+    path = Path(source).expanduser()
+    if path.is_absolute():
+        return [path]
+    out = [Path(base_dir) / path] if base_dir else []
+    return [*out, Path.cwd() / path]
+
+
+def check_source(source: str, base_dir: str | None) -> str | None:
+    """A problem with ``source`` that is visible without reading it, or None."""
+    if source in NAMED_DATASETS or _is_url(source):
+        return None
+    candidates = _local_candidates(source, base_dir)
+    if any(p.is_file() for p in candidates):
+        return None
+    if any(p.is_dir() for p in candidates):
+        return f"{source!r} is a directory; give the path of a CSV file"
+    tried = ", ".join(str(p) for p in dict.fromkeys(candidates))
+    return (f"data file {source!r} not found (looked at {tried}). Give a path to a CSV "
+            f"file or a named data set: {', '.join(NAMED_DATASETS)}")
+
+
+def resolve_source(source: str, base_dir: str | None = None,
+                   sha256: str | None = None) -> ResolvedSource:
+    """Turn a spec's ``data.source`` into a readable local file."""
+    named = NAMED_DATASETS.get(source)
+    if named is not None:
+        return ResolvedSource(_fetch_named(named), named.columns, f"named:{named.name}")
+    if _is_url(source):
+        name = source.rstrip("/").rsplit("/", 1)[-1] or "data.csv"
+        return ResolvedSource(_download(source, name, sha256), None, source)
+    for candidate in _local_candidates(source, base_dir):
+        if candidate.is_file():
+            return ResolvedSource(candidate.resolve(), None, str(candidate))
+    raise DataError(check_source(source, base_dir) or f"cannot read {source!r}")
+
+
+def _fetch_named(named: NamedDataset) -> Path:
+    local = data_dir()
+    if local is not None:
+        for rel in named.relative_paths:
+            if (local / rel).is_file():
+                return local / rel
+    return _download(named.url, named.filename, named.sha256, hint=named)
+
+
+def _download(url: str, filename: str, sha256: str | None,
+              hint: NamedDataset | None = None) -> Path:
+    target_dir = cache_dir() / (sha256[:16] if sha256 else hashlib.sha256(
+        url.encode()).hexdigest()[:16])
+    target = target_dir / filename
+    if target.is_file() and (sha256 is None or file_sha256(target) == sha256):
+        return target
+    target_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 (https URL)
+            payload = response.read()
+    except OSError as exc:
+        where = hint.relative_paths[0] if hint else filename
+        raise DataError(
+            f"cannot download {url} ({getattr(exc, 'reason', exc)}). If this machine is "
+            f"offline, put the file at $HEARTFLOW_DATA_DIR/{where} (set HEARTFLOW_DATA_DIR "
+            f"to a folder) or at {target}") from None
+    got = hashlib.sha256(payload).hexdigest()
+    if sha256 is not None and got != sha256:
+        raise DataError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {got}. "
+                        "The file changed upstream or the download was corrupted; nothing "
+                        "was saved")
+    with tempfile.NamedTemporaryFile(dir=target_dir, delete=False) as tmp:
+        tmp.write(payload)
+    os.replace(tmp.name, target)
+    return target
+
+
+def file_sha256(path: Path | str) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,48 @@
+"""The project's own exceptions, each with the exit status the CLI uses for it."""
+
+from __future__ import annotations
+
+
+class HeartflowError(Exception):
+    """Base class: a failure heartflow can explain without a traceback."""
+
+    exit_code = 1
+
+
+class SpecError(HeartflowError):
+    """A spec file is not valid. The message names file:line:column and the field."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path: str = "<spec>", line: int | None = None,
+                 column: int | None = None, field: str | None = None) -> None:
+        self.path, self.line, self.column, self.field = path, line, column, field
+        self.detail = message
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = self.path
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        field = f" {self.field}:" if self.field else ""
+        return f"{where}:{field} {self.detail}"
+
+
+class DataError(HeartflowError):
+    """The data does not fit the spec. The message names the column and row."""
+
+    exit_code = 3
+
+
+class TrackingError(HeartflowError):
+    """The MLflow tracking store cannot be reached or refused a write."""
+
+    exit_code = 4
+
+
+class RegistryError(HeartflowError):
+    """A registry operation (promote, rollback, lookup) cannot be done."""
+
+    exit_code = 5

@@ -1,0 +1,133 @@
+"""Evaluation metrics in plain NumPy (checked against scikit-learn in the tests).
+
+Plain NumPy keeps scikit-learn's import off the `heartflow run` path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EPS = 1e-15
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based), ties sharing their mean rank."""
+    order = np.argsort(x, kind="mergesort")
+    sorted_x = x[order]
+    ranks = np.empty(len(x), dtype=np.float64)
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return ranks
+
+
+def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U); NaN if only one class is present."""
+    y = np.asarray(y).astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _ranks(np.asarray(p, dtype=np.float64))
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def roc_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive rates at every distinct threshold."""
+    y = np.asarray(y).astype(bool)
+    order = np.argsort(-np.asarray(p), kind="mergesort")
+    p_sorted, y_sorted = np.asarray(p)[order], y[order]
+    distinct = np.r_[np.flatnonzero(np.diff(p_sorted)), len(p_sorted) - 1]
+    tps = np.cumsum(y_sorted)[distinct]
+    fps = (distinct + 1) - tps
+    tpr = np.r_[0.0, tps / max(int(y.sum()), 1)]
+    fpr = np.r_[0.0, fps / max(int((~y).sum()), 1)]
+    return fpr, tpr
+
+
+def pr_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall at every distinct threshold (recall increasing)."""
+    y = np.asarray(y).astype(bool)
+    order = np.argsort(-np.asarray(p), kind="mergesort")
+    p_sorted, y_sorted = np.asarray(p)[order], y[order]
+    distinct = np.r_[np.flatnonzero(np.diff(p_sorted)), len(p_sorted) - 1]
+    tps = np.cumsum(y_sorted)[distinct]
+    precision = tps / (distinct + 1)
+    recall = tps / max(int(y.sum()), 1)
+    return np.r_[1.0, precision], np.r_[0.0, recall]
+
+
+def average_precision(y: np.ndarray, p: np.ndarray) -> float:
+    """Area under the precision-recall curve as a step sum (scikit-learn's definition)."""
+    precision, recall = pr_curve(y, p)
+    return float(np.sum(np.diff(recall) * precision[1:]))
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """All binary metrics for probabilities ``p`` of the positive class."""
+    y = np.asarray(y).astype(np.float64).ravel()
+    p = np.clip(np.asarray(p, dtype=np.float64).ravel(), 0.0, 1.0)
+    pred = p >= threshold
+    truth = y > 0.5
+    tp = float(np.sum(pred & truth))
+    fp = float(np.sum(pred & ~truth))
+    fn = float(np.sum(~pred & truth))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    q = np.clip(p, EPS, 1 - EPS)
+    return {
+        "roc_auc": roc_auc(truth, p),
+        "pr_auc": average_precision(truth, p),
+        "accuracy": float(np.mean(pred == truth)),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "log_loss": float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))),
+        "brier": float(np.mean((p - y) ** 2)),
+    }
+
+
+def multiclass_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """Accuracy, macro F1, log loss and one-vs-rest macro ROC AUC."""
+    y = np.asarray(y).astype(np.int64).ravel()
+    proba = np.asarray(proba, dtype=np.float64)
+    k = proba.shape[1]
+    pred = proba.argmax(axis=1)
+    f1s, aucs = [], []
+    for c in range(k):
+        tp = np.sum((pred == c) & (y == c))
+        fp = np.sum((pred == c) & (y != c))
+        fn = np.sum((pred != c) & (y == c))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else 0.0)
+        aucs.append(roc_auc(y == c, proba[:, c]))
+    q = np.clip(proba[np.arange(len(y)), y], EPS, 1.0)
+    finite = [a for a in aucs if not np.isnan(a)]
+    return {"accuracy": float(np.mean(pred == y)), "macro_f1": float(np.mean(f1s)),
+            "log_loss": float(-np.mean(np.log(q))),
+            "roc_auc": float(np.mean(finite)) if finite else float("nan")}
+
+
+def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """MSE, RMSE, MAE and R²."""
+    y = np.asarray(y, dtype=np.float64).ravel()
+    pred = np.asarray(pred, dtype=np.float64).ravel()
+    mse = float(np.mean((y - pred) ** 2))
+    var = float(np.var(y))
+    return {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": float(np.mean(np.abs(y - pred))),
+            "r2": 1.0 - mse / var if var > 0 else float("nan")}
+
+
+def compute(task: str, y: np.ndarray, output: np.ndarray, threshold: float,
+            names: list[str]) -> dict[str, float]:
+    """The named metrics for a task, from the network's raw output."""
+    if task == "binary":
+        values = binary_metrics(y, output, threshold)
+    elif task == "multiclass":
+        values = multiclass_metrics(y, output)
+    else:
+        values = regression_metrics(y, output)
+    return {name: values[name] for name in names}

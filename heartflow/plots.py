@@ -1,0 +1,104 @@
+"""PNG plots logged with each run: ROC, precision-recall, confusion matrix, learning curves."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from heartflow import metrics as M
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def learning_curves(history: dict[str, list[float]], path: str) -> str:
+    """Loss (and val_loss) per epoch, so overfitting is visible."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in ("loss", "val_loss"):
+        if key in history:
+            ax.plot(range(1, len(history[key]) + 1), history[key], label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("Learning curves")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def binary_plots(y: np.ndarray, p: np.ndarray, threshold: float, folder: str) -> list[str]:
+    """ROC curve, precision-recall curve and confusion matrix for a binary model."""
+    plt = _pyplot()
+    paths = []
+    fpr, tpr = M.roc_curve(y, p)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(fpr, tpr, label=f"AUC {M.roc_auc(y, p):.3f}")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC curve (test)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    paths.append(os.path.join(folder, "roc_curve.png"))
+    fig.savefig(paths[-1], dpi=90)
+    plt.close(fig)
+
+    precision, recall = M.pr_curve(y, p)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.step(recall, precision, where="post",
+            label=f"average precision {M.average_precision(y, p):.3f}")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title("Precision-recall curve (test)")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    paths.append(os.path.join(folder, "pr_curve.png"))
+    fig.savefig(paths[-1], dpi=90)
+    plt.close(fig)
+
+    pred = (np.asarray(p).ravel() >= threshold).astype(int)
+    truth = (np.asarray(y).ravel() > 0.5).astype(int)
+    matrix = np.zeros((2, 2), dtype=int)
+    for t, q in zip(truth, pred):
+        matrix[t, q] += 1
+    paths.append(confusion_matrix(matrix, ["0", "1"], folder, f"threshold {threshold}"))
+    return paths
+
+
+def confusion_matrix(matrix: np.ndarray, labels: list[str], folder: str, note: str = "") -> str:
+    """A labelled confusion-matrix heat map."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.imshow(matrix, cmap="Blues")
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title(f"Confusion matrix (test{', ' + note if note else ''})")
+    fig.tight_layout()
+    path = os.path.join(folder, "confusion_matrix.png")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def multiclass_plots(y: np.ndarray, proba: np.ndarray, labels: list[str],
+                     folder: str) -> list[str]:
+    """Confusion matrix for a multi-class model."""
+    k = len(labels)
+    matrix = np.zeros((k, k), dtype=int)
+    for t, q in zip(np.asarray(y).astype(int), np.asarray(proba).argmax(axis=1)):
+        matrix[t, q] += 1
+    return [confusion_matrix(matrix, labels, folder)]

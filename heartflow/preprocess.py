@@ -1,0 +1,126 @@
+"""The tabular encoder: standardised numeric columns and one-hot categorical ones.
+
+Rules (logged with every run, and the same at scoring time):
+- numeric: a missing value becomes the training median; then (x - mean) / std with
+  mean and std from the training rows (std 1 for a constant column);
+- categorical: the levels are every level present in the data file (levels are
+  schema, not statistics; no labels are read); a missing value becomes the training
+  mode; a level never seen encodes as all zeros in its block.
+The fitted state is plain JSON, so loading a model never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from heartflow.data.table import _level_key_sort
+
+MISSING_RULE = ("numeric: training median, then standardised with training mean/std; "
+                "categorical: training mode for missing, all-zero one-hot for unseen levels")
+
+
+@dataclass
+class TabularEncoder:
+    """Fitted preprocessing for one spec's feature columns."""
+
+    numeric: list[str]
+    categorical: list[str]
+    na_values: list[str] = field(default_factory=list)
+    medians: dict[str, float] = field(default_factory=dict)
+    means: dict[str, float] = field(default_factory=dict)
+    stds: dict[str, float] = field(default_factory=dict)
+    levels: dict[str, list[str]] = field(default_factory=dict)
+    modes: dict[str, str] = field(default_factory=dict)
+
+    # -- fitting ---------------------------------------------------------------
+    def fit(self, features: pd.DataFrame, train_rows: np.ndarray | None = None) -> TabularEncoder:
+        """Learn statistics from ``train_rows`` and levels from all rows."""
+        train = features if train_rows is None else features.iloc[train_rows]
+        for name in self.numeric:
+            values = train[name].to_numpy(dtype=np.float64)
+            finite = values[~np.isnan(values)]
+            median = float(np.median(finite)) if len(finite) else 0.0
+            filled = np.where(np.isnan(values), median, values)
+            std = float(filled.std())
+            self.medians[name] = median
+            self.means[name] = float(filled.mean())
+            self.stds[name] = std if std > 0 else 1.0
+        for name in self.categorical:
+            present = [v for v in features[name] if v is not None]
+            self.levels[name] = sorted(set(present), key=_level_key_sort)
+            counts = pd.Series([v for v in train[name] if v is not None]).value_counts()
+            self.modes[name] = (str(sorted(counts[counts == counts.max()].index,
+                                          key=_level_key_sort)[0])
+                                if len(counts) else self.levels[name][0])
+        return self
+
+    # -- applying --------------------------------------------------------------
+    @property
+    def feature_names(self) -> list[str]:
+        """Names of the encoded columns, in order."""
+        return [*self.numeric,
+                *(f"{c}={lvl}" for c in self.categorical for lvl in self.levels[c])]
+
+    @property
+    def width(self) -> int:
+        """Number of encoded inputs."""
+        return len(self.numeric) + sum(len(self.levels[c]) for c in self.categorical)
+
+    def transform(self, features: pd.DataFrame) -> np.ndarray:
+        """Encode typed feature columns into a float32 matrix."""
+        n = len(features)
+        out = np.zeros((n, self.width), dtype=np.float32)
+        col = 0
+        for name in self.numeric:
+            values = features[name].to_numpy(dtype=np.float64)
+            values = np.where(np.isnan(values), self.medians[name], values)
+            out[:, col] = (values - self.means[name]) / self.stds[name]
+            col += 1
+        for name in self.categorical:
+            index = {lvl: i for i, lvl in enumerate(self.levels[name])}
+            mode = self.modes[name]
+            for row, value in enumerate(features[name].to_numpy(dtype=object)):
+                i = index.get(mode if value is None else value)
+                if i is not None:
+                    out[row, col + i] = 1.0
+            col += len(self.levels[name])
+        return out
+
+    def unseen_levels(self, features: pd.DataFrame) -> dict[str, list[str]]:
+        """Levels in ``features`` that were not present when fitting, by column."""
+        out = {}
+        for name in self.categorical:
+            known = set(self.levels[name])
+            new = sorted({v for v in features[name] if v is not None and v not in known},
+                         key=_level_key_sort)
+            if new:
+                out[name] = new
+        return out
+
+    # -- persistence -----------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data state."""
+        return {"format": "heartflow.tabular_encoder/1", "missing_rule": MISSING_RULE,
+                **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> TabularEncoder:
+        """Rebuild from :meth:`to_dict` output."""
+        fields = {k: v for k, v in state.items() if k not in ("format", "missing_rule")}
+        return cls(**fields)
+
+    def save(self, path: str) -> None:
+        """Write the state as JSON."""
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(self.to_dict(), fh, indent=1, sort_keys=True)
+
+    @classmethod
+    def load(cls, path: str) -> TabularEncoder:
+        """Read the state from JSON."""
+        with open(path, encoding="utf-8") as fh:
+            return cls.from_dict(json.load(fh))

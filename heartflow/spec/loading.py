@@ -1,0 +1,222 @@
+"""Load a spec file: safe YAML, typed validation, cross-field checks, located errors."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from heartflow.errors import SpecError
+from heartflow.spec import vocabulary as V
+from heartflow.spec.models import Spec
+from heartflow.spec.yaml_source import SourcedDocument, parse, read_text
+
+
+@dataclass
+class LoadedSpec:
+    """A validated spec with the text it came from and where it lives."""
+
+    spec: Spec
+    text: str
+    path: str
+    document: SourcedDocument
+
+    @property
+    def base_dir(self) -> str:
+        """Folder relative data paths are resolved against."""
+        return os.path.dirname(os.path.abspath(self.path))
+
+
+def load_spec(path: str, *, check_files: bool = True) -> LoadedSpec:
+    """Read and validate the spec at ``path`` or raise :class:`SpecError`."""
+    text = read_text(path)
+    return load_spec_text(text, path, check_files=check_files)
+
+
+def load_spec_text(text: str, path: str = "<spec>", *, check_files: bool = False,
+                   overrides: dict[str, Any] | None = None) -> LoadedSpec:
+    """Validate YAML text (optionally with dotted-path overrides applied)."""
+    doc = parse(text, path)
+    if not isinstance(doc.data, dict):
+        raise SpecError(f"the spec must be a mapping of sections, got {_kind(doc.data)}",
+                        path=path, line=1, column=1)
+    data = doc.data
+    if overrides:
+        from heartflow.spec.overrides import apply_overrides
+        data = apply_overrides(data, overrides)
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise _to_spec_error(exc, doc) from None
+    loaded = LoadedSpec(spec=spec, text=text, path=path, document=doc)
+    for loc, message in semantic_problems(spec):
+        line, column = doc.locate(loc)
+        raise SpecError(message, path=path, line=line, column=column, field=_dotted(loc))
+    if check_files:
+        from heartflow.data.sources import check_source
+        problem = check_source(spec.data.source, loaded.base_dir)
+        if problem:
+            line, column = doc.locate(("data", "source"))
+            raise SpecError(problem, path=path, line=line, column=column, field="data.source")
+    return loaded
+
+
+def semantic_problems(spec: Spec) -> list[tuple[tuple[str | int, ...], str]]:
+    """Cross-field rules pydantic field types cannot express, as (location, message)."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    output, task = spec.model.output, spec.task
+    if output.activation == "sigmoid" and output.units != 1:
+        out.append((("model", "output", "units"),
+                    f"a sigmoid output has 1 unit (binary), got {output.units}; for "
+                    f"{output.units} classes use activation: softmax with units: {output.units}"))
+    if output.activation == "softmax" and output.units < 2:
+        out.append((("model", "output", "units"),
+                    "a softmax output needs one unit per class (2 or more), got 1; for a "
+                    "binary target use activation: sigmoid with units: 1"))
+    if spec.train.loss not in V.TASK_LOSSES[task]:
+        out.append((("train", "loss"),
+                    f"loss {spec.train.loss!r} does not fit a {output.activation} output "
+                    f"({task}); allowed: {', '.join(V.TASK_LOSSES[task])}"))
+    allowed_metrics = V.TASK_METRICS[task]
+    for i, metric in enumerate(spec.evaluate.metrics or []):
+        if metric not in allowed_metrics:
+            close = difflib.get_close_matches(metric, allowed_metrics, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            out.append((("evaluate", "metrics", i),
+                        f"unknown metric {metric!r} for a {task} model{hint} Allowed: "
+                        f"{', '.join(allowed_metrics)}"))
+    if spec.register.promote.metric not in allowed_metrics:
+        out.append((("register", "promote", "metric"),
+                    f"promotion metric {spec.register.promote.metric!r} is not a {task} "
+                    f"metric; allowed: {', '.join(allowed_metrics)}"))
+    if task == "regression" and spec.train.class_weight is not None:
+        out.append((("train", "class_weight"), "class weights apply to classification only"))
+    if task == "regression" and spec.evaluate.baselines:
+        out.append((("evaluate", "baselines"), "baselines are available for classification"))
+    target = spec.data.target_spec
+    if task == "regression" and target.positive is not None:
+        out.append((("data", "target", "positive"),
+                    "a linear (regression) output takes the target as a number; remove "
+                    "'positive'"))
+    es = spec.train.early_stopping
+    if es and es.monitor.startswith("val_") and spec.data.split.validation == 0:
+        out.append((("train", "early_stopping", "monitor"),
+                    f"monitoring {es.monitor} needs a validation split; set "
+                    "data.split.validation above 0 or monitor 'loss'"))
+    return out
+
+
+def _to_spec_error(exc: ValidationError, doc: SourcedDocument) -> SpecError:
+    errors = [_clean(err, doc.data) for err in exc.errors(include_url=False)]
+    errors = _drop_union_noise(errors)
+    first = errors[0]
+    line, column = doc.locate(first["loc"])
+    message = _message(first)
+    if len(errors) > 1:
+        extra = []
+        for err in errors[1:5]:
+            eline, ecol = doc.locate(err["loc"])
+            extra.append(f"\n  {doc.path}:{eline}:{ecol}: {_dotted(err['loc'])}: {_message(err)}")
+        message += "".join(extra)
+        if len(errors) > 5:
+            message += f"\n  (and {len(errors) - 5} more)"
+    return SpecError(message, path=doc.path, line=line, column=column,
+                     field=_dotted(first["loc"]) or None)
+
+
+def _clean(err: dict[str, Any], data: Any) -> dict[str, Any]:
+    """Drop pydantic's union-member tags from an error location."""
+    loc: list[str | int] = []
+    node = data
+    raw = list(err["loc"])
+    for i, part in enumerate(raw):
+        last = i == len(raw) - 1
+        if isinstance(node, dict) and part in node:
+            loc.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            loc.append(part)
+            node = node[part]
+        elif last and err["type"] in ("missing", "extra_forbidden"):
+            loc.append(part)
+        elif isinstance(node, dict) and isinstance(part, (str, int)) and err["type"] in (
+                "missing",) and i < len(raw) - 1:
+            continue
+    return {**err, "loc": tuple(loc), "raw_loc": tuple(raw)}
+
+
+def _drop_union_noise(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """When a union member's error goes deeper, drop the shallow type mismatches."""
+    kept = []
+    for err in errors:
+        deeper = any(o is not err and len(o["loc"]) > len(err["loc"])
+                     and o["loc"][: len(err["loc"])] == err["loc"] for o in errors)
+        if deeper and err["type"].endswith("_type"):
+            continue
+        kept.append(err)
+    return kept or errors
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind, loc = err["type"], err["loc"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1]) if loc else "?"
+        allowed = _fields_at(err["raw_loc"][:-1])
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown key {key!r}{hint} Allowed keys here: {', '.join(allowed)}"
+    if kind == "missing":
+        return "required field is missing"
+    msg = err["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    if kind not in ("value_error",) and "input" in err:
+        given = repr(err["input"])
+        given = given if len(given) <= 60 else given[:57] + "..."
+        msg = f"{msg} (given: {given})"
+    return msg
+
+
+def _fields_at(raw_loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the model reached by following ``raw_loc`` from Spec."""
+    model: Any = Spec
+    for part in raw_loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if _is_model(model) else None
+        if field is None:
+            # a union tag such as 'TargetSpec': follow it by class name
+            from heartflow.spec import models as M
+            candidate = getattr(M, str(part), None)
+            if _is_model(candidate):
+                model = candidate
+            continue
+        model = _model_in(field.annotation)
+    return list(model.model_fields) if _is_model(model) else []
+
+
+def _is_model(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(obj, BaseModel)
+
+
+def _model_in(annotation: Any) -> Any:
+    if _is_model(annotation):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _kind(value: Any) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number",
+            bool: "a boolean"}.get(type(value), type(value).__name__)

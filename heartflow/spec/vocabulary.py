@@ -1,0 +1,60 @@
+"""The names a spec may use, kept here so validation needs no TensorFlow import.
+
+Keras' own names are listed statically; custom activations are registered in
+``heartflow.activations`` (and its ``CUSTOM_ACTIVATION_NAMES`` list).
+"""
+
+from __future__ import annotations
+
+KERAS_ACTIVATIONS = (
+    "relu", "sigmoid", "tanh", "softmax", "linear", "elu", "selu", "gelu", "silu",
+    "swish", "softplus", "softsign", "exponential", "hard_sigmoid", "hard_silu",
+    "leaky_relu", "relu6", "mish", "log_softmax",
+)
+# Activations implemented in heartflow.activations (registered Keras-serializable).
+CUSTOM_ACTIVATIONS = ("leaky_relu_01", "squareplus")
+
+INITIALIZERS = (
+    "glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "lecun_normal",
+    "lecun_uniform", "zeros", "ones", "random_normal", "random_uniform",
+    "truncated_normal", "orthogonal", "variance_scaling",
+)
+OUTPUT_ACTIVATIONS = ("sigmoid", "softmax", "linear")
+LOSSES = ("binary_crossentropy", "categorical_crossentropy", "mse", "mae", "huber")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+
+# Which losses fit which output (task).
+TASK_LOSSES = {
+    "binary": ("binary_crossentropy",),
+    "multiclass": ("categorical_crossentropy",),
+    "regression": ("mse", "mae", "huber"),
+}
+TASK_METRICS = {
+    "binary": ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "log_loss",
+               "brier"),
+    "multiclass": ("accuracy", "macro_f1", "log_loss", "roc_auc"),
+    "regression": ("mse", "rmse", "mae", "r2"),
+}
+DEFAULT_METRICS = {
+    "binary": ["roc_auc", "accuracy", "precision", "recall", "f1", "log_loss", "brier"],
+    "multiclass": ["accuracy", "macro_f1", "log_loss"],
+    "regression": ["rmse", "mae", "r2"],
+}
+# Metrics where a larger value is better (used by promotion and ranking).
+HIGHER_IS_BETTER = {"roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1",
+                    "macro_f1", "r2"}
+BASELINES = ("logistic_regression", "random_forest", "gradient_boosting")
+
+
+def activation_names() -> tuple[str, ...]:
+    """Every hidden-layer activation name a spec may use."""
+    return KERAS_ACTIVATIONS + CUSTOM_ACTIVATIONS + tuple(_plugin_activations)
+
+
+_plugin_activations: list[str] = []
+
+
+def register_plugin_activation(name: str) -> None:
+    """Allow ``name`` in specs (called by opt-in plugins, see heartflow.activations)."""
+    if name not in _plugin_activations:
+        _plugin_activations.append(name)

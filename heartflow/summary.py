@@ -1,0 +1,55 @@
+"""Rich tables for run outcomes and registry listings."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_outcome(outcome, console: Console | None = None) -> None:
+    """The end-of-run summary."""
+    from heartflow.tracking import redact, tracking_uri
+
+    console = console or Console()
+    table = Table(title=f"heartflow run: {outcome.spec_name}", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("inputs", str(outcome.input_width))
+    table.add_row("parameters", str(outcome.parameters))
+    split = outcome.split
+    table.add_row("rows (train/val/test)",
+                  f"{split['train']}/{split['validation']}/{split['test']}")
+    stop = (f" (early stop, best epoch {outcome.best_epoch})" if outcome.best_epoch else "")
+    table.add_row("epochs run", f"{outcome.epochs_run}{stop}")
+    table.add_row("train time", f"{outcome.train_seconds:.2f} s")
+    for name, value in outcome.metrics.items():
+        table.add_row(f"test {name}", f"{value:.4f}  (n={outcome.test_rows})")
+    table.add_row("MLflow run", outcome.run_id)
+    if outcome.version:
+        verdict = "champion" if outcome.promoted else "not promoted"
+        table.add_row("registered", f"{outcome.model_name} v{outcome.version} ({verdict})")
+        table.add_row("promotion", outcome.decision)
+    console.print(table)
+    uri = redact(tracking_uri())
+    console.print(f"Open the MLflow UI:  mlflow ui --backend-store-uri {uri}  "
+                  f"(then http://127.0.0.1:5000/#/experiments/{outcome.experiment_id}/runs/"
+                  f"{outcome.run_id})")
+
+
+def print_versions(rows: list[dict[str, object]], console: Console | None = None) -> None:
+    """Registered versions as a table."""
+    console = console or Console()
+    table = Table(title="registered models")
+    for column in ("model", "version", "aliases", "spec", "roc_auc", "accuracy", "run",
+                   "created"):
+        table.add_column(column)
+    for row in rows:
+        metrics = row["metrics"] or {}
+        fmt = (lambda k: f"{metrics[k]:.4f}" if k in metrics else "")  # noqa: E731
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(row["created"]) / 1000))
+        table.add_row(str(row["name"]), str(row["version"]), ",".join(row["aliases"]),
+                      str(row["spec"]), fmt("roc_auc"), fmt("accuracy"),
+                      str(row["run_id"] or "")[:12], created)
+    console.print(table)

@@ -1,0 +1,141 @@
+"""Fit a compiled network on encoded arrays, efficiently and reproducibly.
+
+Keras spends most of a small model's time in per-step overhead, so the input is
+a cached ``tf.data`` pipeline and one compiled call runs a whole epoch
+(``steps_per_execution``). Seeds make a run repeatable on the same machine.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from heartflow.spec.models import Spec, TrainSpec
+
+
+@dataclass
+class TrainResult:
+    """What training produced."""
+
+    model: object
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epochs_run: int = 0
+    best_epoch: int | None = None
+    seconds: float = 0.0
+    epochs_planned: int = 0
+
+    @property
+    def stopped_early(self) -> bool:
+        """True when early stopping ended training before the last planned epoch."""
+        return 0 < self.epochs_run < self.epochs_planned
+
+
+def sample_weights(y: np.ndarray, class_weight: object) -> np.ndarray | None:
+    """Per-row weights from ``train.class_weight`` (None, 'balanced' or {class: weight})."""
+    if class_weight is None:
+        return None
+    labels = y.astype(np.int64)
+    if class_weight == "balanced":
+        classes, counts = np.unique(labels, return_counts=True)
+        weights = {int(c): len(labels) / (len(classes) * n) for c, n in zip(classes, counts)}
+    else:
+        weights = {int(k): float(v) for k, v in dict(class_weight).items()}
+    return np.array([weights.get(int(c), 1.0) for c in labels], dtype=np.float32)
+
+
+def make_optimizer(train: TrainSpec):
+    """The Keras optimizer the spec names."""
+    import keras
+
+    opt = train.optimizer
+    if opt.name == "sgd":
+        return keras.optimizers.SGD(learning_rate=opt.learning_rate, momentum=opt.momentum)
+    if opt.name == "adam":
+        return keras.optimizers.Adam(learning_rate=opt.learning_rate)
+    if opt.name == "adamw":
+        return keras.optimizers.AdamW(learning_rate=opt.learning_rate,
+                                      weight_decay=opt.weight_decay or 0.004)
+    return keras.optimizers.RMSprop(learning_rate=opt.learning_rate)
+
+
+def _metrics(task: str) -> list:
+    import keras
+
+    if task == "binary":
+        return [keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")]
+    if task == "multiclass":
+        return [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    return [keras.metrics.RootMeanSquaredError(name="rmse"),
+            keras.metrics.MeanAbsoluteError(name="mae")]
+
+
+def _targets(y: np.ndarray, spec: Spec) -> np.ndarray:
+    if spec.task == "multiclass":
+        return np.eye(spec.model.output.units, dtype=np.float32)[y.astype(np.int64)]
+    return y.astype(np.float32).reshape(-1, 1)
+
+
+def dataset(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None, batch_size: int,
+            shuffle_seed: int | None):
+    """A cached, shuffled, batched tf.data pipeline over in-memory arrays."""
+    import tensorflow as tf
+
+    parts = (x, y) if weights is None else (x, y, weights)
+    ds = tf.data.Dataset.from_tensor_slices(parts).cache()
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def train_model(spec: Spec, input_width: int, x_train: np.ndarray, y_train: np.ndarray,
+                x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
+                on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Build, compile and fit the spec's network; returns the (best) model and history."""
+    import keras
+
+    from heartflow.builder import build_model
+
+    t = spec.train
+    keras.utils.set_random_seed(t.seed)
+    if t.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    model = build_model(spec, input_width)
+    steps = max(1, math.ceil(len(x_train) / t.batch_size))
+    loss = {"huber": keras.losses.Huber()}.get(t.loss, t.loss)
+    model.compile(optimizer=make_optimizer(t), loss=loss, metrics=_metrics(spec.task),
+                  steps_per_execution=min(steps, 1000), jit_compile=False)
+    train_ds = dataset(x_train, _targets(y_train, spec),
+                       sample_weights(y_train, t.class_weight), t.batch_size, t.seed)
+    val_ds = None
+    if x_val is not None and len(x_val):
+        val_ds = dataset(x_val, _targets(y_val, spec), None, max(t.batch_size, 1024), None)
+    callbacks: list = []
+    es = t.early_stopping
+    stopper = None
+    if es is not None:
+        monitor = es.monitor if val_ds is not None else es.monitor.removeprefix("val_")
+        mode = "max" if monitor.endswith(("auc", "accuracy")) else "min"
+        stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=es.patience,
+                                                min_delta=es.min_delta, mode=mode,
+                                                restore_best_weights=es.restore_best)
+        callbacks.append(stopper)
+    if on_epoch is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: on_epoch(epoch + 1, dict(logs or {}))))
+    start = time.perf_counter()
+    history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, verbose=0,
+                        callbacks=callbacks)
+    seconds = time.perf_counter() - start
+    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    epochs_run = len(hist.get("loss", []))
+    best = None
+    if stopper is not None and stopper.best_weights is not None and epochs_run:
+        series = hist.get(stopper.monitor, [])
+        if series:
+            best = int(np.argmax(series) if stopper.mode == "max" else np.argmin(series)) + 1
+    return TrainResult(model=model, history=hist, epochs_run=epochs_run, best_epoch=best,
+                       seconds=seconds, epochs_planned=t.epochs)

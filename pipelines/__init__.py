@@ -1,0 +1,1 @@
+"""Prefect flows composing heartflow's steps; installed as ``heartflow.pipelines``."""

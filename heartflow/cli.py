@@ -27,6 +27,7 @@ QUIET_DEFAULTS = {
     "DO_NOT_TRACK": "true",
     "MLFLOW_RECORD_ENV_VARS_IN_MODEL_LOGGING": "false",
     "GIT_PYTHON_REFRESH": "quiet",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
 }
 
 
@@ -65,6 +66,15 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     raise Interrupted()
+
+
+def _quiet_mlflow() -> None:
+    """MLflow's INFO lines (registering, validating) would clutter the summary."""
+    import logging
+
+    import mlflow  # noqa: F401  (configures its loggers on import; adjust after)
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 def _load_plugins(plugins: list[str] | None) -> None:
@@ -153,9 +163,19 @@ def run(spec: SpecArg, plugin: PluginOpt = None,
         _load_plugins(plugin)
     loaded = load_spec(spec)  # fail fast: nothing is started for a bad spec
     signal.signal(signal.SIGTERM, _on_sigterm)
-    from heartflow.pipelines.training import RunOutcome, train_flow
+    from heartflow.orchestration import prefect_api
 
-    result = train_flow(loaded.path, loaded.text, verbose=not quiet)
+    with prefect_api() as server:  # starts while TensorFlow imports below
+        from heartflow._quiet import import_tensorflow
+
+        import_tensorflow()
+        from heartflow.pipelines.training import RunOutcome, train_flow
+
+        _quiet_mlflow()
+
+        if server is not None:
+            server.wait()
+        result = train_flow(loaded.path, loaded.text, verbose=not quiet)
     outcome = RunOutcome(**result)
     if json_out:
         typer.echo(json.dumps(outcome.as_dict(), indent=1, default=str))

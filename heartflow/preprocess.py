@@ -24,6 +24,10 @@ MISSING_RULE = ("numeric: training median, then standardised with training mean/
                 "categorical: training mode for missing, all-zero one-hot for unseen levels")
 
 
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
 @dataclass
 class TabularEncoder:
     """Fitted preprocessing for one spec's feature columns."""
@@ -51,9 +55,10 @@ class TabularEncoder:
             self.means[name] = float(filled.mean())
             self.stds[name] = std if std > 0 else 1.0
         for name in self.categorical:
-            present = [v for v in features[name] if v is not None]
+            present = [v for v in features[name] if not _missing(v)]
             self.levels[name] = sorted(set(present), key=_level_key_sort)
-            counts = pd.Series([v for v in train[name] if v is not None]).value_counts()
+            counts = pd.Series([v for v in train[name] if not _missing(v)],
+                               dtype=object).value_counts()
             self.modes[name] = (str(sorted(counts[counts == counts.max()].index,
                                           key=_level_key_sort)[0])
                                 if len(counts) else self.levels[name][0])
@@ -85,7 +90,7 @@ class TabularEncoder:
             index = {lvl: i for i, lvl in enumerate(self.levels[name])}
             mode = self.modes[name]
             for row, value in enumerate(features[name].to_numpy(dtype=object)):
-                i = index.get(mode if value is None else value)
+                i = index.get(mode if _missing(value) else value)
                 if i is not None:
                     out[row, col + i] = 1.0
             col += len(self.levels[name])
@@ -96,7 +101,7 @@ class TabularEncoder:
         out = {}
         for name in self.categorical:
             known = set(self.levels[name])
-            new = sorted({v for v in features[name] if v is not None and v not in known},
+            new = sorted({v for v in features[name] if not _missing(v) and v not in known},
                          key=_level_key_sort)
             if new:
                 out[name] = new

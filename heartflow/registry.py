@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -76,7 +77,8 @@ def register_version(model_uri: str, name: str, run_id: str, tags: dict[str, str
     version = None
     for attempt in range(6):
         try:
-            version = mlflow.register_model(model_uri, name, tags=tags)
+            with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Created version"
+                version = mlflow.register_model(model_uri, name, tags=tags)
             break
         except Exception as exc:
             if attempt == 5 or "locked" not in str(exc).lower():

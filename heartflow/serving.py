@@ -92,7 +92,7 @@ def _python_model_class():
             a = context.artifacts
             self.scorer = Scorer.load(a[KERAS_ARTIFACT], a[ENCODER_ARTIFACT], a[META_ARTIFACT])
 
-        def predict(self, context, model_input, params=None):
+        def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
             if not isinstance(model_input, pd.DataFrame):
                 model_input = pd.DataFrame(model_input)
             return self.scorer.predict(model_input)

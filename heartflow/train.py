@@ -127,7 +127,7 @@ def train_model(spec: Spec, input_width: int, x_train: np.ndarray, y_train: np.n
         callbacks.append(keras.callbacks.LambdaCallback(
             on_epoch_end=lambda epoch, logs: on_epoch(epoch + 1, dict(logs or {}))))
     start = time.perf_counter()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, verbose=0,
+    history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, verbose=0, shuffle=False,
                         callbacks=callbacks)
     seconds = time.perf_counter() - start
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}

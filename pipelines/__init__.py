@@ -1,1 +1,20 @@
 """Prefect flows composing heartflow's steps; installed as ``heartflow.pipelines``."""
+
+import logging
+
+
+class _HideExplainedErrors(logging.Filter):
+    """Drop Prefect's traceback logs for heartflow's own errors: the CLI prints them cleanly."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from heartflow.errors import HeartflowError
+        from heartflow.tracking import Interrupted
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, (HeartflowError, Interrupted, KeyboardInterrupt)):
+            return False
+        return "Finished in state Failed" not in record.getMessage()
+
+
+for _name in ("prefect.task_runs", "prefect.flow_runs"):
+    logging.getLogger(_name).addFilter(_HideExplainedErrors())

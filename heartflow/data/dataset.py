@@ -46,7 +46,10 @@ def prepare_features(frame: pd.DataFrame, numeric: list[str], categorical: list[
         out[name] = numeric_column(frame[name], name, na_values, where, label)
     for name in categorical:
         out[name] = categorical_column(frame[name], na_values)
-    return pd.DataFrame(out, index=range(len(frame)))
+    result = pd.DataFrame(index=range(len(frame)))
+    for name, values in out.items():
+        result[name] = pd.Series(values, dtype=object if name in categorical else np.float64)
+    return result
 
 
 def load_dataset(spec: Spec, base_dir: str | None = None) -> Dataset:

@@ -112,6 +112,8 @@ def semantic_problems(spec: Spec) -> list[tuple[tuple[str | int, ...], str]]:
 def _to_spec_error(exc: ValidationError, doc: SourcedDocument) -> SpecError:
     errors = [_clean(err, doc.data) for err in exc.errors(include_url=False)]
     errors = _drop_union_noise(errors)
+    # A misspelt key explains the "missing" error of the key it was meant to be.
+    errors.sort(key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
     line, column = doc.locate(first["loc"])
     message = _message(first)

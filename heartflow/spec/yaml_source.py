@@ -59,14 +59,20 @@ def read_text(path: str) -> str:
         raise SpecError(f"cannot read file ({exc.strerror})", path=path) from None
     if len(raw) > MAX_BYTES:
         raise SpecError(f"file is larger than {MAX_BYTES:,} bytes; a spec is a small YAML file",
-                        path=path)
+                        path=path, line=1, column=1)
     if b"\x00" in raw:
-        raise SpecError("file contains NUL bytes: this is binary data, not YAML", path=path)
+        nul = raw.index(b"\x00")
+        line = raw[:nul].count(b"\n") + 1
+        column = nul - (raw.rfind(b"\n", 0, nul) + 1) + 1
+        raise SpecError("file contains NUL bytes: this is binary data, not YAML", path=path,
+                        line=line, column=column)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise SpecError("file is not valid UTF-8 text", path=path, line=line) from None
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SpecError(f"file is not valid UTF-8 text (byte 0x{raw[exc.start]:02x})",
+                        path=path, line=line, column=column) from None
 
 
 def parse(text: str, path: str = "<spec>") -> SourcedDocument:
@@ -82,7 +88,7 @@ def parse(text: str, path: str = "<spec>") -> SourcedDocument:
         raise SpecError(f"YAML syntax error: {problem}", path=path, line=line,
                         column=column) from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"YAML error: {exc}", path=path) from None
+        raise SpecError(f"YAML error: {exc}", path=path, line=1, column=1) from None
     doc = SourcedDocument(data=None, path=path)
     if node is None:
         raise SpecError("the spec is empty; expected a mapping with at least name, data and model",

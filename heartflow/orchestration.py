@@ -1,0 +1,124 @@
+"""A local Prefect API server started early, so its start-up hides behind TensorFlow's import.
+
+With no ``PREFECT_API_URL``, Prefect itself would start a temporary server
+(uvicorn running Prefect's own API app) when the flow begins. heartflow starts
+that same server as a subprocess *before* importing TensorFlow, points
+``PREFECT_API_URL`` at it, and stops it when the command ends: the flow is the
+same, the wait is shorter, and nothing is left running.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from heartflow.errors import HeartflowError
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _prefect_dir() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("prefect")
+    if spec is None or not spec.origin:
+        raise HeartflowError("prefect is not installed")
+    return Path(spec.origin).parent
+
+
+class LocalPrefectServer:
+    """Prefect's API app under uvicorn on a free loopback port (started in the background)."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def api_url(self) -> str:
+        """The API URL to give Prefect clients."""
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def start(self) -> LocalPrefectServer:
+        """Launch the server process (returns at once; see :meth:`wait`)."""
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+               "PREFECT__SERVER_FINAL": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        env.pop("PREFECT_API_URL", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(_prefect_dir().parent),
+             "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
+             "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE)
+        atexit.register(self.stop)
+        return self
+
+    def wait(self, timeout: float = 60.0) -> None:
+        """Block until the API answers /health."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                err = self.process.stderr.read().decode(errors="replace")[-2000:] \
+                    if self.process.stderr else ""
+                raise HeartflowError(f"the local Prefect server exited ({self.process.returncode})"
+                                     f": {err.strip() or 'no output'}")
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise HeartflowError(f"the local Prefect server did not answer within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        """Terminate the server process (idempotent)."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def _drain_prefect_clients() -> None:
+    """Send Prefect's buffered logs and events before the server goes away."""
+    if "prefect" not in sys.modules:
+        return
+    with contextlib.suppress(Exception):
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler.flush()
+    with contextlib.suppress(Exception):
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=5)
+
+
+@contextlib.contextmanager
+def prefect_api():
+    """Use ``PREFECT_API_URL`` if set; otherwise start a local server for this block."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield None
+        return
+    server = LocalPrefectServer().start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        yield server
+    finally:
+        _drain_prefect_clients()
+        server.stop()
+        os.environ.pop("PREFECT_API_URL", None)

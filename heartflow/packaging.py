@@ -53,7 +53,8 @@ def signature(meta: dict):
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-def log_model(run_id: str, experiment_id: str, spec: Spec, encoder: TabularEncoder, network, classes: list[str],
+def log_model(run_id: str, experiment_id: str, spec: Spec, encoder: TabularEncoder, network,
+              classes: list[str],
               example: pd.DataFrame) -> str:
     """Save network (.keras), encoder and meta (JSON) and log them as a pyfunc; returns URI."""
     import mlflow.pyfunc

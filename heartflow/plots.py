@@ -68,7 +68,7 @@ def binary_plots(y: np.ndarray, p: np.ndarray, threshold: float, folder: str) ->
     pred = (np.asarray(p).ravel() >= threshold).astype(int)
     truth = (np.asarray(y).ravel() > 0.5).astype(int)
     matrix = np.zeros((2, 2), dtype=int)
-    for t, q in zip(truth, pred):
+    for t, q in zip(truth, pred, strict=False):
         matrix[t, q] += 1
     paths.append(confusion_matrix(matrix, ["0", "1"], folder, f"threshold {threshold}"))
     return paths
@@ -99,6 +99,6 @@ def multiclass_plots(y: np.ndarray, proba: np.ndarray, labels: list[str],
     """Confusion matrix for a multi-class model."""
     k = len(labels)
     matrix = np.zeros((k, k), dtype=int)
-    for t, q in zip(np.asarray(y).astype(int), np.asarray(proba).argmax(axis=1)):
+    for t, q in zip(np.asarray(y).astype(int), np.asarray(proba).argmax(axis=1), strict=False):
         matrix[t, q] += 1
     return [confusion_matrix(matrix, labels, folder)]

@@ -26,7 +26,8 @@ class EpochReporter:
         shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items()
                           if k in ("loss", "val_loss", "auc", "val_auc", "accuracy",
                                    "val_accuracy", "rmse", "val_rmse"))
-        line = f"epoch {epoch:>4}/{self.epochs}  {shown}  ({time.perf_counter() - self._start:.1f}s)"
+        elapsed = time.perf_counter() - self._start
+        line = f"epoch {epoch:>4}/{self.epochs}  {shown}  ({elapsed:.1f}s)"
         if tty:
             self.stream.write("\r" + line.ljust(100))
             self.stream.flush()

@@ -47,9 +47,13 @@ def print_versions(rows: list[dict[str, object]], console: Console | None = None
         table.add_column(column)
     for row in rows:
         metrics = row["metrics"] or {}
-        fmt = (lambda k: f"{metrics[k]:.4f}" if k in metrics else "")  # noqa: E731
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(row["created"]) / 1000))
         table.add_row(str(row["name"]), str(row["version"]), ",".join(row["aliases"]),
-                      str(row["spec"]), fmt("roc_auc"), fmt("accuracy"),
+                      str(row["spec"]), _fmt(metrics, "roc_auc"),
+                      _fmt(metrics, "accuracy"),
                       str(row["run_id"] or "")[:12], created)
     console.print(table)
+
+
+def _fmt(metrics: dict, key: str) -> str:
+    return f"{metrics[key]:.4f}" if key in metrics else ""

@@ -41,7 +41,8 @@ def sample_weights(y: np.ndarray, class_weight: object) -> np.ndarray | None:
     labels = y.astype(np.int64)
     if class_weight == "balanced":
         classes, counts = np.unique(labels, return_counts=True)
-        weights = {int(c): len(labels) / (len(classes) * n) for c, n in zip(classes, counts)}
+        weights = {int(c): len(labels) / (len(classes) * n)
+                   for c, n in zip(classes, counts, strict=True)}
     else:
         weights = {int(k): float(v) for k, v in dict(class_weight).items()}
     return np.array([weights.get(int(c), 1.0) for c in labels], dtype=np.float32)

@@ -109,7 +109,7 @@ def register_task(loaded: LoadedSpec, prepared: Prepared, result: TrainResult,
     promote = spec.register.promote
     decision = registry.decide_and_promote(
         name, version, recorder.run_id, scorer, features.iloc[test], prepared.dataset.y[test],
-        spec.task, promote.metric, promote.min_improvement, spec.evaluate.threshold)
+        spec.task, spec.promotion_metric, promote.min_improvement, spec.evaluate.threshold)
     recorder.tags({"heartflow.registered_model": name, "heartflow.registered_version": version})
     return {"model_uri": uri, "model_name": name, "version": version,
             "promoted": decision.promoted, "decision": decision.reason}

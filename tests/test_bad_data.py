@@ -39,12 +39,12 @@ def with_cell(column: str, row: int, value: str) -> str:
 
 def three_class_target() -> str:
     body = rows()
-    body = [",".join(r.split(",")[:-1] + [str(i % 3)]) for i, r in enumerate(body)]
+    body = [",".join([*r.split(",")[:-1], str(i % 3)]) for i, r in enumerate(body)]
     return table(body)
 
 
 def one_class_target() -> str:
-    body = [",".join(r.split(",")[:-1] + ["0"]) for r in rows()]
+    body = [",".join([*r.split(",")[:-1], "0"]) for r in rows()]
     return table(body)
 
 
@@ -94,7 +94,7 @@ ERRORS: list[tuple[str, bytes, list[str]]] = [
     ("ragged_row", (table() + "1,2,3\n").encode(), ["fields", "header has 14"]),
     ("missing_target_value", with_cell("target", 4, "").encode(),
      ["'target'", "missing", "row 5"]),
-    ("two_text_labels", table([",".join(r.split(",")[:-1] + ["yes" if i % 2 else "no"])
+    ("two_text_labels", table([",".join([*r.split(",")[:-1], "yes" if i % 2 else "no"])
                                for i, r in enumerate(rows())]).encode(),
      ["'target'", "positive"]),
 ]

@@ -33,8 +33,8 @@ def split_rows(y: np.ndarray, spec: SplitSpec, classification: bool) -> Split:
     parts: dict[str, list[np.ndarray]] = {"train": [], "validation": [], "test": []}
     for idx in groups:
         idx = rng.permutation(idx)
-        n_test = int(round(len(idx) * spec.test))
-        n_val = int(round(len(idx) * spec.validation))
+        n_test = round(len(idx) * spec.test)
+        n_val = round(len(idx) * spec.validation)
         parts["test"].append(idx[:n_test])
         parts["validation"].append(idx[n_test:n_test + n_val])
         parts["train"].append(idx[n_test + n_val:])

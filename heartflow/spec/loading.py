@@ -88,9 +88,9 @@ def semantic_problems(spec: Spec) -> list[tuple[tuple[str | int, ...], str]]:
             out.append((("evaluate", "metrics", i),
                         f"unknown metric {metric!r} for a {task} model{hint} Allowed: "
                         f"{', '.join(allowed_metrics)}"))
-    if spec.register.promote.metric not in allowed_metrics:
+    if spec.promotion_metric not in allowed_metrics:
         out.append((("register", "promote", "metric"),
-                    f"promotion metric {spec.register.promote.metric!r} is not a {task} "
+                    f"promotion metric {spec.promotion_metric!r} is not a {task} "
                     f"metric; allowed: {', '.join(allowed_metrics)}"))
     if task == "regression" and spec.train.class_weight is not None:
         out.append((("train", "class_weight"), "class weights apply to classification only"))

@@ -230,7 +230,8 @@ class EvaluateSpec(_Section):
 class PromoteSpec(_Section):
     """When a new version may take the ``champion`` alias."""
 
-    metric: str = "roc_auc"
+    metric: str | None = Field(default=None, description="Default: roc_auc (binary), "
+                               "accuracy (multiclass), rmse (regression).")
     min_improvement: float = Field(default=0.0, ge=0.0)
     must_beat_baselines: bool = False
 
@@ -267,6 +268,12 @@ class Spec(_Section):
     def model_name(self) -> str:
         """Registered model name (defaults to the spec name)."""
         return self.register.model_name or self.name
+
+    @property
+    def promotion_metric(self) -> str:
+        """Metric the promotion gate compares."""
+        default = {"binary": "roc_auc", "multiclass": "accuracy", "regression": "rmse"}
+        return self.register.promote.metric or default[self.task]
 
     @property
     def metrics(self) -> list[str]:

@@ -119,7 +119,7 @@ def _build(node: yaml.Node, loc: Path, doc: SourcedDocument, budget: list[int]) 
                 raise SpecError("YAML merge keys (<<) are not supported in specs",
                                 path=doc.path, line=key_node.start_mark.line + 1,
                                 column=key_node.start_mark.column + 1)
-            key = _build(key_node, loc + ("<key>",), doc, budget)
+            key = _build(key_node, (*loc, "<key>"), doc, budget)
             if isinstance(key, (dict, list)):
                 raise SpecError("mapping keys must be plain scalars", path=doc.path,
                                 line=key_node.start_mark.line + 1,
@@ -128,13 +128,13 @@ def _build(node: yaml.Node, loc: Path, doc: SourcedDocument, budget: list[int]) 
                 raise SpecError(f"duplicate key {key!r}", path=doc.path,
                                 line=key_node.start_mark.line + 1,
                                 column=key_node.start_mark.column + 1,
-                                field=_dotted(loc + (str(key),)))
-            child = loc + (key if isinstance(key, int) else str(key),)
+                                field=_dotted((*loc, str(key))))
+            child = (*loc, key if isinstance(key, int) else str(key))
             doc.positions[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             out[key] = _build(value_node, child, doc, budget)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, loc + (i,), doc, budget) for i, item in enumerate(node.value)]
+        return [_build(item, (*loc, i), doc, budget) for i, item in enumerate(node.value)]
     constructor = yaml.SafeLoader.yaml_constructors[node.tag]
     return constructor(yaml.SafeLoader(""), node)
 

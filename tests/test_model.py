@@ -1,0 +1,162 @@
+"""Builder, parameter counts, training, metrics: the Keras side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from heartflow import metrics as M
+from heartflow.builder import build_model, count_parameters
+from heartflow.spec import load_spec, load_spec_text
+from heartflow.train import sample_weights, train_model
+from tests.conftest import ROOT
+
+SPEC = """\
+name: shapes
+data:
+  source: heart-csv
+  target: {target}
+  features: {{numeric: [a, b]}}
+model:
+  hidden: [{hidden}]
+  output: {{units: {units}, activation: {activation}}}
+train: {{loss: {loss}, epochs: 3, batch_size: 8, seed: 1}}
+"""
+
+
+def spec_of(units: int = 1, activation: str = "sigmoid", loss: str = "binary_crossentropy",
+            hidden: str = "{units: 4, activation: relu}", target: str = "y"):
+    text = SPEC.format(units=units, activation=activation, loss=loss, hidden=hidden,
+                       target=target)
+    return load_spec_text(text, "s.yaml").spec
+
+
+def test_heart_16_has_497_parameters_and_logreg_30() -> None:
+    heart16 = load_spec(str(ROOT / "specs/heart_16.yaml")).spec
+    logreg = load_spec(str(ROOT / "specs/heart_logreg.yaml")).spec
+    assert count_parameters(heart16, 29) == 29 * 16 + 16 + 16 + 1 == 497
+    assert count_parameters(logreg, 29) == 29 * 1 + 1 == 30
+    assert build_model(heart16, 29).count_params() == 497
+    assert build_model(logreg, 29).count_params() == 30
+
+
+@pytest.mark.parametrize(("units", "activation", "loss", "shape"), [
+    (1, "sigmoid", "binary_crossentropy", (5, 1)),
+    (3, "softmax", "categorical_crossentropy", (5, 3)),
+    (1, "linear", "mse", (5, 1)),
+])
+def test_builder_output_shapes(units, activation, loss, shape) -> None:
+    spec = spec_of(units, activation, loss)
+    model = build_model(spec, 7)
+    out = np.asarray(model(np.zeros((5, 7), dtype=np.float32)))
+    assert out.shape == shape
+    if activation == "softmax":
+        assert np.allclose(out.sum(axis=1), 1.0, atol=1e-5)
+    if activation == "sigmoid":
+        assert ((out > 0) & (out < 1)).all()
+    assert model.count_params() == count_parameters(spec, 7)
+
+
+def test_deep_network_with_dropout_and_l2_counts_parameters() -> None:
+    spec = spec_of(hidden="{units: 8, dropout: 0.2, l2: 0.01}, {units: 4, activation: tanh}")
+    assert build_model(spec, 10).count_params() == count_parameters(spec, 10) == \
+        (10 * 8 + 8) + (8 * 4 + 4) + (4 + 1)
+
+
+def test_custom_activation_survives_save_and_safe_load(tmp_path: Path) -> None:
+    import keras
+
+    spec = spec_of(hidden="{units: 4, activation: squareplus}, {units: 3, activation: "
+                          "leaky_relu_01}")
+    model = build_model(spec, 5)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    again = keras.saving.load_model(path, safe_mode=True, compile=False)
+    x = np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32)
+    assert np.allclose(np.asarray(model(x)), np.asarray(again(x)), atol=1e-6)
+
+
+def _blobs(n: int = 200, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = rng.normal(size=(n, 2)).astype(np.float32) + y[:, None] * 1.5
+    return x, y.astype(np.float32)
+
+
+def test_training_learns_and_is_reproducible() -> None:
+    spec = spec_of()
+    spec.train.epochs = 20
+    x, y = _blobs()
+    a = train_model(spec, 2, x[:150], y[:150], x[150:], y[150:])
+    b = train_model(spec, 2, x[:150], y[:150], x[150:], y[150:])
+    assert a.history["loss"] == b.history["loss"]
+    assert a.history["loss"][-1] < a.history["loss"][0]
+    p = np.asarray(a.model(x[150:])).ravel()
+    assert M.roc_auc(y[150:], p) > 0.8
+
+
+def test_early_stopping_stops_and_restores() -> None:
+    spec = spec_of()
+    spec.train.epochs = 300
+    from heartflow.spec.models import EarlyStoppingSpec
+
+    spec.train.early_stopping = EarlyStoppingSpec(monitor="val_loss", patience=3)
+    spec.train.optimizer.learning_rate = 0.05
+    x, y = _blobs()
+    result = train_model(spec, 2, x[:150], y[:150], x[150:], y[150:])
+    assert result.stopped_early and result.epochs_run < 300
+    assert result.best_epoch is not None and result.best_epoch <= result.epochs_run
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop"])
+def test_every_optimizer_trains(optimizer: str) -> None:
+    spec = spec_of()
+    spec.train.optimizer.name = optimizer
+    spec.train.optimizer.momentum = 0.9 if optimizer == "sgd" else 0.0
+    spec.train.epochs = 2
+    x, y = _blobs(64)
+    assert len(train_model(spec, 2, x, y).history["loss"]) == 2
+
+
+def test_multiclass_and_regression_train() -> None:
+    x, _y = _blobs(120)
+    multi = spec_of(3, "softmax", "categorical_crossentropy")
+    labels = (x[:, 0] > 0).astype(int) + (x[:, 1] > 1).astype(int)
+    out = train_model(multi, 2, x, labels)
+    assert np.asarray(out.model(x[:2])).shape == (2, 3)
+    reg = spec_of(1, "linear", "huber")
+    out = train_model(reg, 2, x, x[:, 0] * 2.0)
+    assert "rmse" in out.history
+
+
+def test_balanced_class_weights() -> None:
+    w = sample_weights(np.array([0, 0, 0, 1]), "balanced")
+    assert np.allclose(w, [4 / 6, 4 / 6, 4 / 6, 2.0])
+    assert list(sample_weights(np.array([0, 1]), {0: 1.0, 1: 3.0})) == [1.0, 3.0]
+    assert sample_weights(np.array([0, 1]), None) is None
+
+
+def test_numpy_metrics_match_scikit_learn() -> None:
+    from sklearn import metrics as S
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 300)
+    p = np.clip(y * 0.3 + rng.uniform(size=300) * 0.7, 0, 1).round(2)  # ties on purpose
+    got = M.binary_metrics(y, p, 0.5)
+    assert got["roc_auc"] == pytest.approx(S.roc_auc_score(y, p))
+    assert got["pr_auc"] == pytest.approx(S.average_precision_score(y, p))
+    assert got["log_loss"] == pytest.approx(S.log_loss(y, p), rel=1e-6)
+    assert got["f1"] == pytest.approx(S.f1_score(y, p >= 0.5))
+    assert got["precision"] == pytest.approx(S.precision_score(y, p >= 0.5))
+    assert got["recall"] == pytest.approx(S.recall_score(y, p >= 0.5))
+    assert got["brier"] == pytest.approx(S.brier_score_loss(y, p))
+    proba = rng.dirichlet([1, 1, 1], 300)
+    labels = rng.integers(0, 3, 300)
+    multi = M.multiclass_metrics(labels, proba)
+    assert multi["macro_f1"] == pytest.approx(S.f1_score(labels, proba.argmax(1),
+                                                         average="macro"))
+    assert multi["roc_auc"] == pytest.approx(S.roc_auc_score(labels, proba, multi_class="ovr"))
+    reg = M.regression_metrics(y * 1.0, p)
+    assert reg["r2"] == pytest.approx(S.r2_score(y, p))

@@ -1,0 +1,125 @@
+"""`heartflow run` end to end: real Prefect flow, real Keras training, real MLflow store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, cli, heart_csv, heart_spec
+
+pytestmark = pytest.mark.slow
+
+SCORE_IN_FRESH_PROCESS = """
+import sys, json, pandas as pd, mlflow.pyfunc
+model = mlflow.pyfunc.load_model(sys.argv[1])
+frame = pd.read_csv(sys.argv[2]).drop(columns=["target"]).head(5)
+frame.loc[0, "chol"] = None
+frame.loc[1, "thal"] = "never-seen"
+print(json.dumps(model.predict(frame)["probability"].tolist()))
+"""
+
+
+def _client():
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def test_cli_run_trains_tracks_registers_and_scores(tmp_path: Path, prefect_server) -> None:
+    heart_csv(tmp_path / "heart.csv", rows=300)
+    spec = heart_spec(tmp_path / "spec.yaml", epochs=12)
+    out = cli("run", str(spec), "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    outcome = json.loads(out.stdout)
+    assert outcome["input_width"] == 26 and outcome["parameters"] == 26 * 8 + 8 + 8 + 1
+    assert outcome["version"] == "1" and outcome["promoted"] is True
+    assert "epoch" in out.stderr  # per-epoch progress
+
+    client = _client()
+    run = client.get_run(outcome["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.hidden.0.units"] == "8"
+    assert run.data.params["train.optimizer.name"] == "adam"
+    assert 0.5 <= run.data.metrics["test_roc_auc"] <= 1.0
+    assert len(client.get_metric_history(run.info.run_id, "val_loss")) == outcome["epochs_run"]
+    tags = run.data.tags
+    assert len(tags["heartflow.data_sha256"]) == 64 and tags["heartflow.split.test"] == "60"
+    assert tags["heartflow.version.tensorflow"] and tags["heartflow.seed"] == "42"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"spec", "plots", "preprocessing"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/roc_curve.png", "plots/pr_curve.png", "plots/confusion_matrix.png",
+            "plots/learning_curves.png"} <= plots
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == "heart_test"
+
+    fresh = subprocess.run([sys.executable, "-c", SCORE_IN_FRESH_PROCESS,
+                            "models:/heart-test/1", str(tmp_path / "heart.csv")],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                           env=os.environ.copy())
+    assert fresh.returncode == 0, fresh.stderr
+    probabilities = json.loads(fresh.stdout.strip().splitlines()[-1])
+    assert len(probabilities) == 5 and all(0 <= p <= 1 for p in probabilities)
+
+
+def test_same_spec_and_seed_give_the_same_metrics(tmp_path: Path, prefect_server) -> None:
+    from heartflow.pipelines.training import train_flow
+
+    heart_csv(tmp_path / "heart.csv", rows=200)
+    spec = str(heart_spec(tmp_path / "spec.yaml", epochs=8))
+    first = train_flow(spec, verbose=False)
+    second = train_flow(spec, verbose=False)
+    assert first["metrics"] == second["metrics"]
+    assert first["run_id"] != second["run_id"]
+
+
+def test_run_without_prefect_api_url_leaves_nothing_running(tmp_path: Path) -> None:
+    heart_csv(tmp_path / "heart.csv", rows=120)
+    spec = heart_spec(tmp_path / "spec.yaml", epochs=2)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    before = _prefect_servers()
+    out = subprocess.run([sys.executable, "-m", "heartflow", "run", "-q", str(spec)],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "heartflow run: heart_test" in out.stdout
+    assert _prefect_servers() == before
+
+
+def _prefect_servers() -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"prefect.server.api.server:create_app" in cmd:
+                pids.add(int(entry.name))
+    return pids
+
+
+@pytest.mark.realdata
+def test_heart_16_on_the_real_file(shared_data: Path, tmp_path: Path, prefect_server) -> None:
+    out = cli("run", "-q", str(ROOT / "specs/heart_16.yaml"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "│ inputs                │ 29" in out.stdout
+    assert "│ parameters            │ 497" in out.stdout
+    assert "heart-disease v1 (champion)" in out.stdout
+    show = cli("show", str(ROOT / "specs/heart_16.yaml"), cwd=tmp_path)
+    assert "29 inputs, 497 parameters" in show.stdout
+
+
+@pytest.mark.realdata
+def test_uci_cleveland_on_the_real_file(shared_data: Path, tmp_path: Path,
+                                        prefect_server) -> None:
+    from heartflow.pipelines.training import train_flow
+
+    outcome = train_flow(str(ROOT / "specs/uci_cleveland_16.yaml"), verbose=False)
+    assert outcome["split"] == {"train": 181, "validation": 61, "test": 61}
+    assert outcome["metrics"]["roc_auc"] > 0.8
+    assert outcome["version"] == "1"

@@ -51,9 +51,9 @@ def handles_errors(fn: Callable) -> Callable:
             _err("interrupted (Ctrl-C); the MLflow run was marked KILLED, nothing registered")
             raise typer.Exit(130) from None
         except BaseException as exc:
-            from heartflow.tracking import Interrupted
+            from heartflow.tracking import is_interrupt
 
-            if isinstance(exc, Interrupted):
+            if is_interrupt(exc) and not isinstance(exc, (SystemExit, typer.Exit)):
                 _err("terminated (SIGTERM); the MLflow run was marked KILLED, nothing registered")
                 raise typer.Exit(143) from None
             raise
@@ -249,6 +249,28 @@ def ui(port: Annotated[int, typer.Option(help="Port.")] = 5000,
            "--backend-store-uri", tracking_uri(), "--workers", "1"]
     typer.echo(f"MLflow UI on http://{host}:{port} (Ctrl-C stops it)")
     raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+@app.command("stale-runs")
+@handles_errors
+def stale_runs(mark_failed: Annotated[bool, typer.Option(
+        "--mark-failed", help="End each stale run as FAILED.")] = False) -> None:
+    """List MLflow runs left RUNNING by heartflow processes that died (SIGKILL, crash)."""
+    from heartflow import tracking
+
+    runs = tracking.stale_runs()
+    if not runs:
+        typer.echo("no stale runs")
+        return
+    for run in runs:
+        action = ""
+        if mark_failed:
+            tracking.mark_failed(run["run_id"], f"owning process {run['pid']} died; marked "
+                                                "FAILED by heartflow stale-runs")
+            action = " -> FAILED"
+        typer.echo(f"{run['run_id']}  {run['run_name']}  (pid {run['pid']} is gone){action}")
+    if not mark_failed:
+        typer.echo("run again with --mark-failed to end them as FAILED")
 
 
 def main() -> None:

@@ -48,9 +48,9 @@ class Decision:
 
 
 def _client():
-    from mlflow import MlflowClient
+    from heartflow.tracking import client
 
-    return MlflowClient()
+    return client()
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 from rich.console import Console
@@ -12,7 +13,7 @@ def print_outcome(outcome, console: Console | None = None) -> None:
     """The end-of-run summary."""
     from heartflow.tracking import redact, tracking_uri
 
-    console = console or Console()
+    console = console or _console()
     table = Table(title=f"heartflow run: {outcome.spec_name}", show_header=False)
     table.add_column("what")
     table.add_column("value")
@@ -38,16 +39,20 @@ def print_outcome(outcome, console: Console | None = None) -> None:
                   f"{outcome.run_id})")
 
 
+def _console() -> Console:
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 def print_versions(rows: list[dict[str, object]], console: Console | None = None) -> None:
     """Registered versions as a table."""
-    console = console or Console()
+    console = console or _console()
     table = Table(title="registered models")
     for column in ("model", "version", "aliases", "spec", "roc_auc", "accuracy", "run",
                    "created"):
         table.add_column(column)
     for row in rows:
         metrics = row["metrics"] or {}
-        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(row["created"]) / 1000))
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(int(row["created"]) / 1000))
         table.add_row(str(row["name"]), str(row["version"]), ",".join(row["aliases"]),
                       str(row["spec"]), _fmt(metrics, "roc_auc"),
                       _fmt(metrics, "accuracy"),

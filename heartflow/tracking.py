@@ -74,11 +74,43 @@ def _retrying(fn, *args, attempts: int = 8, **kwargs):
     return None
 
 
+_READY_STORES: set[str] = set()
+
+
 def client():
-    """An MlflowClient for the configured store."""
+    """An MlflowClient for the configured store (created safely on first use)."""
     from mlflow import MlflowClient
 
+    uri = tracking_uri()
+    if uri not in _READY_STORES:
+        _prepare_store(uri)
+        _READY_STORES.add(uri)
     return MlflowClient()
+
+
+def _prepare_store(uri: str) -> None:
+    """Create/migrate a local sqlite store under a file lock.
+
+    Several processes opening a brand-new ``mlflow.db`` at once would race in
+    MLflow's schema migrations; the first one creates it while the others wait.
+    """
+    from mlflow import MlflowClient
+
+    if not uri.startswith("sqlite:///"):
+        return
+    import fcntl
+
+    db_path = uri.removeprefix("sqlite:///")
+    folder = os.path.dirname(os.path.abspath(db_path)) or "."
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f".{os.path.basename(db_path)}.heartflow-lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            c = MlflowClient()
+            c.search_experiments(max_results=1)
+            c.search_registered_models(max_results=1)
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def check_reachable() -> None:
@@ -163,7 +195,7 @@ def tracked_run(experiment: str, run_name: str, tags: dict[str, str] | None = No
                 parent_run_id: str | None = None) -> Iterator[Recorder]:
     """Create a run; end it FINISHED, FAILED (error) or KILLED (interrupted)."""
     exp = experiment_id(experiment)
-    all_tags = {"mlflow.runName": run_name, **(tags or {})}
+    all_tags = {"mlflow.runName": run_name, **owner_tags(), **(tags or {})}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     c = client()
@@ -171,14 +203,20 @@ def tracked_run(experiment: str, run_name: str, tags: dict[str, str] | None = No
     recorder = Recorder(run.info.run_id, exp)
     try:
         yield recorder
-    except (KeyboardInterrupt, Interrupted) as exc:
-        _end(recorder, "KILLED", f"interrupted ({type(exc).__name__})")
-        raise
     except BaseException as exc:
+        if is_interrupt(exc):
+            _end(recorder, "KILLED", f"interrupted ({type(exc).__name__})")
+            raise
         _end(recorder, "FAILED", f"{type(exc).__name__}: {exc}")
         raise
     else:
         _end(recorder, "FINISHED", None)
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C, SIGTERM (ours, or Prefect's TerminationSignal), or interpreter exit."""
+    return isinstance(exc, (KeyboardInterrupt, Interrupted, SystemExit)) or \
+        type(exc).__name__ == "TerminationSignal"
 
 
 def _end(recorder: Recorder, status: str, reason: str | None) -> None:
@@ -203,3 +241,52 @@ def environment_tags() -> dict[str, str]:
         if commit.returncode == 0:
             tags["mlflow.source.git.commit"] = commit.stdout.strip()
     return tags
+
+
+def _process_start(pid: int) -> str:
+    """The kernel's start time of a process (guards against reused pids), or ''."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def owner_tags() -> dict[str, str]:
+    """Which process owns a run, so runs left RUNNING by dead processes can be found."""
+    import socket
+
+    pid = os.getpid()
+    return {"heartflow.host": socket.gethostname(), "heartflow.pid": str(pid),
+            "heartflow.pid_start": _process_start(pid)}
+
+
+def stale_runs() -> list[dict[str, str]]:
+    """RUNNING runs whose owning process on this host no longer exists."""
+    import socket
+
+    c = client()
+    host = socket.gethostname()
+    experiments = [e.experiment_id for e in c.search_experiments()]
+    out = []
+    if not experiments:
+        return out
+    for run in c.search_runs(experiments, filter_string="attributes.status = 'RUNNING'",
+                             max_results=5000):
+        tags = run.data.tags
+        if tags.get("heartflow.host") != host or not tags.get("heartflow.pid"):
+            continue
+        pid = int(tags["heartflow.pid"])
+        alive = os.path.exists(f"/proc/{pid}") and _process_start(pid) == tags.get(
+            "heartflow.pid_start", "")
+        if not alive:
+            out.append({"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
+                        "run_name": run.info.run_name or "", "pid": str(pid)})
+    return out
+
+
+def mark_failed(run_id: str, reason: str) -> None:
+    """End a stale run as FAILED with a reason tag."""
+    c = client()
+    c.set_tag(run_id, "heartflow.status_reason", reason)
+    c.set_terminated(run_id, "FAILED")

@@ -187,6 +187,62 @@ def run(spec: SpecArg, plugin: PluginOpt = None,
 
 @app.command()
 @handles_errors
+def sweep(spec: Annotated[str, typer.Argument(help="A sweep file (sweep: base, axes, ...).")],
+          workers: Annotated[int | None, typer.Option(
+              help="Worker processes (default: the sweep's, else CPU count).")] = None,
+          json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Run every trial of a sweep in parallel worker processes (MLflow child runs)."""
+    from heartflow.sweep import load_sweep
+
+    sweep_spec = load_sweep(spec)  # validates every trial before anything starts
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    from heartflow.orchestration import prefect_api
+
+    with prefect_api() as server:
+        from heartflow._quiet import import_tensorflow
+
+        import_tensorflow()
+        from heartflow.pipelines.sweep import sweep_flow
+
+        _quiet_mlflow()
+        if server is not None:
+            server.wait()
+        typer.echo(f"sweep {sweep_spec.name}: {len(sweep_spec.trials)} trials, "
+                   f"{workers or sweep_spec.workers} workers", err=True)
+        result = sweep_flow(sweep_spec.path, workers=workers)
+    if json_out:
+        typer.echo(json.dumps(result, indent=1, default=str))
+        return
+    from heartflow.compare import render, rows_for
+
+    rows, metric, varied = rows_for(result["parent_run_id"])
+    typer.echo(render(rows, metric, varied, "table"))
+    failed = [t for t in result["trials"] if not t["ok"]]
+    for trial in failed:
+        typer.echo(f"trial {trial['number']} failed: {trial['error']}", err=True)
+    typer.echo(f"parent run {result['parent_run_id']}  ({result['wall_seconds']:.1f} s with "
+               f"{result['workers']} workers); compare again: heartflow compare "
+               f"{result['parent_run_id']}")
+
+
+@app.command()
+@handles_errors
+def compare(target: Annotated[str, typer.Argument(
+                help="An experiment name, or a sweep's parent run id.")],
+            metric: Annotated[str | None, typer.Option(help="Rank by this metric.")] = None,
+            fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")]
+            = "table") -> None:
+    """Ranked table of runs: varied parameters, metrics (± CV), parameters, epochs, time."""
+    from heartflow.compare import render, rows_for
+
+    if fmt not in ("table", "csv", "json"):
+        raise HeartflowError(f"--format must be table, csv or json, not {fmt!r}")
+    rows, used, varied = rows_for(target, metric)
+    typer.echo(render(rows, used, varied, fmt), nl=fmt == "table")
+
+
+@app.command()
+@handles_errors
 def predict(model_uri: Annotated[str, typer.Argument(help="e.g. models:/heart-disease@champion")],
             input_csv: Annotated[str, typer.Argument(help="CSV of raw records.")],
             output: Annotated[str | None, typer.Option("-o", "--output",

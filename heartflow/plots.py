@@ -102,3 +102,41 @@ def multiclass_plots(y: np.ndarray, proba: np.ndarray, labels: list[str],
     for t, q in zip(np.asarray(y).astype(int), np.asarray(proba).argmax(axis=1), strict=False):
         matrix[t, q] += 1
     return [confusion_matrix(matrix, labels, folder)]
+
+
+def sweep_plots(results: list[dict], metric: str, axes: dict[str, list], folder: str) -> list[str]:
+    """For each varied parameter: the metric against its values (error bars from CV)."""
+    plt = _pyplot()
+    paths = []
+    for axis in axes:
+        groups: dict[str, list[tuple[float, float]]] = {}
+        for result in results:
+            outcome = result["outcome"]
+            value = result["overrides"].get(axis)
+            if metric in outcome.get("cv", {}):
+                mean, ci = outcome["cv"][metric]
+            else:
+                mean, ci = outcome["metrics"][metric], 0.0
+            groups.setdefault(str(value), []).append((mean, ci))
+        labels = sorted(groups, key=_numeric_first)
+        means = [float(np.mean([m for m, _ in groups[k]])) for k in labels]
+        errors = [float(np.mean([c for _, c in groups[k]])) for k in labels]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.errorbar(range(len(labels)), means, yerr=errors, marker="o", capsize=4)
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set_xlabel(axis)
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} against {axis}")
+        fig.tight_layout()
+        path = os.path.join(folder, f"sweep_{axis.replace('.', '_')}.png")
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _numeric_first(label: str) -> tuple[int, float | str]:
+    try:
+        return (0, float(label))
+    except ValueError:
+        return (1, label)

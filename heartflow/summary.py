@@ -26,7 +26,15 @@ def print_outcome(outcome, console: Console | None = None) -> None:
     table.add_row("epochs run", f"{outcome.epochs_run}{stop}")
     table.add_row("train time", f"{outcome.train_seconds:.2f} s")
     for name, value in outcome.metrics.items():
-        table.add_row(f"test {name}", f"{value:.4f}  (n={outcome.test_rows})")
+        table.add_row(f"test {name}", f"{value:.4f}  (n={outcome.test_rows} test rows)")
+    for name, (mean, ci) in outcome.cv.items():
+        table.add_row(f"CV {name}", f"{mean:.4f} ± {ci:.4f}  ({outcome.cv_folds} folds, 95% CI)")
+    for base, scores in outcome.baselines.items():
+        shown = "  ".join(f"{k} {scores[k]:.4f}" for k in list(outcome.metrics)[:2])
+        first = next(iter(outcome.metrics), "")
+        if f"cv_{first}" in scores:
+            shown += f"  (CV {first} {scores[f'cv_{first}']:.4f} ± {scores[f'cv_{first}_ci95']:.4f})"
+        table.add_row(f"baseline {base}", shown)
     table.add_row("MLflow run", outcome.run_id)
     if outcome.version:
         verdict = "champion" if outcome.promoted else "not promoted"

@@ -204,6 +204,8 @@ def tracked_run(experiment: str, run_name: str, tags: dict[str, str] | None = No
     try:
         yield recorder
     except BaseException as exc:
+        with contextlib.suppress(Exception):
+            exc.heartflow_run_id = recorder.run_id  # type: ignore[attr-defined]
         if is_interrupt(exc):
             _end(recorder, "KILLED", f"interrupted ({type(exc).__name__})")
             raise

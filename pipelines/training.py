@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
+import json
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 
 from prefect import flow, task
@@ -39,6 +40,9 @@ class RunOutcome:
     promoted: bool | None = None
     decision: str = ""
     data_sha256: str = ""
+    cv: dict[str, list[float]] = field(default_factory=dict)  # metric -> [mean, ci95]
+    cv_folds: int = 0
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
@@ -86,9 +90,76 @@ def evaluate_task(loaded: LoadedSpec, prepared: Prepared, result: TrainResult,
     return evaluation
 
 
+@task(name="cross-validate", **TASK_OPTIONS)
+def cv_task(loaded: LoadedSpec, prepared: Prepared, recorder: tracking.Recorder):
+    """Repeated stratified k-fold for the network; logs cv_<metric>_mean/_ci95."""
+    import keras
+
+    from heartflow import metrics as M
+    from heartflow.cv import cross_validate
+    from heartflow.evaluate import network_output
+
+    spec = loaded.spec
+
+    def fit_and_score(xtr, ytr, xval, yval, xte, yte):
+        keras.backend.clear_session()
+        fitted = train_model(spec, xtr.shape[1], xtr, ytr, xval if len(xval) else None,
+                             yval if len(yval) else None)
+        out = network_output(fitted.model, xte)
+        return M.compute(spec.task, yte, out if spec.task == "multiclass" else out.reshape(-1),
+                         spec.evaluate.threshold, spec.metrics)
+
+    summary = cross_validate(spec, prepared.dataset, fit_and_score)
+    recorder.metrics(summary.as_metrics())
+    return summary
+
+
+@task(name="baselines", **TASK_OPTIONS)
+def baselines_task(loaded: LoadedSpec, prepared: Prepared, recorder: tracking.Recorder,
+                   parent_run_id: str | None) -> dict[str, dict[str, float]]:
+    """Fit each baseline on the identical split and encoding; log each as a sibling run."""
+    from heartflow.baselines import fit_score
+
+    spec = loaded.spec
+    x_train, y_train = prepared.part("train")
+    x_test, y_test = prepared.part("test")
+    results: dict[str, dict[str, float]] = {}
+    for name in spec.evaluate.baselines:
+        tags = {"heartflow.baseline": name, "heartflow.baseline_for": recorder.run_id,
+                "heartflow.spec_name": spec.name,
+                "heartflow.data_sha256": prepared.dataset.sha256,
+                **{f"heartflow.split.{k}": v for k, v in prepared.split.sizes().items()}}
+        with tracking.tracked_run(spec.name, f"baseline-{name}", tags=tags,
+                                  parent_run_id=parent_run_id) as base:
+            result = fit_score(name, spec.task, spec.train.seed, x_train, y_train, x_test,
+                               y_test, spec.evaluate.threshold, spec.metrics)
+            base.params({"baseline": name, **{f"estimator.{k}": v
+                                               for k, v in result.params.items()}})
+            base.metrics({f"test_{k}": v for k, v in result.metrics.items()})
+            base.metrics({"train_seconds": result.seconds})
+            scores = dict(result.metrics)
+            if spec.evaluate.cv is not None:
+                from heartflow.baselines import fit_score as refit
+                from heartflow.cv import cross_validate
+
+                def fit_and_score(xtr, ytr, xval, yval, xte, yte, _name=name):
+                    return refit(_name, spec.task, spec.train.seed, xtr, ytr, xte, yte,
+                                 spec.evaluate.threshold, spec.metrics).metrics
+
+                summary = cross_validate(spec, prepared.dataset, fit_and_score,
+                                         use_validation=False)
+                base.metrics(summary.as_metrics())
+                scores.update({f"cv_{m}": summary.mean(m) for m in summary.scores})
+                scores.update({f"cv_{m}_ci95": summary.ci95(m) for m in summary.scores})
+        results[name] = scores
+    recorder.tags({"heartflow.baselines": ",".join(spec.evaluate.baselines)})
+    return results
+
+
 @task(name="register", **TASK_OPTIONS)
 def register_task(loaded: LoadedSpec, prepared: Prepared, result: TrainResult,
-                  recorder: tracking.Recorder) -> dict[str, object]:
+                  recorder: tracking.Recorder,
+                  baseline_scores: dict[str, float] | None = None) -> dict[str, object]:
     """Log the model (preprocessing + network), register a version, run the promotion gate."""
     from heartflow import packaging, registry
     from heartflow.serving import Scorer
@@ -109,7 +180,8 @@ def register_task(loaded: LoadedSpec, prepared: Prepared, result: TrainResult,
     promote = spec.register.promote
     decision = registry.decide_and_promote(
         name, version, recorder.run_id, scorer, features.iloc[test], prepared.dataset.y[test],
-        spec.task, spec.promotion_metric, promote.min_improvement, spec.evaluate.threshold)
+        spec.task, spec.promotion_metric, promote.min_improvement, spec.evaluate.threshold,
+        baseline_scores if promote.must_beat_baselines else None)
     recorder.tags({"heartflow.registered_model": name, "heartflow.registered_version": version})
     return {"model_uri": uri, "model_name": name, "version": version,
             "promoted": decision.promoted, "decision": decision.reason}
@@ -131,8 +203,8 @@ def run_tags(loaded: LoadedSpec, prepared: Prepared) -> dict[str, object]:
             **tracking.environment_tags(), **device_tags(loaded.spec.train.device)}
 
 
-def execute(loaded: LoadedSpec, *, verbose: bool = True,
-            parent_run_id: str | None = None) -> RunOutcome:
+def execute(loaded: LoadedSpec, *, verbose: bool = True, parent_run_id: str | None = None,
+            run_name: str | None = None) -> RunOutcome:
     """The flow body: also callable directly (tests, sweeps) without Prefect's engine."""
     from heartflow.builder import count_parameters
     from heartflow.devices import check_device
@@ -141,7 +213,7 @@ def execute(loaded: LoadedSpec, *, verbose: bool = True,
     check_device(spec.train.device)
     tracking.check_reachable()
     prepared = preprocess_task(loaded)
-    run_name = f"{spec.name}-{os.getpid()}"
+    run_name = run_name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     with tracking.tracked_run(spec.name, run_name, parent_run_id=parent_run_id) as recorder:
         recorder.params(tracking.flatten(spec.model_dump(mode="json", by_alias=True)))
         recorder.tags(run_tags(loaded, prepared))
@@ -151,9 +223,21 @@ def execute(loaded: LoadedSpec, *, verbose: bool = True,
         recorder.text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False),
                       "spec/resolved.yaml")
         recorder.text(_encoder_json(prepared), "preprocessing/encoder.json")
+        if loaded.overrides:
+            shown = {k: v for k, v in loaded.overrides.items() if k != "register.enabled"}
+            recorder.tags({"heartflow.overrides": json.dumps(shown)})
+            # The swept values as their own params, so MLflow's compare view and
+            # parallel-coordinates chart show them first (0 units = no hidden layer).
+            recorder.params({f"axis.{k}": json.dumps(v) if isinstance(v, (list, dict))
+                             else str(v) for k, v in shown.items()})
         result = train_task(loaded, prepared, recorder, verbose)
         evaluation = evaluate_task(loaded, prepared, result, recorder)
-        registered = register_task(loaded, prepared, result, recorder)
+        summary = cv_task(loaded, prepared, recorder) if spec.evaluate.cv else None
+        baselines = (baselines_task(loaded, prepared, recorder, parent_run_id)
+                     if spec.evaluate.baselines else {})
+        metric = spec.promotion_metric
+        registered = register_task(loaded, prepared, result, recorder,
+                                   {b: s[metric] for b, s in baselines.items()})
     return RunOutcome(
         spec_name=spec.name, run_id=recorder.run_id, experiment_id=recorder.experiment_id,
         input_width=prepared.width, parameters=count_parameters(spec, prepared.width),
@@ -162,19 +246,21 @@ def execute(loaded: LoadedSpec, *, verbose: bool = True,
         best_epoch=result.best_epoch, train_seconds=result.seconds,
         model_name=registered.get("model_name"), version=registered.get("version"),
         promoted=registered.get("promoted"), decision=str(registered.get("decision", "")),
-        data_sha256=prepared.dataset.sha256)
+        data_sha256=prepared.dataset.sha256,
+        cv={m: [summary.mean(m), summary.ci95(m)] for m in summary.scores} if summary else {},
+        cv_folds=summary.folds if summary else 0, baselines=baselines)
 
 
 def _encoder_json(prepared: Prepared) -> str:
-    import json
-
     return json.dumps(prepared.encoder.to_dict(), indent=1, sort_keys=True)
 
 
 @flow(name="heartflow-run", persist_result=False, validate_parameters=False)
 def train_flow(spec_path: str, spec_text: str | None = None, verbose: bool = True,
-               parent_run_id: str | None = None) -> dict[str, object]:
+               parent_run_id: str | None = None,
+               overrides: dict[str, object] | None = None) -> dict[str, object]:
     """Validate the spec, then preprocess -> train -> evaluate -> register."""
-    loaded = (load_spec_text(spec_text, spec_path, check_files=True) if spec_text is not None
-              else load_spec(spec_path))
+    if spec_text is None:
+        spec_text = load_spec(spec_path).text
+    loaded = load_spec_text(spec_text, spec_path, check_files=True, overrides=overrides)
     return execute(loaded, verbose=verbose, parent_run_id=parent_run_id).as_dict()

@@ -23,6 +23,7 @@ class LoadedSpec:
     text: str
     path: str
     document: SourcedDocument
+    overrides: dict[str, Any] | None = None
 
     @property
     def base_dir(self) -> str:
@@ -51,7 +52,7 @@ def load_spec_text(text: str, path: str = "<spec>", *, check_files: bool = False
         spec = Spec.model_validate(data)
     except ValidationError as exc:
         raise _to_spec_error(exc, doc) from None
-    loaded = LoadedSpec(spec=spec, text=text, path=path, document=doc)
+    loaded = LoadedSpec(spec=spec, text=text, path=path, document=doc, overrides=overrides)
     for loc, message in semantic_problems(spec):
         line, column = doc.locate(loc)
         raise SpecError(message, path=path, line=line, column=column, field=_dotted(loc))

@@ -1,0 +1,147 @@
+"""`heartflow sweep`: trials in parallel worker processes, each an MLflow child run."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.task_runners import ProcessPoolTaskRunner
+
+from heartflow import tracking
+
+
+def _worker_init() -> None:
+    """Each worker process imports TensorFlow once, quietly."""
+    from heartflow._quiet import import_tensorflow
+
+    import_tensorflow()
+
+
+@task(name="trial", cache_policy=NO_CACHE, persist_result=False)
+def trial_task(number: int, spec_path: str, spec_text: str, overrides: dict[str, Any],
+               parent_run_id: str) -> dict[str, Any]:
+    """Run one trial; a failure is recorded (FAILED child run) and returned, not raised."""
+    from heartflow.pipelines.training import execute
+    from heartflow.spec.loading import load_spec_text
+
+    start = time.perf_counter()
+    try:
+        loaded = load_spec_text(spec_text, spec_path, check_files=True, overrides=overrides)
+        label = " ".join(f"{k.removeprefix('model.').removeprefix('train.')}={v}"
+                         for k, v in overrides.items() if k != "register.enabled")
+        outcome = execute(loaded, verbose=False, parent_run_id=parent_run_id,
+                          run_name=f"trial-{number:02d} {label}".strip())
+        return {"number": number, "overrides": overrides, "ok": True,
+                "outcome": outcome.as_dict(), "seconds": time.perf_counter() - start}
+    except Exception as exc:  # one bad trial must not stop the others
+        run_id = getattr(exc, "heartflow_run_id", None)
+        if run_id is None:
+            run_id = _record_failure(spec_text, spec_path, overrides, parent_run_id, exc)
+        return {"number": number, "overrides": overrides, "ok": False, "run_id": run_id,
+                "error": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - start}
+
+
+def _record_failure(spec_text: str, spec_path: str, overrides: dict[str, Any],
+                    parent_run_id: str, exc: Exception) -> str | None:
+    import yaml
+
+    name = (yaml.safe_load(spec_text) or {}).get("name", "sweep")
+    run_id = None
+    try:
+        with tracking.tracked_run(str(name), "failed-trial", parent_run_id=parent_run_id,
+                                  tags={"heartflow.overrides": json.dumps(
+                                      {k: v for k, v in overrides.items()
+                                       if k != "register.enabled"})}) as rec:
+            run_id = rec.run_id
+            raise exc
+    except Exception:
+        pass
+    return run_id
+
+
+def _progress(done: int, total: int, failed: int, best: tuple[float, str] | None,
+              metric: str) -> None:
+    text = f"trials {done}/{total} done"
+    if failed:
+        text += f" ({failed} failed)"
+    if best:
+        text += f", best {metric} {best[0]:.4f} [{best[1]}]"
+    end = "\n" if done == total or not sys.stderr.isatty() else ""
+    sys.stderr.write(("\r" if sys.stderr.isatty() else "") + text.ljust(90) + end)
+    sys.stderr.flush()
+
+
+@flow(name="heartflow-sweep", persist_result=False, validate_parameters=False)
+def sweep_flow(sweep_path: str, workers: int | None = None,
+               progress: bool = True) -> dict[str, Any]:
+    """Run every trial of a sweep file under one MLflow parent run."""
+    from heartflow.spec.vocabulary import HIGHER_IS_BETTER
+    from heartflow.sweep import load_sweep
+
+    sweep = load_sweep(sweep_path)
+    metric = sweep.metric
+    n_workers = workers or sweep.workers
+    base = sweep.base
+    tracking.check_reachable()
+    results: list[dict[str, Any]] = []
+    with tracking.tracked_run(base.spec.name, sweep.name + "-sweep",
+                              tags={"heartflow.sweep": sweep.path,
+                                    "heartflow.spec_name": base.spec.name}) as parent:
+        parent.params({"sweep.trials": str(len(sweep.trials)), "sweep.workers": str(n_workers),
+                       "sweep.metric": metric, "sweep.base": base.path,
+                       **{f"sweep.axis.{k}": str(v) for k, v in sweep.section.axes.items()}})
+        parent.text(open(sweep.path, encoding="utf-8").read(), "spec/sweep.yaml")
+        runner = ProcessPoolTaskRunner(max_workers=n_workers, initializer=_worker_init)
+        start = time.perf_counter()
+        with runner:
+            futures = [runner.submit(trial_task, {
+                "number": t.number, "spec_path": base.path, "spec_text": base.text,
+                "overrides": {**t.overrides, "register.enabled": sweep.section.register},
+                "parent_run_id": parent.run_id}) for t in sweep.trials]
+            best: tuple[float, str] | None = None
+            higher = metric in HIGHER_IS_BETTER
+            for future in as_completed(futures):
+                result = future.result()
+                results.append(result)
+                if result["ok"]:
+                    score = _score(result, metric)
+                    label = ", ".join(f"{k}={v}" for k, v in result["overrides"].items()
+                                      if k != "register.enabled")
+                    if best is None or (score > best[0] if higher else score < best[0]):
+                        best = (score, label)
+                if progress:
+                    _progress(len(results), len(futures), sum(not r["ok"] for r in results),
+                              best, metric)
+        wall = time.perf_counter() - start
+        results.sort(key=lambda r: r["number"])
+        ok = [r for r in results if r["ok"]]
+        parent.metrics({"sweep_wall_seconds": wall, "trials_failed": len(results) - len(ok)})
+        if ok:
+            ranked = sorted(ok, key=lambda r: _score(r, metric), reverse=higher)
+            parent.metrics({f"best_{metric}": _score(ranked[0], metric)})
+            parent.tags({"heartflow.best_run": ranked[0]["outcome"]["run_id"]})
+            with tempfile.TemporaryDirectory() as folder:
+                from heartflow.plots import sweep_plots
+
+                sweep_plots(ok, metric, sweep.section.axes, folder)
+                parent.directory(folder, "plots")
+    return {"parent_run_id": parent.run_id, "experiment_id": parent.experiment_id,
+            "metric": metric, "wall_seconds": wall, "workers": n_workers,
+            "trials": results}
+
+
+def _score(result: dict[str, Any], metric: str) -> float:
+    outcome = result["outcome"]
+    if metric in outcome.get("cv", {}):
+        return float(outcome["cv"][metric][0])
+    return float(outcome["metrics"][metric])
+
+
+os.environ.setdefault("PREFECT_TASKS_RUNNER_PROCESS_POOL_MAX_WORKERS", str(os.cpu_count() or 1))

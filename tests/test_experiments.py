@@ -1,0 +1,218 @@
+"""Sweeps, baselines, cross-validation, comparison, and the MLflow UI in a real browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from heartflow.spec.overrides import apply_overrides
+from heartflow.sweep import SweepSection, points
+from tests.conftest import cli, heart_csv, heart_spec
+
+
+def _client():
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def test_grid_and_random_points() -> None:
+    grid = points(SweepSection(base="b.yaml", axes={"a": [1, 2, 3], "b": ["x", "y"]},
+                               seeds=[7]))
+    assert len(grid) == 6 and {"a": 1, "b": "x", "train.seed": 7} in grid
+    sample = points(SweepSection(base="b.yaml", axes={"a": list(range(10))},
+                                 strategy="random", max_trials=4, random_seed=1))
+    assert len(sample) == 4 and len({p["a"] for p in sample}) == 4
+    assert sample == points(SweepSection(base="b.yaml", axes={"a": list(range(10))},
+                                         strategy="random", max_trials=4, random_seed=1))
+
+
+def test_zero_units_removes_the_layer() -> None:
+    data = {"model": {"hidden": [{"units": 16}, {"units": 8}]}, "train": {}}
+    assert apply_overrides(data, {"model.hidden.0.units": 0})["model"]["hidden"] == [
+        {"units": 8}]
+    out = apply_overrides(data, {"model.hidden.1.units": 4, "train.optimizer.name": "sgd"})
+    assert out["model"]["hidden"][1]["units"] == 4 and out["train"]["optimizer"]["name"] == "sgd"
+    assert data["model"]["hidden"][1]["units"] == 8  # the base is untouched
+
+
+def test_sweep_axis_errors_point_at_the_sweep_file(tmp_path: Path) -> None:
+    heart_csv(tmp_path / "heart.csv", rows=50)
+    heart_spec(tmp_path / "base.yaml")
+    (tmp_path / "sweep.yaml").write_text(
+        "sweep:\n  base: base.yaml\n  axes:\n    model.hidden.0.units: [4, -1]\n")
+    out = cli("sweep", str(tmp_path / "sweep.yaml"), cwd=tmp_path)
+    assert out.returncode == 2
+    assert "sweep.yaml:4:" in out.stderr and "trial 2" in out.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def _has_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+@pytest.mark.slow
+def test_sweep_runs_trials_in_parallel_under_one_parent(tmp_path: Path, prefect_server) -> None:
+    if _has_gpu():
+        pytest.skip("the failing trial relies on train.device: gpu failing without a GPU")
+    heart_csv(tmp_path / "heart.csv", rows=300)
+    heart_spec(tmp_path / "base.yaml", epochs=10)
+    (tmp_path / "sweep.yaml").write_text(
+        "sweep:\n  base: base.yaml\n  axes:\n    model.hidden.0.units: [0, 4]\n"
+        "    train.device: [auto, gpu]\n  workers: 2\n")
+    out = cli("sweep", str(tmp_path / "sweep.yaml"), "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "trials 4/4 done (2 failed)" in out.stderr
+    result = json.loads(out.stdout)
+    assert result["workers"] == 2 and len(result["trials"]) == 4
+    failed = [t for t in result["trials"] if not t["ok"]]
+    assert len(failed) == 2 and all("sees no GPU" in t["error"] for t in failed)
+    client = _client()
+    parent = client.get_run(result["parent_run_id"])
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    statuses = sorted(c.info.status for c in children)
+    assert statuses == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
+    units = sorted(c.data.params.get("axis.model.hidden.0.units") for c in children
+                   if c.info.status == "FINISHED")
+    assert units == ["0", "4"]
+    assert "best_roc_auc" in parent.data.metrics
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert "plots/sweep_model_hidden_0_units.png" in plots
+
+    table = cli("compare", parent.info.run_id, "--format", "json", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    rows = json.loads(table.stdout)
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4]
+    ok = [r for r in rows if r["status"] == "FINISHED"]
+    assert ok[0]["roc_auc"] >= ok[1]["roc_auc"]
+    assert {r["model.hidden.0.units"] for r in ok} == {0, 4}
+    assert {r["parameters"] for r in ok} == {"27", str(26 * 4 + 4 + 4 + 1)}
+    csv_out = cli("compare", parent.info.run_id, "--format", "csv", cwd=tmp_path).stdout
+    assert csv_out.splitlines()[0].startswith("rank,run,kind,status,model.hidden.0.units")
+
+
+@pytest.mark.slow
+def test_baselines_and_cross_validation(tmp_path: Path, prefect_server) -> None:
+    from heartflow.pipelines.training import train_flow
+
+    heart_csv(tmp_path / "heart.csv", rows=300)
+    spec = heart_spec(tmp_path / "s.yaml", epochs=10)
+    spec.write_text(spec.read_text() + "evaluate:\n  baselines: [logistic_regression, "
+                    "random_forest, gradient_boosting]\n  cv: {folds: 3, repeats: 1}\n")
+    outcome = train_flow(str(spec), verbose=False)
+    assert set(outcome["baselines"]) == {"logistic_regression", "random_forest",
+                                         "gradient_boosting"}
+    assert outcome["cv_folds"] == 3
+    mean, ci = outcome["cv"]["roc_auc"]
+    assert 0.5 < mean <= 1 and ci > 0
+    client = _client()
+    run = client.get_run(outcome["run_id"])
+    assert run.data.metrics["cv_roc_auc_mean"] == pytest.approx(mean)
+    siblings = client.search_runs([run.info.experiment_id],
+                                  filter_string="tags.`heartflow.baseline` != ''")
+    assert len(siblings) == 3
+    for sibling in siblings:
+        assert sibling.data.tags["heartflow.baseline_for"] == outcome["run_id"]
+        assert sibling.data.tags["heartflow.data_sha256"] == outcome["data_sha256"]
+        assert sibling.data.tags["heartflow.split.test"] == str(outcome["test_rows"])
+        assert "test_roc_auc" in sibling.data.metrics and "cv_roc_auc_mean" in \
+            sibling.data.metrics
+    listing = cli("compare", "heart_test", cwd=tmp_path)
+    assert "baseline:random_forest" in listing.stdout and "CV roc_auc" in listing.stdout
+
+
+@pytest.mark.slow
+def test_must_beat_baselines_blocks_promotion(tmp_path: Path, prefect_server) -> None:
+    from heartflow.pipelines.training import train_flow
+
+    heart_csv(tmp_path / "heart.csv", rows=300)
+    spec = heart_spec(tmp_path / "s.yaml", epochs=1, lr=0.0001, hidden=[2])
+    text = spec.read_text().replace("min_improvement: 0.0}",
+                                    "min_improvement: 0.0, must_beat_baselines: true}")
+    spec.write_text(text + "evaluate:\n  baselines: [logistic_regression]\n")
+    outcome = train_flow(str(spec), verbose=False)
+    assert outcome["promoted"] is False
+    assert "does not beat baseline(s) logistic_regression" in outcome["decision"]
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _dom(url: str) -> str:
+    profile = tempfile.mkdtemp(prefix="heartflow-chromium-")
+    out = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={profile}", "--window-size=1600,1200",
+         "--virtual-time-budget=20000", "--dump-dom", url],
+        capture_output=True, text=True, timeout=120)
+    shutil.rmtree(profile, ignore_errors=True)
+    html = re.sub(r"<style.*?</style>", " ", out.stdout, flags=re.S)
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+@pytest.mark.slow
+def test_mlflow_ui_shows_sweep_children_and_metrics_in_a_browser(tmp_path: Path,
+                                                                 prefect_server) -> None:
+    if _chromium() is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+    heart_csv(tmp_path / "heart.csv", rows=200)
+    heart_spec(tmp_path / "base.yaml", epochs=5)
+    (tmp_path / "sweep.yaml").write_text(
+        "sweep:\n  base: base.yaml\n  axes:\n    model.hidden.0.units: [2, 4]\n  workers: 1\n")
+    out = cli("sweep", str(tmp_path / "sweep.yaml"), "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    children = [t["outcome"]["run_id"] for t in result["trials"]]
+    names = [_client().get_run(r).info.run_name for r in children]
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "heartflow", "ui", "--port", str(port)], cwd=tmp_path,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
+        start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        experiment = result["experiment_id"]
+        parent = result["parent_run_id"]
+        search = urllib.parse.quote(f"tags.mlflow.parentRunId = '{parent}'")
+        runs_page = _dom(f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs"
+                         f"?searchFilter={search}&orderByKey=metrics.%60test_roc_auc%60")
+        assert "2 matching runs" in runs_page, runs_page[:2000]
+        assert all(name in runs_page for name in names)
+        assert "test_roc_auc" in runs_page
+        ids = urllib.parse.quote(json.dumps(children))
+        compare_page = _dom(f"http://127.0.0.1:{port}/#/compare-runs?runs={ids}"
+                            f"&experiments=%5B%22{experiment}%22%5D")
+        assert f"Comparing {len(children)} Runs" in compare_page, compare_page[:2000]
+        assert "Parallel Coordinates Plot" in compare_page
+        assert "axis.model.hidden.0.units" in compare_page
+        assert "test_roc_auc" in compare_page and all(n in compare_page for n in names)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)

@@ -79,7 +79,7 @@ def _carve_validation(rows: np.ndarray, y: np.ndarray, fraction: float, seed: in
     val = []
     for c in np.unique(y[rows]):
         members = rng.permutation(rows[y[rows] == c])
-        val.append(members[: int(round(len(members) * fraction))])
+        val.append(members[: round(len(members) * fraction)])
     val_rows = np.sort(np.concatenate(val))
     return np.setdiff1d(rows, val_rows), val_rows
 

@@ -33,7 +33,8 @@ def print_outcome(outcome, console: Console | None = None) -> None:
         shown = "  ".join(f"{k} {scores[k]:.4f}" for k in list(outcome.metrics)[:2])
         first = next(iter(outcome.metrics), "")
         if f"cv_{first}" in scores:
-            shown += f"  (CV {first} {scores[f'cv_{first}']:.4f} ± {scores[f'cv_{first}_ci95']:.4f})"
+            mean, ci = scores[f"cv_{first}"], scores[f"cv_{first}_ci95"]
+            shown += f"  (CV {first} {mean:.4f} ± {ci:.4f})"
         table.add_row(f"baseline {base}", shown)
     table.add_row("MLflow run", outcome.run_id)
     if outcome.version:

@@ -28,6 +28,10 @@ QUIET_DEFAULTS = {
     "MLFLOW_RECORD_ENV_VARS_IN_MODEL_LOGGING": "false",
     "GIT_PYTHON_REFRESH": "quiet",
     "MLFLOW_LOGGING_LEVEL": "WARNING",
+    # MLflow's own HTTP retries would wait minutes; heartflow's tasks retry instead.
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
 
 
@@ -74,7 +78,10 @@ def _quiet_mlflow() -> None:
 
     import mlflow  # noqa: F401  (configures its loggers on import; adjust after)
 
+    from heartflow.pipelines import hide_explained_errors
+
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    hide_explained_errors()
 
 
 def _load_plugins(plugins: list[str] | None) -> None:
@@ -327,6 +334,53 @@ def stale_runs(mark_failed: Annotated[bool, typer.Option(
         typer.echo(f"{run['run_id']}  {run['run_name']}  (pid {run['pid']} is gone){action}")
     if not mark_failed:
         typer.echo("run again with --mark-failed to end them as FAILED")
+
+
+@app.command()
+@handles_errors
+def deploy(spec: SpecArg,
+           cron: Annotated[str, typer.Option(help='Schedule, e.g. "0 3 * * 1".')],
+           pool: Annotated[str, typer.Option(help="Prefect work pool (process type).")]
+           = "default",
+           name: Annotated[str | None, typer.Option(help="Deployment name (default: spec name).")]
+           = None,
+           timezone: Annotated[str | None, typer.Option(help="IANA time zone of the cron.")]
+           = None) -> None:
+    """Create or update the scheduled retraining deployment of SPEC on the Prefect server."""
+    from heartflow.deploying import deploy as do_deploy
+
+    info = do_deploy(spec, cron, pool, name, timezone)
+    typer.echo(f"deployed {info['name']} on pool {info['pool']}: cron '{info['cron']}' "
+               f"({info['timezone']}), registers {info['model']}\n"
+               f"start a worker: prefect worker start --pool {info['pool']}\n"
+               f"run it now:     prefect deployment run '{info['name']}'")
+
+
+@app.command()
+@handles_errors
+def deployments(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List heartflow deployments: schedule, pool, last run state, the champion they produced."""
+    from heartflow.deploying import list_deployments
+
+    rows = list_deployments()
+    if json_out:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    if not rows:
+        typer.echo("no heartflow deployments")
+    for row in rows:
+        typer.echo(f"{row['name']}  cron {', '.join(row['schedules'])}  pool {row['pool']}  "
+                   f"last run {row['last_run'] or '-'}  {row['champion']}")
+
+
+@app.command()
+@handles_errors
+def undeploy(name: Annotated[str, typer.Argument(help="Deployment name.")]) -> None:
+    """Remove a heartflow deployment."""
+    from heartflow.deploying import remove
+
+    remove(name)
+    typer.echo(f"removed deployment {name}")
 
 
 def main() -> None:

@@ -135,12 +135,27 @@ def experiment_id(name: str) -> str:
     if found is not None:
         return found.experiment_id
     try:
-        return _retrying(c.create_experiment, name)
+        return _retrying(c.create_experiment, name, artifact_location=_artifact_root(name))
     except Exception:
         found = c.get_experiment_by_name(name)
         if found is None:
             raise
         return found.experiment_id
+
+
+def _artifact_root(name: str) -> str | None:
+    """For a local sqlite store: ``mlruns/`` beside ``mlflow.db``, whatever the cwd.
+
+    MLflow's default (``./mlruns`` of the current folder) breaks for Prefect workers,
+    which run each flow in a temporary folder.
+    """
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return None
+    from pathlib import Path
+
+    folder = Path(os.path.abspath(uri.removeprefix("sqlite:///"))).parent
+    return (folder / "mlruns" / name).as_uri()
 
 
 class Recorder:
@@ -225,7 +240,17 @@ def _end(recorder: Recorder, status: str, reason: str | None) -> None:
     with contextlib.suppress(Exception):
         if reason:
             recorder.tags({"heartflow.status_reason": reason[:5000]})
-    _retrying(recorder.client.set_terminated, recorder.run_id, status)
+    if status == "FINISHED":
+        _retrying(recorder.client.set_terminated, recorder.run_id, status)
+        return
+    try:  # the original error matters more than a failure to record it
+        _retrying(recorder.client.set_terminated, recorder.run_id, status)
+    except Exception as exc:
+        import sys
+
+        sys.stderr.write(f"heartflow: could not mark run {recorder.run_id} {status} "
+                         f"({type(exc).__name__}); `heartflow stale-runs --mark-failed` "
+                         "will once the store is back\n")
 
 
 def environment_tags() -> dict[str, str]:

@@ -16,5 +16,7 @@ class _HideExplainedErrors(logging.Filter):
         return "Finished in state Failed" not in record.getMessage()
 
 
-for _name in ("prefect.task_runs", "prefect.flow_runs"):
-    logging.getLogger(_name).addFilter(_HideExplainedErrors())
+def hide_explained_errors() -> None:
+    """Called by the CLI, which prints heartflow's own errors itself (workers keep the logs)."""
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(name).addFilter(_HideExplainedErrors())

@@ -16,8 +16,13 @@ from heartflow.prepare import Prepared, prepare
 from heartflow.reporting import EpochReporter
 from heartflow.spec.loading import LoadedSpec, load_spec, load_spec_text
 from heartflow.train import TrainResult, train_model
+from heartflow.transient import retry_if_transient
 
 TASK_OPTIONS = {"cache_policy": NO_CACHE, "persist_result": False}
+# Steps that talk to the data source or the tracking server retry transient failures
+# (network, server briefly down) with backoff, then fail clearly.
+RETRYING = {**TASK_OPTIONS, "retries": 3, "retry_delay_seconds": [1, 3, 6],
+            "retry_condition_fn": retry_if_transient}
 
 
 @dataclass
@@ -50,7 +55,7 @@ class RunOutcome:
         return asdict(self)
 
 
-@task(name="preprocess", **TASK_OPTIONS)
+@task(name="preprocess", **RETRYING)
 def preprocess_task(loaded: LoadedSpec) -> Prepared:
     """Read, check, split and encode the data."""
     return prepare(loaded)
@@ -77,7 +82,7 @@ def train_task(loaded: LoadedSpec, prepared: Prepared, recorder: tracking.Record
     return result
 
 
-@task(name="evaluate", **TASK_OPTIONS)
+@task(name="evaluate", **RETRYING)
 def evaluate_task(loaded: LoadedSpec, prepared: Prepared, result: TrainResult,
                   recorder: tracking.Recorder) -> Evaluation:
     """Score the test rows; log test metrics and plots."""
@@ -156,10 +161,11 @@ def baselines_task(loaded: LoadedSpec, prepared: Prepared, recorder: tracking.Re
     return results
 
 
-@task(name="register", **TASK_OPTIONS)
+@task(name="register", **RETRYING)
 def register_task(loaded: LoadedSpec, prepared: Prepared, result: TrainResult,
                   recorder: tracking.Recorder,
-                  baseline_scores: dict[str, float] | None = None) -> dict[str, object]:
+                  baseline_scores: dict[str, float] | None = None,
+                  version_tags: dict[str, str] | None = None) -> dict[str, object]:
     """Log the model (preprocessing + network), register a version, run the promotion gate."""
     from heartflow import packaging, registry
     from heartflow.serving import Scorer
@@ -173,7 +179,9 @@ def register_task(loaded: LoadedSpec, prepared: Prepared, result: TrainResult,
     name = spec.model_name
     version = registry.register_version(uri, name, recorder.run_id,
                                         {"heartflow.spec_name": spec.name,
-                                         "heartflow.data_sha256": prepared.dataset.sha256})
+                                         "heartflow.data_sha256": prepared.dataset.sha256,
+                                         "heartflow.spec_hash": spec_hash(loaded),
+                                         **(version_tags or {})})
     scorer = Scorer(prepared.encoder, result.model,
                     packaging.model_meta(spec, prepared.encoder, prepared.dataset.classes))
     test = prepared.split.test
@@ -204,7 +212,8 @@ def run_tags(loaded: LoadedSpec, prepared: Prepared) -> dict[str, object]:
 
 
 def execute(loaded: LoadedSpec, *, verbose: bool = True, parent_run_id: str | None = None,
-            run_name: str | None = None) -> RunOutcome:
+            run_name: str | None = None,
+            extra_tags: dict[str, str] | None = None) -> RunOutcome:
     """The flow body: also callable directly (tests, sweeps) without Prefect's engine."""
     from heartflow.builder import count_parameters
     from heartflow.devices import check_device
@@ -216,7 +225,7 @@ def execute(loaded: LoadedSpec, *, verbose: bool = True, parent_run_id: str | No
     run_name = run_name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     with tracking.tracked_run(spec.name, run_name, parent_run_id=parent_run_id) as recorder:
         recorder.params(tracking.flatten(spec.model_dump(mode="json", by_alias=True)))
-        recorder.tags(run_tags(loaded, prepared))
+        recorder.tags({**run_tags(loaded, prepared), **(extra_tags or {})})
         recorder.text(loaded.text, "spec/spec.yaml")
         import yaml
 
@@ -237,7 +246,8 @@ def execute(loaded: LoadedSpec, *, verbose: bool = True, parent_run_id: str | No
                      if spec.evaluate.baselines else {})
         metric = spec.promotion_metric
         registered = register_task(loaded, prepared, result, recorder,
-                                   {b: s[metric] for b, s in baselines.items()})
+                                   {b: s[metric] for b, s in baselines.items()},
+                                   extra_tags or {})
     return RunOutcome(
         spec_name=spec.name, run_id=recorder.run_id, experiment_id=recorder.experiment_id,
         input_width=prepared.width, parameters=count_parameters(spec, prepared.width),
@@ -249,6 +259,13 @@ def execute(loaded: LoadedSpec, *, verbose: bool = True, parent_run_id: str | No
         data_sha256=prepared.dataset.sha256,
         cv={m: [summary.mean(m), summary.ci95(m)] for m in summary.scores} if summary else {},
         cv_folds=summary.folds if summary else 0, baselines=baselines)
+
+
+def spec_hash(loaded: LoadedSpec) -> str:
+    import hashlib
+
+    resolved = json.dumps(loaded.spec.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(resolved.encode()).hexdigest()
 
 
 def _encoder_json(prepared: Prepared) -> str:

@@ -55,8 +55,14 @@ def handles_errors(fn: Callable) -> Callable:
             _err("interrupted (Ctrl-C); the MLflow run was marked KILLED, nothing registered")
             raise typer.Exit(130) from None
         except BaseException as exc:
-            from heartflow.tracking import is_interrupt
+            from heartflow.tracking import is_interrupt, redact, tracking_uri
+            from heartflow.transient import is_transient
 
+            if isinstance(exc, Exception) and is_transient(exc):
+                _err(f"the tracking store at {redact(tracking_uri())} stopped answering after "
+                     f"retries ({type(exc).__name__}); the run could not finish and nothing "
+                     "was registered. Check the server, then retry")
+                raise typer.Exit(4) from None
             if is_interrupt(exc) and not isinstance(exc, (SystemExit, typer.Exit)):
                 _err("terminated (SIGTERM); the MLflow run was marked KILLED, nothing registered")
                 raise typer.Exit(143) from None
@@ -81,6 +87,7 @@ def _quiet_mlflow() -> None:
     from heartflow.pipelines import hide_explained_errors
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retry chatter; we report
     hide_explained_errors()
 
 

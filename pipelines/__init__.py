@@ -10,8 +10,12 @@ class _HideExplainedErrors(logging.Filter):
         from heartflow.errors import HeartflowError
         from heartflow.tracking import Interrupted
 
+        from heartflow.transient import is_transient
+
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, (HeartflowError, Interrupted, KeyboardInterrupt)):
+            return False
+        if isinstance(exc, Exception) and is_transient(exc):
             return False
         return "Finished in state Failed" not in record.getMessage()
 

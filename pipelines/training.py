@@ -62,24 +62,27 @@ def preprocess_task(loaded: LoadedSpec) -> Prepared:
 
 
 @task(name="train", **TASK_OPTIONS)
-def train_task(loaded: LoadedSpec, prepared: Prepared, recorder: tracking.Recorder,
-               verbose: bool) -> TrainResult:
-    """Fit the network; log per-epoch metrics."""
+def train_task(loaded: LoadedSpec, prepared: Prepared, verbose: bool) -> TrainResult:
+    """Fit the network (per-epoch progress on the terminal)."""
     spec = loaded.spec
     x_train, y_train = prepared.part("train")
     x_val, y_val = prepared.part("validation")
     reporter = EpochReporter(spec.train.epochs, enabled=verbose)
     try:
-        result = train_model(spec, prepared.width, x_train, y_train, x_val, y_val,
-                             on_epoch=reporter)
+        return train_model(spec, prepared.width, x_train, y_train, x_val, y_val,
+                           on_epoch=reporter)
     finally:
         reporter.close()
+
+
+@task(name="log-training", **RETRYING)
+def log_training_task(result: TrainResult, recorder: tracking.Recorder) -> None:
+    """Per-epoch metrics and training facts (retried: the model is not retrained)."""
     recorder.history(result.history)
     recorder.tags({"heartflow.epochs_run": result.epochs_run,
                    "heartflow.best_epoch": result.best_epoch or "",
                    "heartflow.parameters": result.model.count_params()})
     recorder.metrics({"train_seconds": result.seconds, "epochs_run": result.epochs_run})
-    return result
 
 
 @task(name="evaluate", **RETRYING)
@@ -239,7 +242,8 @@ def execute(loaded: LoadedSpec, *, verbose: bool = True, parent_run_id: str | No
             # parallel-coordinates chart show them first (0 units = no hidden layer).
             recorder.params({f"axis.{k}": json.dumps(v) if isinstance(v, (list, dict))
                              else str(v) for k, v in shown.items()})
-        result = train_task(loaded, prepared, recorder, verbose)
+        result = train_task(loaded, prepared, verbose)
+        log_training_task(result, recorder)
         evaluation = evaluate_task(loaded, prepared, result, recorder)
         summary = cv_task(loaded, prepared, recorder) if spec.evaluate.cv else None
         baselines = (baselines_task(loaded, prepared, recorder, parent_run_id)

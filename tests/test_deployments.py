@@ -150,6 +150,21 @@ def test_deploy_schedule_worker_run_and_gate(tmp_path: Path, prefect_stack) -> N
     rows = json.loads(listed.stdout)
     assert rows[0]["name"] == "heartflow-retrain/nightly" and rows[0]["pool"] == "gpu"
     assert rows[0]["last_run"] == "Completed" and "heart-test v2" in rows[0]["champion"]
+    # The shipped prefect.yaml deploys the same flow with Prefect's own CLI.
+    from tests.conftest import ROOT
+
+    yaml_env = {**env, "HEARTFLOW_PROJECT_DIR": str(ROOT), "HEARTFLOW_DATA_DIR": str(tmp_path)}
+    shipped = subprocess.run([*PREFECT, "--no-prompt", "deploy", "--all"], cwd=ROOT,
+                             env=yaml_env, capture_output=True, text=True, timeout=180)
+    assert shipped.returncode == 0, shipped.stdout + shipped.stderr
+    weekly = _get(f"{api}/deployments/name/heartflow-retrain/heart_16-weekly")
+    assert weekly["schedules"][0]["schedule"]["cron"] == "0 3 * * 1"
+    assert weekly["work_pool_name"] == "gpu"
+    assert weekly["parameters"] == {"spec_path": "specs/heart_16.yaml"}
+    subprocess.run([*PREFECT, "--no-prompt", "deployment", "delete",
+                    "heartflow-retrain/heart_16-weekly"], env=env, capture_output=True,
+                   timeout=60)
+
     removed = cli("undeploy", "nightly", env=env, cwd=tmp_path)
     assert removed.returncode == 0
     assert json.loads(cli("deployments", "--json", env=env, cwd=tmp_path).stdout) == []
@@ -163,3 +178,46 @@ def test_deploy_without_a_server_says_how_to_start_one(tmp_path: Path) -> None:
                           "0 3 * * *"], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 1
     assert "prefect server start" in out.stderr and "PREFECT_API_URL" in out.stderr
+
+
+def test_tracking_server_stopped_mid_flow_retries_then_fails_clearly(tmp_path: Path,
+                                                                     prefect_server) -> None:
+    """A real `mlflow server` (sqlite backend) is stopped while the network trains."""
+    port = _port()
+    db = tmp_path / "server.db"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--default-artifact-root", str(tmp_path / "server-artifacts")],
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", server)
+        heart_csv(tmp_path / "heart.csv", rows=3000)
+        spec = heart_spec(tmp_path / "spec.yaml", epochs=300, hidden=[32])
+        run = subprocess.Popen([sys.executable, "-m", "heartflow", "run", str(spec)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI":
+                                                  f"http://127.0.0.1:{port}"})
+        while True:
+            line = run.stderr.readline()
+            assert line or run.poll() is None, "run ended before training"
+            if line.startswith("epoch"):
+                break
+        _stop(server)  # the tracking server goes away mid-training
+        _out, err = run.communicate(timeout=300)
+    finally:
+        _stop(server)
+    assert run.returncode == 4, err
+    assert "transient failure" in err and "retrying" in err
+    assert "stopped answering after retries" in err and "nothing was registered" in err
+    assert "Traceback" not in err
+    from mlflow import MlflowClient
+
+    store = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    assert store.search_registered_models() == []
+    runs = store.search_runs([e.experiment_id for e in store.search_experiments()])
+    assert len(runs) == 1 and runs[0].info.status == "RUNNING"  # could not be told otherwise
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{db}"
+    fixed = cli("stale-runs", "--mark-failed", cwd=tmp_path)
+    assert runs[0].info.run_id in fixed.stdout

@@ -102,6 +102,9 @@ def _prepare_store(uri: str) -> None:
 
     db_path = uri.removeprefix("sqlite:///")
     folder = os.path.dirname(os.path.abspath(db_path)) or "."
+    ready = os.path.join(folder, f".{os.path.basename(db_path)}.heartflow-ready")
+    if os.path.isfile(db_path) and os.path.isfile(ready):
+        return  # created and migrated by an earlier heartflow process
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, f".{os.path.basename(db_path)}.heartflow-lock"), "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -109,6 +112,8 @@ def _prepare_store(uri: str) -> None:
             c = MlflowClient()
             c.search_experiments(max_results=1)
             c.search_registered_models(max_results=1)
+            with open(ready, "w") as marker:
+                marker.write("schema ready\n")
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 

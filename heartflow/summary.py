@@ -22,7 +22,9 @@ def print_outcome(outcome, console: Console | None = None) -> None:
     split = outcome.split
     table.add_row("rows (train/val/test)",
                   f"{split['train']}/{split['validation']}/{split['test']}")
-    stop = (f" (early stop, best epoch {outcome.best_epoch})" if outcome.best_epoch else "")
+    stopped = 0 < outcome.epochs_run < (outcome.epochs_planned or outcome.epochs_run + 1)
+    stop = (f" (early stop, best epoch {outcome.best_epoch})" if stopped and outcome.best_epoch
+            else f" (best epoch {outcome.best_epoch})" if outcome.best_epoch else "")
     table.add_row("epochs run", f"{outcome.epochs_run}{stop}")
     table.add_row("train time", f"{outcome.train_seconds:.2f} s")
     for name, value in outcome.metrics.items():

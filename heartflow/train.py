@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -141,6 +142,24 @@ def train_model(spec: Spec, input_width: int, x_train: np.ndarray, y_train: np.n
     """Build, compile and fit the spec's network; returns the (best) model and history."""
     import keras
 
+    t = spec.train
+    keras.utils.set_random_seed(t.seed)
+    train_ds = dataset(x_train, _targets(y_train, spec),
+                       sample_weights(y_train, t.class_weight), t.batch_size, t.seed)
+    steps = max(1, math.ceil(len(x_train) / t.batch_size))
+    return fit_dataset(spec, input_width, train_ds, steps, x_val,
+                       None if y_val is None else _targets(y_val, spec), on_epoch)
+
+
+def fit_dataset(spec: Spec, input_width: int, train_ds, steps: int,
+                x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
+                on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Build, compile and fit on a tf.data pipeline of (x, y[, weight]) batches.
+
+    ``y_val`` is already in the network's target shape.
+    """
+    import keras
+
     from heartflow.builder import build_model
 
     t = spec.train
@@ -148,17 +167,13 @@ def train_model(spec: Spec, input_width: int, x_train: np.ndarray, y_train: np.n
     if t.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     model = build_model(spec, input_width)
-    steps = max(1, math.ceil(len(x_train) / t.batch_size))
     loss = {"huber": keras.losses.Huber()}.get(t.loss, t.loss)
     model.compile(optimizer=make_optimizer(t), loss=loss, metrics=_metrics(spec.task),
                   steps_per_execution=min(steps, 1000), jit_compile=False)
-    train_ds = dataset(x_train, _targets(y_train, spec),
-                       sample_weights(y_train, t.class_weight), t.batch_size, t.seed)
     has_val = x_val is not None and len(x_val) > 0
     callbacks: list = []
     if has_val:
-        callbacks.append(_validation_callback(model, x_val, _targets(y_val, spec), spec.task,
-                                              loss))
+        callbacks.append(_validation_callback(model, x_val, y_val, spec.task, loss))
     es = t.early_stopping
     stopper = None
     if es is not None:
@@ -172,6 +187,7 @@ def train_model(spec: Spec, input_width: int, x_train: np.ndarray, y_train: np.n
         callbacks.append(keras.callbacks.LambdaCallback(
             on_epoch_end=lambda epoch, logs: on_epoch(epoch + 1, dict(logs or {}))))
     start = time.perf_counter()
+    warnings.filterwarnings("ignore", message="Your input ran out of data")
     history = model.fit(train_ds, epochs=t.epochs, verbose=0, shuffle=False,
                         callbacks=callbacks)
     seconds = time.perf_counter() - start

@@ -9,7 +9,6 @@ class _HideExplainedErrors(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         from heartflow.errors import HeartflowError
         from heartflow.tracking import Interrupted
-
         from heartflow.transient import is_transient
 
         exc = record.exc_info[1] if record.exc_info else None

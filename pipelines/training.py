@@ -40,6 +40,7 @@ class RunOutcome:
     epochs_run: int
     best_epoch: int | None
     train_seconds: float
+    epochs_planned: int = 0
     model_name: str | None = None
     version: str | None = None
     promoted: bool | None = None
@@ -170,27 +171,36 @@ def register_task(loaded: LoadedSpec, prepared: Prepared, result: TrainResult,
                   baseline_scores: dict[str, float] | None = None,
                   version_tags: dict[str, str] | None = None) -> dict[str, object]:
     """Log the model (preprocessing + network), register a version, run the promotion gate."""
+    test = prepared.split.test
+    return register_from(loaded, prepared.encoder, result.model, prepared.dataset.classes,
+                         prepared.dataset.features.iloc[test], prepared.dataset.y[test],
+                         prepared.dataset.sha256, recorder,
+                         {"heartflow.spec_hash": spec_hash(loaded), **(version_tags or {})},
+                         baseline_scores)
+
+
+def register_from(loaded: LoadedSpec, encoder, network, classes: list[str], test_features,
+                  test_y, data_sha256: str, recorder: tracking.Recorder,
+                  version_tags: dict[str, str],
+                  baseline_scores: dict[str, float] | None = None) -> dict[str, object]:
+    """Log the model, register a version, run the promotion gate on the test rows."""
     from heartflow import packaging, registry
     from heartflow.serving import Scorer
 
     spec = loaded.spec
-    features = prepared.dataset.features
-    uri = packaging.log_model(recorder.run_id, recorder.experiment_id, spec, prepared.encoder,
-                              result.model, prepared.dataset.classes, features.head(5))
+    uri = packaging.log_model(recorder.run_id, recorder.experiment_id, spec, encoder, network,
+                              classes, test_features.head(5))
     if not spec.register.enabled:
         return {"model_uri": uri}
     name = spec.model_name
     version = registry.register_version(uri, name, recorder.run_id,
                                         {"heartflow.spec_name": spec.name,
-                                         "heartflow.data_sha256": prepared.dataset.sha256,
-                                         "heartflow.spec_hash": spec_hash(loaded),
-                                         **(version_tags or {})})
-    scorer = Scorer(prepared.encoder, result.model,
-                    packaging.model_meta(spec, prepared.encoder, prepared.dataset.classes))
-    test = prepared.split.test
+                                         "heartflow.data_sha256": data_sha256,
+                                         **version_tags})
+    scorer = Scorer(encoder, network, packaging.model_meta(spec, encoder, classes))
     promote = spec.register.promote
     decision = registry.decide_and_promote(
-        name, version, recorder.run_id, scorer, features.iloc[test], prepared.dataset.y[test],
+        name, version, recorder.run_id, scorer, test_features, test_y,
         spec.task, spec.promotion_metric, promote.min_improvement, spec.evaluate.threshold,
         baseline_scores if promote.must_beat_baselines else None)
     recorder.tags({"heartflow.registered_model": name, "heartflow.registered_version": version})
@@ -224,6 +234,15 @@ def execute(loaded: LoadedSpec, *, verbose: bool = True, parent_run_id: str | No
     spec = loaded.spec
     check_device(spec.train.device)
     tracking.check_reachable()
+    from heartflow.data.sources import resolve_source
+    from heartflow.streaming import should_stream
+
+    source = resolve_source(spec.data.source, loaded.base_dir, spec.data.sha256)
+    if should_stream(spec, str(source.path)):
+        from heartflow.pipelines.streaming import execute_streaming
+
+        return execute_streaming(loaded, source, verbose=verbose, parent_run_id=parent_run_id,
+                                 run_name=run_name, extra_tags=extra_tags)
     prepared = preprocess_task(loaded)
     run_name = run_name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     with tracking.tracked_run(spec.name, run_name, parent_run_id=parent_run_id) as recorder:
@@ -257,6 +276,7 @@ def execute(loaded: LoadedSpec, *, verbose: bool = True, parent_run_id: str | No
         input_width=prepared.width, parameters=count_parameters(spec, prepared.width),
         metrics=evaluation.metrics, test_rows=evaluation.test_rows,
         split=prepared.split.sizes(), epochs_run=result.epochs_run,
+        epochs_planned=spec.train.epochs,
         best_epoch=result.best_epoch, train_seconds=result.seconds,
         model_name=registered.get("model_name"), version=registered.get("version"),
         promoted=registered.get("promoted"), decision=str(registered.get("decision", "")),

@@ -212,10 +212,7 @@ def sweep(spec: Annotated[str, typer.Argument(help="A sweep file (sweep: base, a
     signal.signal(signal.SIGTERM, _on_sigterm)
     from heartflow.orchestration import prefect_api
 
-    with prefect_api() as server:
-        from heartflow._quiet import import_tensorflow
-
-        import_tensorflow()
+    with prefect_api() as server:  # trials import TensorFlow in their worker processes
         from heartflow.pipelines.sweep import sweep_flow
 
         _quiet_mlflow()

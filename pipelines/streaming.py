@@ -29,7 +29,7 @@ def scan_task(loaded: LoadedSpec, source: ResolvedSource) -> tuple[StreamStats, 
 
 @task(name="train-stream", **TASK_OPTIONS)
 def stream_train_task(loaded: LoadedSpec, path: str, stats: StreamStats, verbose: bool):
-    """Fit from the tf.data pipeline (validation on up to 200,000 validation rows)."""
+    """Fit from the tf.data pipeline (validation on up to 50,000 validation rows)."""
     from heartflow.train import fit_dataset
 
     spec = loaded.spec

@@ -17,11 +17,15 @@ from prefect.task_runners import ProcessPoolTaskRunner
 from heartflow import tracking
 
 
-def _worker_init() -> None:
-    """Each worker process imports TensorFlow once, quietly."""
+def _worker_init(threads: int) -> None:
+    """Each worker process imports TensorFlow once, quietly, with its share of the cores."""
     from heartflow._quiet import import_tensorflow
 
     import_tensorflow()
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
 @task(name="trial", cache_policy=NO_CACHE, persist_result=False)
@@ -99,7 +103,9 @@ def sweep_flow(sweep_path: str, workers: int | None = None,
                        "sweep.metric": metric, "sweep.base": base.path,
                        **{f"sweep.axis.{k}": str(v) for k, v in sweep.section.axes.items()}})
         parent.text(open(sweep.path, encoding="utf-8").read(), "spec/sweep.yaml")
-        runner = ProcessPoolTaskRunner(max_workers=n_workers, initializer=_worker_init)
+        threads = max(1, (os.cpu_count() or 1) // n_workers)
+        runner = ProcessPoolTaskRunner(max_workers=n_workers, initializer=_worker_init,
+                                       initargs=(threads,))
         start = time.perf_counter()
         with runner:
             futures = [runner.submit(trial_task, {

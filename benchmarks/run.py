@@ -1,0 +1,287 @@
+"""heartflow's benchmarks: every target measured side by side with its reference.
+
+    python benchmarks/run.py            # everything (about 10 minutes on 2 cores)
+    python benchmarks/run.py --quick    # skip the 10M-row file
+
+Prints a table (figure, heartflow, reference, ratio, target, pass/fail) and rewrites the
+table in benchmarks/README.md with the machine it came from. Timings are medians of at
+least 3 runs unless the row says otherwise. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "out"
+PY = sys.executable
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PREFECT_LOGGING_LEVEL": "ERROR",
+       "MLFLOW_DISABLE_TELEMETRY": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
+def heart_csv() -> str:
+    """The real heart.csv when HEARTFLOW_DATA_DIR has it, else a generated 303-row file."""
+    data_dir = os.environ.get("HEARTFLOW_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+    if (Path(data_dir) / "heart.csv").is_file():
+        ENV["HEARTFLOW_DATA_DIR"] = data_dir
+        return str(Path(data_dir) / "heart.csv")
+    from heartflow.data.synthetic import heart_like
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / "heart.csv"
+    heart_like(303, 0).to_csv(path, index=False)
+    return str(path)
+
+
+def timed(cmd: list[str], cwd: str | None = None, env: dict | None = None) -> tuple[float, int,
+                                                                                      str]:
+    """Wall seconds, peak RSS (KB) of the command's own process, and its stdout."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env or ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
+    return wall, usage.ru_maxrss, out
+
+
+def median_of(n: int, fn) -> float:
+    return statistics.median(fn() for _ in range(n))
+
+
+def row(figure, heartflow, reference, ratio, target, ok, note=""):
+    return {"figure": figure, "heartflow": heartflow, "reference": reference,
+            "ratio": ratio, "target": target, "pass": ok, "note": note}
+
+
+def bench_startup() -> list[dict]:
+    spec = str(ROOT / "specs/heart_16.yaml")
+    rows = []
+    for name, args in (("heartflow --help", ["--help"]),
+                       ("heartflow validate heart_16", ["validate", spec])):
+        seconds = median_of(5, lambda a=args: timed([PY, "-m", "heartflow", *a])[0])
+        rows.append(row(f"{name} (s)", f"{seconds:.3f}", "-", "-", "< 0.5 s", seconds < 0.5))
+    return rows
+
+
+FIT_SCRIPT = r"""
+import json, os, sys, time
+import numpy as np, keras
+from heartflow.spec import load_spec
+from heartflow.prepare import prepare
+from heartflow.builder import build_model
+from heartflow.train import train_model
+from heartflow import metrics as M
+loaded = load_spec(sys.argv[1]); spec = loaded.spec
+spec.train.early_stopping = None          # the same 100 epochs for both
+p = prepare(loaded)
+(xt, yt), (xv, yv), (xs, ys) = p.part("train"), p.part("validation"), p.part("test")
+def naive():
+    keras.utils.set_random_seed(spec.train.seed)
+    m = build_model(spec, p.width)
+    m.compile(optimizer=keras.optimizers.Adam(spec.train.optimizer.learning_rate),
+              loss="binary_crossentropy", metrics=["accuracy"])
+    t = time.perf_counter(); m.fit(xt, yt, batch_size=32, epochs=100, verbose=0)
+    return time.perf_counter() - t, M.roc_auc(ys, m.predict(xs, verbose=0).ravel())
+def ours():
+    r = train_model(spec, p.width, xt, yt, xv, yv)
+    return r.seconds, M.roc_auc(ys, np.asarray(r.model(xs)).ravel())
+naive(); ours()                                  # warm-up (tracing)
+n = [naive() for _ in range(3)]; o = [ours() for _ in range(3)]
+print(json.dumps({"naive": n, "ours": o}))
+"""
+
+
+def bench_fit() -> list[dict]:
+    _wall, _rss, out = timed([PY, "-c", FIT_SCRIPT, str(ROOT / "specs/heart_16.yaml")])
+    data = json.loads(out.strip().splitlines()[-1])
+    naive = statistics.median(t for t, _ in data["naive"])
+    ours = statistics.median(t for t, _ in data["ours"])
+    auc_n = statistics.median(a for _, a in data["naive"])
+    auc_o = statistics.median(a for _, a in data["ours"])
+    ratio = ours / naive
+    return [row("fit heart_16, 100 epochs, batch 32 (s)", f"{ours:.2f}", f"{naive:.2f}",
+                f"{ratio:.2f}", "<= 0.35", ratio <= 0.35,
+                "heartflow also validates every epoch; naive does not"),
+            row("test ROC AUC of that fit", f"{auc_o:.4f}", f"{auc_n:.4f}",
+                f"{auc_o - auc_n:+.4f}", "within ±0.03", abs(auc_o - auc_n) <= 0.03)]
+
+
+def bench_end_to_end(csv: str) -> list[dict]:
+    work = tempfile.mkdtemp(prefix="heartflow-bench-")
+    spec = str(ROOT / "specs/heart_16.yaml")
+    env = {k: v for k, v in ENV.items() if k != "PREFECT_API_URL"}
+    timed([PY, "-m", "heartflow", "run", "-q", spec], cwd=work, env=env)  # create the store
+    ours = median_of(3, lambda: timed([PY, "-m", "heartflow", "run", "-q", spec], cwd=work,
+                                      env=env)[0])
+    naive = median_of(3, lambda: timed([PY, str(ROOT / "benchmarks/naive_heart16.py"), csv],
+                                       cwd=work)[0])
+    ratio = ours / naive
+    return [row("heartflow run heart_16, whole process (s)", f"{ours:.2f}", f"{naive:.2f}",
+                f"{ratio:.2f}", "<= 1.0", ratio <= 1.0,
+                "reference: load + encode + fit + evaluate, no tracking")]
+
+
+def bench_scale(quick: bool) -> list[dict]:
+    from heartflow.data.synthetic import write_heart_like
+    from heartflow.orchestration import LocalPrefectServer
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    sizes = [1_000_000] if quick else [1_000_000, 10_000_000]
+    server = LocalPrefectServer().start()
+    env = {**ENV, "PREFECT_API_URL": server.api_url}
+    results = {}
+    try:
+        server.wait()
+        for rows in sizes:
+            path = OUT / f"heart_{rows}.csv"
+            if not path.exists():
+                write_heart_like(path, rows, seed=rows)
+            spec = OUT / f"scale_{rows}.yaml"
+            text = (ROOT / "specs/heart_16.yaml").read_text()
+            text = text.replace("source: heart-csv", f"source: {path}")
+            text = text.replace("split: {test: 0.2, validation: 0.2, stratify: true, seed: 42}",
+                                "split: {test: 0.2, validation: 0.2, seed: 42}\n"
+                                "  streaming: true")
+            text = text.replace("batch_size: 32", "batch_size: 1024")
+            text = text.replace("epochs: 100", "epochs: 1")
+            text = text.replace("model_name: heart-disease", f"model_name: scale-{rows}")
+            spec.write_text(text)
+            work = tempfile.mkdtemp(prefix="heartflow-scale-")
+            wall, rss, _out = timed([PY, "-m", "heartflow", "run", "-q", str(spec)], cwd=work,
+                                    env=env)
+            results[rows] = (wall, rss)
+    finally:
+        server.stop()
+    out = []
+    for rows, (wall, rss) in results.items():
+        out.append(row(f"{rows:,} rows streamed, 1 epoch, batch 1024: rows/s",
+                       f"{rows / wall:,.0f}", "-", "-", "-", True, f"{wall:.1f} s wall"))
+        out.append(row(f"{rows:,} rows: peak RSS (MB)", f"{rss / 1024:.0f}", "-", "-",
+                       "< 1536", rss / 1024 < 1536))
+    if len(results) == 2:
+        (w1, r1), (w10, r10) = results[1_000_000], results[10_000_000]
+        out.append(row("10M / 1M wall time", f"{w10 / w1:.2f}", "10 (linear)",
+                       f"{w10 / w1 / 10:.2f}", "<= 1.1 x linear", w10 / w1 <= 11))
+        out.append(row("10M / 1M peak RSS", f"{r10 / r1:.2f}", "1 (flat)", "-",
+                       "does not grow", r10 / r1 < 1.15))
+    return out
+
+
+CEILING_SCRIPT = r"""
+import os, sys, time
+import tensorflow as tf
+tf.config.threading.set_intra_op_parallelism_threads(int(sys.argv[2]))
+from heartflow.spec import load_spec
+from heartflow.prepare import prepare
+from heartflow.train import train_model
+loaded = load_spec(sys.argv[1]); spec = loaded.spec; spec.train.early_stopping = None
+p = prepare(loaded); xt, yt = p.part("train"); xv, yv = p.part("validation")
+train_model(spec, p.width, xt, yt, xv, yv)
+start = time.perf_counter()
+for _ in range(4):
+    train_model(spec, p.width, xt, yt, xv, yv)
+print((time.perf_counter() - start) / 4)
+"""
+
+
+def bench_parallel_ceiling() -> list[dict]:
+    """How much two Keras trainings at once gain on this machine, whatever runs them."""
+    spec = str(ROOT / "specs/heart_16.yaml")
+    alone = float(timed([PY, "-c", CEILING_SCRIPT, spec, "2"])[2].strip().splitlines()[-1])
+    procs = [subprocess.Popen([PY, "-c", CEILING_SCRIPT, spec, "1"], env=ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             for _ in range(2)]
+    together = [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    gain = 2 * alone / max(together)
+    return [row("ceiling: 2 independent Keras trainings at once vs 1 (throughput gain)",
+                f"{max(together):.2f} s each", f"{alone:.2f} s", f"{gain:.2f}x", "-", True,
+                "what any 2-process scheduler can reach here")]
+
+
+def bench_sweep() -> list[dict]:
+    work = Path(tempfile.mkdtemp(prefix="heartflow-sweep-"))
+    base = (ROOT / "specs/heart_16.yaml").read_text().replace(
+        "  threshold: 0.5", "  threshold: 0.5\n  cv: {folds: 5, repeats: 1}")
+    (work / "base.yaml").write_text(base)
+    (work / "sweep.yaml").write_text(
+        "sweep:\n  base: base.yaml\n  axes:\n"
+        "    model.hidden.0.units: [2, 4, 8, 12, 16, 24, 32, 64]\n")
+    whole, phase = {}, {}
+    for workers in (1, 2):
+        wall, _rss, out = timed([PY, "-m", "heartflow", "sweep", str(work / "sweep.yaml"),
+                                 "--workers", str(workers), "--json"], cwd=work)
+        whole[workers], phase[workers] = wall, json.loads(out)["wall_seconds"]
+    speedup = phase[1] / phase[2]
+    return [row("sweep of 8 trials (5-fold CV each): 2 workers vs 1, trial phase",
+                f"{phase[2]:.1f} s", f"{phase[1]:.1f} s", f"{speedup:.2f}x", ">= 1.7x",
+                speedup >= 1.7, "single runs: each sweep is long"),
+            row("the same, whole `heartflow sweep` process", f"{whole[2]:.1f} s",
+                f"{whole[1]:.1f} s", f"{whole[1] / whole[2]:.2f}x", "-", True,
+                "includes start-up and the final table")]
+
+
+def render(rows: list[dict]) -> str:
+    head = "| figure | heartflow | reference | ratio | target | pass | note |\n"
+    head += "|---|---|---|---|---|---|---|\n"
+    return head + "".join(
+        f"| {r['figure']} | {r['heartflow']} | {r['reference']} | {r['ratio']} | {r['target']} "
+        f"| {'pass' if r['pass'] else 'FAIL'} | {r['note']} |\n" for r in rows)
+
+
+def machine() -> str:
+    import multiprocessing
+
+    mem = ""
+    try:
+        kb = int(next(line for line in open("/proc/meminfo") if line.startswith(
+            "MemTotal")).split()[1])
+        mem = f", {kb / 1024 / 1024:.0f} GiB"
+    except (OSError, StopIteration):
+        pass
+    return (f"{platform.processor() or platform.machine()}, {multiprocessing.cpu_count()} "
+            f"cores{mem}, {platform.system()} {platform.release()}, Python "
+            f"{platform.python_version()}, no GPU")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="skip the 10M-row file")
+    parser.add_argument("--only", nargs="*", help="startup fit e2e scale sweep")
+    args = parser.parse_args()
+    csv = heart_csv()
+    chosen = args.only or ["startup", "fit", "e2e", "scale", "sweep"]
+    rows: list[dict] = []
+    for name, fn in (("startup", bench_startup), ("fit", bench_fit),
+                     ("e2e", lambda: bench_end_to_end(csv)),
+                     ("scale", lambda: bench_scale(args.quick)), ("sweep", bench_sweep)):
+        if name in chosen:
+            print(f"... {name}", file=sys.stderr, flush=True)
+            rows += fn()
+            if name == "sweep":
+                rows += bench_parallel_ceiling()
+    table = render(rows)
+    print(table)
+    readme = ROOT / "benchmarks" / "README.md"
+    text = readme.read_text() if readme.exists() else ""
+    marker = "<!-- table -->"
+    stamp = f"Latest run: {time.strftime('%Y-%m-%d %H:%M')} on {machine()}.\n\n"
+    if marker in text:
+        text = text.split(marker)[0] + marker + "\n" + stamp + table
+    readme.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

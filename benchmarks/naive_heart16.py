@@ -27,7 +27,7 @@ def main(path: str, epochs: int = 100, seed: int = 42) -> dict:
     y = frame["target"].to_numpy(dtype="float32")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(frame))
-    n_test = int(round(len(frame) * 0.2))
+    n_test = round(len(frame) * 0.2)
     test, train = order[:n_test], order[n_test:]
     x = pd.get_dummies(frame[CATEGORICAL].astype(str), dtype="float32")
     numeric = frame[NUMERIC].astype("float32")

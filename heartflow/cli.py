@@ -102,6 +102,19 @@ def _load_plugins(plugins: list[str] | None) -> None:
             raise HeartflowError(f"cannot import plugin {name!r}: {exc}") from None
 
 
+def _is_sweep(path: str) -> bool:
+    """A sweep file's first key is `sweep:` (cheap check before full validation)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                stripped = line.strip()
+                if stripped and not stripped.startswith("#"):
+                    return stripped.startswith("sweep:")
+    except OSError:
+        return False
+    return False
+
+
 SpecArg = Annotated[str, typer.Argument(help="Path to a heartflow YAML spec.")]
 PluginOpt = Annotated[list[str] | None, typer.Option(
     "--plugin", help="Import this module first (opt-in custom activations). Repeatable.")]
@@ -115,6 +128,13 @@ def validate(spec: SpecArg, plugin: PluginOpt = None) -> None:
 
     if plugin:
         _load_plugins(plugin)
+    if _is_sweep(spec):
+        from heartflow.sweep import load_sweep
+
+        sweep_spec = load_sweep(spec)
+        typer.echo(f"{spec}: valid sweep ({len(sweep_spec.trials)} trials of "
+                   f"{sweep_spec.base.spec.name}, ranked by {sweep_spec.metric})")
+        return
     loaded = load_spec(spec)
     s = loaded.spec
     layers = " -> ".join([*(str(h.units) for h in s.model.hidden),

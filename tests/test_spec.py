@@ -11,13 +11,25 @@ from heartflow.errors import SpecError
 from heartflow.spec import load_spec, load_spec_text
 from tests.conftest import ROOT, cli
 
-SHIPPED = sorted((ROOT / "specs").glob("*.yaml"))
+SHIPPED = sorted(p for p in (ROOT / "specs").glob("*.yaml") if "sweep" not in p.name)
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_shipped_specs_validate(path: Path) -> None:
     loaded = load_spec(str(path), check_files=True)
     assert loaded.spec.name
+
+
+def test_shipped_sweep_reproduces_the_lecture() -> None:
+    from heartflow.sweep import load_sweep
+
+    sweep = load_sweep(str(ROOT / "specs/heart_sweep.yaml"))
+    units = [t.overrides["model.hidden.0.units"] for t in sweep.trials]
+    assert units == [0, 4, 8, 16, 32, 64]
+    assert sweep.trials[0].loaded.spec.model.hidden == []  # 0 units: logistic regression
+    assert [h.units for h in sweep.trials[3].loaded.spec.model.hidden] == [16]
+    out = cli("validate", str(ROOT / "specs/heart_sweep.yaml"))
+    assert out.returncode == 0 and "6 trials" in out.stdout
 
 
 def test_heart_16_matches_the_lecture() -> None:

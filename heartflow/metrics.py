@@ -35,14 +35,20 @@ def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def roc_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """False and true positive rates at every distinct threshold."""
+def _cumulative_counts(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                               np.ndarray]:
+    """Truth as bool, and true positives and predicted positives at each distinct threshold."""
     y = np.asarray(y).astype(bool)
     order = np.argsort(-np.asarray(p), kind="mergesort")
     p_sorted, y_sorted = np.asarray(p)[order], y[order]
     distinct = np.r_[np.flatnonzero(np.diff(p_sorted)), len(p_sorted) - 1]
-    tps = np.cumsum(y_sorted)[distinct]
-    fps = (distinct + 1) - tps
+    return y, np.cumsum(y_sorted)[distinct], distinct + 1
+
+
+def roc_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive rates at every distinct threshold."""
+    y, tps, predicted = _cumulative_counts(y, p)
+    fps = predicted - tps
     tpr = np.r_[0.0, tps / max(int(y.sum()), 1)]
     fpr = np.r_[0.0, fps / max(int((~y).sum()), 1)]
     return fpr, tpr
@@ -50,12 +56,8 @@ def roc_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def pr_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Precision and recall at every distinct threshold (recall increasing)."""
-    y = np.asarray(y).astype(bool)
-    order = np.argsort(-np.asarray(p), kind="mergesort")
-    p_sorted, y_sorted = np.asarray(p)[order], y[order]
-    distinct = np.r_[np.flatnonzero(np.diff(p_sorted)), len(p_sorted) - 1]
-    tps = np.cumsum(y_sorted)[distinct]
-    precision = tps / (distinct + 1)
+    y, tps, predicted = _cumulative_counts(y, p)
+    precision = tps / predicted
     recall = tps / max(int(y.sum()), 1)
     return np.r_[1.0, precision], np.r_[0.0, recall]
 

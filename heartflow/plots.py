@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from heartflow import metrics as M
+from heartflow.data.table import level_sort_key
 
 
 def _pyplot():
@@ -118,7 +119,7 @@ def sweep_plots(results: list[dict], metric: str, axes: dict[str, list], folder:
             else:
                 mean, ci = outcome["metrics"][metric], 0.0
             groups.setdefault(str(value), []).append((mean, ci))
-        labels = sorted(groups, key=_numeric_first)
+        labels = sorted(groups, key=level_sort_key)
         means = [float(np.mean([m for m, _ in groups[k]])) for k in labels]
         errors = [float(np.mean([c for _, c in groups[k]])) for k in labels]
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -134,9 +135,3 @@ def sweep_plots(results: list[dict], metric: str, axes: dict[str, list], folder:
         paths.append(path)
     return paths
 
-
-def _numeric_first(label: str) -> tuple[int, float | str]:
-    try:
-        return (0, float(label))
-    except ValueError:
-        return (1, label)

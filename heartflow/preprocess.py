@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from heartflow.data.table import _level_key_sort
+from heartflow.data.table import level_sort_key
 
 MISSING_RULE = ("numeric: training median, then standardised with training mean/std; "
                 "categorical: training mode for missing, all-zero one-hot for unseen levels")
@@ -56,11 +56,11 @@ class TabularEncoder:
             self.stds[name] = std if std > 0 else 1.0
         for name in self.categorical:
             present = [v for v in features[name] if not _missing(v)]
-            self.levels[name] = sorted(set(present), key=_level_key_sort)
+            self.levels[name] = sorted(set(present), key=level_sort_key)
             counts = pd.Series([v for v in train[name] if not _missing(v)],
                                dtype=object).value_counts()
             self.modes[name] = (str(sorted(counts[counts == counts.max()].index,
-                                          key=_level_key_sort)[0])
+                                          key=level_sort_key)[0])
                                 if len(counts) else self.levels[name][0])
         return self
 
@@ -102,7 +102,7 @@ class TabularEncoder:
         for name in self.categorical:
             known = set(self.levels[name])
             new = sorted({v for v in features[name] if not _missing(v) and v not in known},
-                         key=_level_key_sort)
+                         key=level_sort_key)
             if new:
                 out[name] = new
         return out

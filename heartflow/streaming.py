@@ -179,13 +179,13 @@ def scan(spec: Spec, path: str, columns: list[str] | None, chunk_rows: int = 100
         var = max(total_sq / max(n, 1) - mean ** 2, 0.0)
         encoder.medians[col], encoder.means[col] = median, mean
         encoder.stds[col] = float(np.sqrt(var)) if var > 0 else 1.0
-    from heartflow.data.table import _level_key_sort
+    from heartflow.data.table import level_sort_key
 
     for col in feats.categorical:
-        encoder.levels[col] = sorted(levels[col], key=_level_key_sort)
+        encoder.levels[col] = sorted(levels[col], key=level_sort_key)
         best = max(mode_counts[col].values(), default=0)
         encoder.modes[col] = sorted((lvl for lvl, n in mode_counts[col].items() if n == best),
-                                    key=_level_key_sort)[0] if best else encoder.levels[col][0]
+                                    key=level_sort_key)[0] if best else encoder.levels[col][0]
     return StreamStats(encoder=encoder, rows=offset, parts=parts, classes=["0", "1"],
                        columns=names, header=header,
                        samples={k: pd.concat(v, ignore_index=True) for k, v in samples.items()

@@ -49,7 +49,6 @@ def retrain_flow(spec_text: str | None = None, spec_path: str = "deployed-spec.y
     import sys
 
     from heartflow.pipelines.training import execute, spec_hash
-
     from heartflow.spec.loading import load_spec, load_spec_text
 
     loaded = (load_spec_text(spec_text, spec_path, check_files=True) if spec_text

@@ -9,11 +9,11 @@ import time
 
 import numpy as np
 import yaml
-from heartflow.pipelines.training import RETRYING, TASK_OPTIONS, RunOutcome, spec_hash
 from prefect import task
 
 from heartflow import tracking
 from heartflow.data.sources import ResolvedSource, file_sha256
+from heartflow.pipelines.training import RETRYING, TASK_OPTIONS, RunOutcome, spec_hash
 from heartflow.reporting import EpochReporter
 from heartflow.spec.loading import LoadedSpec
 from heartflow.streaming import StreamStats, scan, tf_dataset
@@ -76,9 +76,8 @@ def execute_streaming(loaded: LoadedSpec, source: ResolvedSource, *, verbose: bo
                       parent_run_id: str | None = None, run_name: str | None = None,
                       extra_tags: dict[str, str] | None = None) -> RunOutcome:
     """Streaming preprocess -> train -> evaluate -> register."""
-    from heartflow.pipelines.training import log_training_task, register_from
-
     from heartflow.builder import count_parameters
+    from heartflow.pipelines.training import log_training_task, register_from
 
     spec = loaded.spec
     path = str(source.path)

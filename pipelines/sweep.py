@@ -33,7 +33,6 @@ def trial_task(number: int, spec_path: str, spec_text: str, overrides: dict[str,
                parent_run_id: str) -> dict[str, Any]:
     """Run one trial; a failure is recorded (FAILED child run) and returned, not raised."""
     from heartflow.pipelines.training import execute
-
     from heartflow.spec.loading import load_spec_text
 
     start = time.perf_counter()

@@ -198,6 +198,9 @@ def test_mlflow_ui_shows_sweep_children_and_metrics_in_a_browser(tmp_path: Path,
                 break
             except OSError:
                 time.sleep(0.5)
+        listening = [line.split()[1] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+                     if line.split()[3] == "0A"]
+        assert f"0100007F:{port:04X}" in listening  # `heartflow ui` binds loopback only
         experiment = result["experiment_id"]
         parent = result["parent_run_id"]
         search = urllib.parse.quote(f"tags.mlflow.parentRunId = '{parent}'")

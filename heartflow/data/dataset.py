@@ -12,9 +12,9 @@ import pandas as pd
 from heartflow.data.sources import file_sha256, resolve_source
 from heartflow.data.table import (
     RawTable,
-    _level_key_sort,
     categorical_column,
     is_missing,
+    level_sort_key,
     numeric_column,
     read_csv,
     require_columns,
@@ -104,7 +104,7 @@ def _target(table: RawTable, data: DataSpec, spec: Spec) -> tuple[np.ndarray, li
     labels = categorical_column(raw, data.na_values)
     if target.positive is not None:
         labels = _binarise(labels, target.positive, raw, table)
-    levels = sorted(set(labels), key=_level_key_sort)
+    levels = sorted(set(labels), key=level_sort_key)
     if task == "binary":
         if len(levels) != 2:
             what = "only one class" if len(levels) < 2 else f"{len(levels)} classes"

@@ -157,7 +157,7 @@ def normalize_level(value: object) -> str:
     return text
 
 
-def _level_key_sort(level: str) -> tuple[int, float | str]:
+def level_sort_key(level: str) -> tuple[int, float | str]:
     """Sort levels numerically where they are numbers, then alphabetically."""
     try:
         return (0, float(level))

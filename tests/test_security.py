@@ -1,0 +1,90 @@
+"""Security: nothing executes from a spec unless opted in; models load in Keras safe mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from heartflow.errors import SpecError
+from heartflow.spec import load_spec_text
+from tests.conftest import cli
+
+SPEC = """\
+name: plugin_test
+data:
+  source: heart-csv
+  target: target
+  features: {numeric: [age]}
+model:
+  hidden:
+    - {units: 4, activation: my_swish}
+"""
+
+PLUGIN = """\
+from keras import ops
+from heartflow.activations import register_activation
+
+
+@register_activation("my_swish")
+def my_swish(x):
+    return x * ops.sigmoid(x)
+"""
+
+
+def test_unknown_activation_needs_an_explicit_plugin(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="unknown activation 'my_swish'"):
+        load_spec_text(SPEC, "s.yaml")
+    (tmp_path / "s.yaml").write_text(SPEC)
+    (tmp_path / "my_plugin.py").write_text(PLUGIN)
+    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    refused = cli("validate", str(tmp_path / "s.yaml"), env=env)
+    assert refused.returncode == 2 and "my_swish" in refused.stderr
+    allowed = cli("validate", "--plugin", "my_plugin", str(tmp_path / "s.yaml"), env=env)
+    assert allowed.returncode == 0, allowed.stderr
+    missing = cli("validate", "--plugin", "no_such_module", str(tmp_path / "s.yaml"))
+    assert missing.returncode == 1 and "cannot import plugin" in missing.stderr
+
+
+def test_scorer_refuses_a_model_with_a_lambda_layer(tmp_path: Path) -> None:
+    import keras
+
+    from heartflow.preprocess import TabularEncoder
+    from heartflow.serving import Scorer
+
+    inputs = keras.Input(shape=(1,))
+    outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)
+    keras.Model(inputs, outputs).save(tmp_path / "evil.keras")
+    TabularEncoder(["age"], []).save(str(tmp_path / "encoder.json"))
+    (tmp_path / "meta.json").write_text(json.dumps({"numeric": ["age"], "categorical": []}))
+    with pytest.raises(ValueError, match=r"(?i)lambda|safe"):
+        Scorer.load(str(tmp_path / "evil.keras"), str(tmp_path / "encoder.json"),
+                    str(tmp_path / "meta.json"))
+
+
+@pytest.mark.slow
+def test_registered_models_hold_no_lambda_and_load_in_safe_mode(tmp_path: Path,
+                                                                prefect_server) -> None:
+    import keras
+    import mlflow
+
+    from heartflow.pipelines.training import train_flow
+    from tests.conftest import heart_csv, heart_spec
+
+    heart_csv(tmp_path / "heart.csv", rows=120)
+    spec = heart_spec(tmp_path / "s.yaml", epochs=2)
+    spec.write_text(spec.read_text().replace("activation: relu", "activation: squareplus"))
+    train_flow(str(spec), verbose=False)
+    local = mlflow.artifacts.download_artifacts("models:/heart-test/1", dst_path=str(tmp_path))
+    network = next(Path(local).rglob("network.keras"))
+    with zipfile.ZipFile(network) as archive:
+        config = archive.read("config.json").decode()
+    assert "Lambda" not in config and "squareplus" in config
+    model = keras.saving.load_model(network, safe_mode=True, compile=False)
+    assert np.asarray(model(np.zeros((1, 26), dtype=np.float32))).shape == (1, 1)
+    pickles = [p for p in Path(local).rglob("*") if p.suffix in (".pkl", ".pickle")]
+    assert pickles == []

@@ -284,8 +284,13 @@ def tf_dataset(spec: Spec, path: str, stats: StreamStats, part: int, batch_size:
     if stats.header:
         lines = lines.skip(1)
     blocks = lines.batch(8192).scan(tf.constant(0, tf.int64), number)
-    ds = blocks.map(select_and_encode, num_parallel_calls=tf.data.AUTOTUNE,
-                    deterministic=True).unbatch()
+    # Fixed (not AUTOTUNE) parallelism and buffers: autotuned buffers grow over a long
+    # pass, and memory must not grow with the number of rows.
+    workers = max(1, min(4, os.cpu_count() or 1))
+    ds = blocks.map(select_and_encode, num_parallel_calls=workers, deterministic=True)
+    ds = ds.prefetch(workers).unbatch()
     if shuffle_seed is not None:
         ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.batch(batch_size).prefetch(2).with_options(options)

@@ -13,15 +13,11 @@ EPS = 1e-15
 def _ranks(x: np.ndarray) -> np.ndarray:
     """Average ranks (1-based), ties sharing their mean rank."""
     order = np.argsort(x, kind="mergesort")
-    sorted_x = x[order]
+    _values, inverse, counts = np.unique(x[order], return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    average = (ends - counts + 1 + ends) / 2.0
     ranks = np.empty(len(x), dtype=np.float64)
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
+    ranks[order] = average[inverse]
     return ranks
 
 
@@ -133,3 +129,63 @@ def compute(task: str, y: np.ndarray, output: np.ndarray, threshold: float,
     else:
         values = regression_metrics(y, output)
     return {name: values[name] for name in names}
+
+
+class BinaryAccumulator:
+    """Binary metrics over batches in constant memory (for streamed test sets).
+
+    Counts, log loss and Brier score are exact; ROC and PR AUC come from score histograms
+    with ``bins`` equal-width bins (ties within a bin count as ties: error below 1/bins).
+    """
+
+    def __init__(self, threshold: float = 0.5, bins: int = 100_000) -> None:
+        self.threshold, self.bins = threshold, bins
+        self.pos = np.zeros(bins, dtype=np.int64)
+        self.neg = np.zeros(bins, dtype=np.int64)
+        self.tp = self.fp = self.fn = self.tn = 0
+        self.log_loss_sum = self.brier_sum = 0.0
+        self.n = 0
+
+    def update(self, y: np.ndarray, p: np.ndarray) -> None:
+        """Add a batch of labels and positive-class probabilities."""
+        y = np.asarray(y).ravel() > 0.5
+        p = np.clip(np.asarray(p, dtype=np.float64).ravel(), 0.0, 1.0)
+        index = np.minimum((p * self.bins).astype(np.int64), self.bins - 1)
+        self.pos += np.bincount(index[y], minlength=self.bins)
+        self.neg += np.bincount(index[~y], minlength=self.bins)
+        pred = p >= self.threshold
+        self.tp += int(np.sum(pred & y))
+        self.fp += int(np.sum(pred & ~y))
+        self.fn += int(np.sum(~pred & y))
+        self.tn += int(np.sum(~pred & ~y))
+        q = np.clip(p, EPS, 1 - EPS)
+        self.log_loss_sum += float(-np.sum(np.where(y, np.log(q), np.log(1 - q))))
+        self.brier_sum += float(np.sum((p - y) ** 2))
+        self.n += len(y)
+
+    def curves(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(fpr, tpr, precision, recall) from the highest score bin down."""
+        tps = np.cumsum(self.pos[::-1])
+        fps = np.cumsum(self.neg[::-1])
+        keep = (self.pos[::-1] + self.neg[::-1]) > 0
+        tps, fps = tps[keep], fps[keep]
+        total_pos, total_neg = max(int(self.pos.sum()), 1), max(int(self.neg.sum()), 1)
+        return (np.r_[0.0, fps / total_neg], np.r_[0.0, tps / total_pos],
+                np.r_[1.0, tps / np.maximum(tps + fps, 1)], np.r_[0.0, tps / total_pos])
+
+    def result(self) -> dict[str, float]:
+        """The same metric names as :func:`binary_metrics`."""
+        fpr, tpr, precision, recall = self.curves()
+        tp, fp, fn = self.tp, self.fp, self.fn
+        prec = tp / (tp + fp) if tp + fp else 0.0
+        rec = tp / (tp + fn) if tp + fn else 0.0
+        both = self.pos.sum() > 0 and self.neg.sum() > 0
+        return {
+            "roc_auc": float(np.trapezoid(tpr, fpr)) if both else float("nan"),
+            "pr_auc": float(np.sum(np.diff(recall) * precision[1:])),
+            "accuracy": (tp + self.tn) / max(self.n, 1),
+            "precision": prec, "recall": rec,
+            "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0,
+            "log_loss": self.log_loss_sum / max(self.n, 1),
+            "brier": self.brier_sum / max(self.n, 1),
+        }

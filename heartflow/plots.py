@@ -36,11 +36,19 @@ def learning_curves(history: dict[str, list[float]], path: str) -> str:
     return path
 
 
+def _thin(a: np.ndarray, b: np.ndarray, points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``points`` points of a curve (millions of test rows need no more to draw)."""
+    if len(a) <= points:
+        return a, b
+    keep = np.unique(np.linspace(0, len(a) - 1, points).round().astype(int))
+    return a[keep], b[keep]
+
+
 def binary_plots(y: np.ndarray, p: np.ndarray, threshold: float, folder: str) -> list[str]:
     """ROC curve, precision-recall curve and confusion matrix for a binary model."""
     plt = _pyplot()
     paths = []
-    fpr, tpr = M.roc_curve(y, p)
+    fpr, tpr = _thin(*M.roc_curve(y, p))
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot(fpr, tpr, label=f"AUC {M.roc_auc(y, p):.3f}")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
@@ -53,7 +61,7 @@ def binary_plots(y: np.ndarray, p: np.ndarray, threshold: float, folder: str) ->
     fig.savefig(paths[-1], dpi=90)
     plt.close(fig)
 
-    precision, recall = M.pr_curve(y, p)
+    precision, recall = _thin(*M.pr_curve(y, p))
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.step(recall, precision, where="post",
             label=f"average precision {M.average_precision(y, p):.3f}")
@@ -72,6 +80,33 @@ def binary_plots(y: np.ndarray, p: np.ndarray, threshold: float, folder: str) ->
     for t, q in zip(truth, pred, strict=False):
         matrix[t, q] += 1
     paths.append(confusion_matrix(matrix, ["0", "1"], folder, f"threshold {threshold}"))
+    return paths
+
+
+def accumulated_plots(totals: M.BinaryAccumulator, folder: str) -> list[str]:
+    """ROC, precision-recall and confusion matrix from a streamed BinaryAccumulator."""
+    plt = _pyplot()
+    fpr, tpr, precision, recall = totals.curves()
+    scores = totals.result()
+    paths = []
+    for name, (x, y, label, xl, yl) in {
+            "roc_curve": (fpr, tpr, f"AUC {scores['roc_auc']:.3f}", "false positive rate",
+                          "true positive rate"),
+            "pr_curve": (recall, precision, f"average precision {scores['pr_auc']:.3f}",
+                         "recall", "precision")}.items():
+        x, y = _thin(x, y)
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.plot(x, y, label=label)
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.set_title(f"{name.replace('_', ' ')} (test, {totals.n:,} rows)")
+        ax.legend()
+        fig.tight_layout()
+        paths.append(os.path.join(folder, f"{name}.png"))
+        fig.savefig(paths[-1], dpi=90)
+        plt.close(fig)
+    matrix = np.array([[totals.tn, totals.fp], [totals.fn, totals.tp]])
+    paths.append(confusion_matrix(matrix, ["0", "1"], folder, f"threshold {totals.threshold}"))
     return paths
 
 

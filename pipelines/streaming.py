@@ -7,7 +7,6 @@ import math
 import tempfile
 import time
 
-import numpy as np
 import yaml
 from prefect import task
 
@@ -58,15 +57,14 @@ def stream_evaluate_task(loaded: LoadedSpec, path: str, stats: StreamStats, resu
 
     spec = loaded.spec
     forward = tf.function(lambda x: result.model(x, training=False), reduce_retracing=True)
-    outputs, truths = [], []
+    totals = M.BinaryAccumulator(spec.evaluate.threshold)  # constant memory in test rows
     for x, y in tf_dataset(spec, path, stats, 2, 8192):
-        outputs.append(forward(x).numpy().ravel())
-        truths.append(y.numpy().ravel())
-    p, y = np.concatenate(outputs), np.concatenate(truths)
-    values = M.compute("binary", y, p, spec.evaluate.threshold, spec.metrics)
+        totals.update(y.numpy(), forward(x).numpy())
+    everything = totals.result()
+    values = {name: everything[name] for name in spec.metrics}
     with tempfile.TemporaryDirectory() as folder:
         P.learning_curves(result.history, f"{folder}/learning_curves.png")
-        P.binary_plots(y, p, spec.evaluate.threshold, folder)
+        P.accumulated_plots(totals, folder)
         recorder.directory(folder, "plots")
     recorder.metrics({f"test_{k}": v for k, v in values.items()})
     return values

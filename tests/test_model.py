@@ -160,3 +160,17 @@ def test_numpy_metrics_match_scikit_learn() -> None:
     assert multi["roc_auc"] == pytest.approx(S.roc_auc_score(labels, proba, multi_class="ovr"))
     reg = M.regression_metrics(y * 1.0, p)
     assert reg["r2"] == pytest.approx(S.r2_score(y, p))
+
+
+def test_streamed_metrics_match_exact_metrics() -> None:
+    rng = np.random.default_rng(9)
+    y = rng.integers(0, 2, 5000)
+    p = np.clip(y * 0.25 + rng.uniform(size=5000) * 0.75, 0, 1)
+    totals = M.BinaryAccumulator(0.5)
+    for start in range(0, 5000, 700):
+        totals.update(y[start:start + 700], p[start:start + 700])
+    exact, streamed = M.binary_metrics(y, p, 0.5), totals.result()
+    for name in ("accuracy", "precision", "recall", "f1", "log_loss", "brier"):
+        assert streamed[name] == pytest.approx(exact[name], rel=1e-9)
+    assert streamed["roc_auc"] == pytest.approx(exact["roc_auc"], abs=1e-4)
+    assert streamed["pr_auc"] == pytest.approx(exact["pr_auc"], abs=2e-3)

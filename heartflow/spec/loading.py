@@ -145,9 +145,7 @@ def _clean(err: dict[str, Any], data: Any) -> dict[str, Any]:
             node = node[part]
         elif last and err["type"] in ("missing", "extra_forbidden"):
             loc.append(part)
-        elif isinstance(node, dict) and isinstance(part, (str, int)) and err["type"] in (
-                "missing",) and i < len(raw) - 1:
-            continue
+        # anything else is a union-member tag ('str', 'TargetSpec', ...): skipped
     return {**err, "loc": tuple(loc), "raw_loc": tuple(raw)}
 
 

@@ -41,6 +41,10 @@ register:
 def pytest_configure(config: pytest.Config) -> None:
     """Quiet defaults, and a real Prefect API server shared by the whole session."""
     global _SERVER
+    # Console scripts of this environment (uvicorn for `mlflow models serve`, prefect, ...)
+    # must be found even when the venv is not activated (`.venv/bin/python -m pytest`).
+    bin_dir = os.path.dirname(sys.executable)
+    os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
     os.environ["DO_NOT_TRACK"] = "true"

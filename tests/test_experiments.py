@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -217,5 +218,6 @@ def test_mlflow_ui_shows_sweep_children_and_metrics_in_a_browser(tmp_path: Path,
         assert "axis.model.hidden.0.units" in compare_page
         assert "test_roc_auc" in compare_page and all(n in compare_page for n in names)
     finally:
-        os.killpg(server.pid, 15)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, 15)
         server.wait(timeout=30)

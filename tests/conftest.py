@@ -122,3 +122,46 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
     return subprocess.run([sys.executable, "-m", "heartflow", *args], capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})},
                           cwd=cwd)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_answering(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Poll ``url`` until it answers; fail if ``process`` exits first."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            err = process.stderr.read() if process.stderr else b""
+            raise AssertionError(f"server exited: {err[-2000:]!r}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} never answered")
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM a server started with start_new_session=True; SIGKILL if it lingers."""
+    import contextlib
+    import signal
+
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)

@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,16 +16,17 @@ from pathlib import Path
 import pytest
 
 from heartflow import registry
-from tests.conftest import cli, heart_csv, heart_spec
+from tests.conftest import (
+    cli,
+    free_port,
+    heart_csv,
+    heart_spec,
+    stop_process_group,
+    wait_until_answering,
+)
 
 pytestmark = pytest.mark.slow
 PREFECT = [sys.executable, "-m", "prefect"]
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _get(url: str) -> dict:
@@ -36,33 +34,10 @@ def _get(url: str) -> dict:
         return json.loads(response.read())
 
 
-def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "server exited"
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} never became healthy")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-
-
 @pytest.fixture
 def prefect_stack(tmp_path: Path):
     """A real Prefect server and a process worker on pool 'gpu', stopped by PID at the end."""
-    port = _port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_API_URL": api,
            "PREFECT_HOME": tempfile.mkdtemp(prefix="heartflow-prefect-"),
@@ -73,7 +48,7 @@ def prefect_stack(tmp_path: Path):
                               stderr=subprocess.DEVNULL, start_new_session=True)
     worker = None
     try:
-        _wait_healthy(api, server)
+        wait_until_answering(api + "/health", server)
         created = subprocess.run([*PREFECT, "work-pool", "create", "gpu", "--type", "process"],
                                  env=env, capture_output=True, text=True, timeout=120)
         assert created.returncode == 0, created.stderr
@@ -84,8 +59,8 @@ def prefect_stack(tmp_path: Path):
         yield api, env
     finally:
         if worker is not None:
-            _stop(worker)
-        _stop(server)
+            stop_process_group(worker)
+        stop_process_group(server)
 
 
 def _run_and_wait(api: str, env: dict, deployment: str, timeout: float = 300) -> dict:
@@ -185,7 +160,7 @@ def test_deploy_without_a_server_says_how_to_start_one(tmp_path: Path) -> None:
 def test_tracking_server_stopped_mid_flow_retries_then_fails_clearly(tmp_path: Path,
                                                                      prefect_server) -> None:
     """A real `mlflow server` (sqlite backend) is stopped while the network trains."""
-    port = _port()
+    port = free_port()
     db = tmp_path / "server.db"
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
@@ -194,7 +169,7 @@ def test_tracking_server_stopped_mid_flow_retries_then_fails_clearly(tmp_path: P
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}", server)
+        wait_until_answering(f"http://127.0.0.1:{port}/health", server)
         heart_csv(tmp_path / "heart.csv", rows=3000)
         spec = heart_spec(tmp_path / "spec.yaml", epochs=300, hidden=[32])
         run = subprocess.Popen([sys.executable, "-m", "heartflow", "run", str(spec)],
@@ -206,10 +181,10 @@ def test_tracking_server_stopped_mid_flow_retries_then_fails_clearly(tmp_path: P
             assert line or run.poll() is None, "run ended before training"
             if line.startswith("epoch"):
                 break
-        _stop(server)  # the tracking server goes away mid-training
+        stop_process_group(server)  # the tracking server goes away mid-training
         _out, err = run.communicate(timeout=300)
     finally:
-        _stop(server)
+        stop_process_group(server)
     assert run.returncode == 4, err
     assert "transient failure" in err and "retrying" in err
     assert "stopped answering after retries" in err and "nothing was registered" in err

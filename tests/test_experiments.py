@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -20,7 +17,14 @@ import pytest
 
 from heartflow.spec.overrides import apply_overrides
 from heartflow.sweep import SweepSection, points
-from tests.conftest import cli, heart_csv, heart_spec
+from tests.conftest import (
+    cli,
+    free_port,
+    heart_csv,
+    heart_spec,
+    stop_process_group,
+    wait_until_answering,
+)
 
 
 def _client():
@@ -184,21 +188,13 @@ def test_mlflow_ui_shows_sweep_children_and_metrics_in_a_browser(tmp_path: Path,
     children = [t["outcome"]["run_id"] for t in result["trials"]]
     names = [_client().get_run(r).info.run_name for r in children]
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "heartflow", "ui", "--port", str(port)], cwd=tmp_path,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
         start_new_session=True)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_until_answering(f"http://127.0.0.1:{port}/health", server, timeout=90)
         listening = [line.split()[1] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
                      if line.split()[3] == "0A"]
         assert f"0100007F:{port:04X}" in listening  # `heartflow ui` binds loopback only
@@ -218,6 +214,4 @@ def test_mlflow_ui_shows_sweep_children_and_metrics_in_a_browser(tmp_path: Path,
         assert "axis.model.hidden.0.units" in compare_page
         assert "test_roc_auc" in compare_page and all(n in compare_page for n in names)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+        stop_process_group(server)

@@ -3,14 +3,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,7 +14,14 @@ import pandas as pd
 import pytest
 
 from heartflow import registry
-from tests.conftest import cli, heart_csv, heart_spec
+from tests.conftest import (
+    cli,
+    free_port,
+    heart_csv,
+    heart_spec,
+    stop_process_group,
+    wait_until_answering,
+)
 
 pytestmark = pytest.mark.slow
 MODEL = "heart-test"
@@ -197,29 +200,16 @@ def test_predict_cli_lists_missing_columns(champion: Path, tmp_path: Path) -> No
     assert out.returncode == 3 and "'age'" in out.stderr and "row 3" in out.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_mlflow_models_serve_answers_like_heartflow_predict(champion: Path,
                                                             tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}@champion",
          "--env-manager", "local", "-p", str(port), "-h", "127.0.0.1", "-w", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy(),
         start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert server.poll() is None, server.stderr.read().decode()[-2000:]
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_until_answering(f"http://127.0.0.1:{port}/ping", server)
         raw = pd.read_csv(champion, dtype=str, keep_default_na=False)
         columns = [c for c in raw.columns if c != "patient"]
         rows = [[None if v == "" else v for v in row] for row in raw[columns].values.tolist()]
@@ -229,12 +219,7 @@ def test_mlflow_models_serve_answers_like_heartflow_predict(champion: Path,
         with urllib.request.urlopen(request, timeout=60) as response:
             served = json.loads(response.read())["predictions"]
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        stop_process_group(server)
     local = cli("predict", f"models:/{MODEL}@champion", str(champion), "-o",
                 str(tmp_path / "local.csv"))
     assert local.returncode == 0

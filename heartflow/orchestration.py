@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -43,6 +44,7 @@ class LocalPrefectServer:
     def __init__(self) -> None:
         self.port = _free_port()
         self.process: subprocess.Popen | None = None
+        self._warm: threading.Thread | None = None
 
     @property
     def api_url(self) -> str:
@@ -61,10 +63,36 @@ class LocalPrefectServer:
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE)
         atexit.register(self.stop)
+        self._warm = threading.Thread(target=self._warm_up, name="prefect-warm-up", daemon=True)
+        self._warm.start()
         return self
 
+    def _warm_up(self) -> None:
+        """Once the API answers, make its first (slow, lazily initialised) request.
+
+        Runs in a thread that only waits on sockets, so the server does this work on
+        the other core while this process is still importing TensorFlow.
+        """
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.process is not None \
+                and self.process.poll() is None:
+            if self._answers("health"):
+                self._answers("admin/version")
+                self._answers("flow_runs/filter", b'{"limit": 1}')
+                return
+            time.sleep(0.1)
+
+    def _answers(self, path: str, body: bytes | None = None) -> bool:
+        request = urllib.request.Request(f"{self.api_url}/{path}", data=body,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
     def wait(self, timeout: float = 60.0) -> None:
-        """Block until the API answers /health."""
+        """Block until the API answers /health (and the warm-up request is done)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
@@ -72,12 +100,10 @@ class LocalPrefectServer:
                     if self.process.stderr else ""
                 raise HeartflowError(f"the local Prefect server exited ({self.process.returncode})"
                                      f": {err.strip() or 'no output'}")
-            try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
+            if self._answers("health"):
+                if self._warm is not None:
+                    self._warm.join(timeout=5)
+                return
             time.sleep(0.1)
         raise HeartflowError(f"the local Prefect server did not answer within {timeout:.0f} s")
 
@@ -117,8 +143,23 @@ def prefect_api():
     server = LocalPrefectServer().start()
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
-        yield server
+        with _no_heartbeats():
+            yield server
     finally:
         _drain_prefect_clients()
         server.stop()
         os.environ.pop("PREFECT_API_URL", None)
+
+
+@contextlib.contextmanager
+def _no_heartbeats():
+    """Flow-run heartbeats off while the API server lives only as long as this process.
+
+    Heartbeats let a long-lived server mark a vanished flow run as crashed; a server
+    that stops with the process has no use for them, and stopping the heartbeat thread
+    costs up to a second at the end of every flow. Deployment runs keep them.
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield

@@ -44,6 +44,13 @@ def tracking_uri() -> str:
     return mlflow.get_tracking_uri()
 
 
+def preload() -> None:
+    """Import the store implementation the configured URI needs (opens nothing)."""
+    if tracking_uri().startswith("sqlite:"):
+        import mlflow.store.model_registry.sqlalchemy_store
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     """Dotted-path parameters from nested dicts/lists (``model.hidden.0.units``)."""
     out: dict[str, str] = {}

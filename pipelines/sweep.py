@@ -18,10 +18,14 @@ from heartflow import tracking
 
 
 def _worker_init(threads: int) -> None:
-    """Each worker process imports TensorFlow once, quietly, with its share of the cores."""
+    """Each worker imports TensorFlow and the run pipeline once, with its share of the cores."""
     from heartflow._quiet import import_tensorflow
+    from heartflow.startup import imports_without_gc
 
-    import_tensorflow()
+    with imports_without_gc():
+        import_tensorflow()
+        import heartflow.pipelines.training  # noqa: F401
+        tracking.preload()
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)

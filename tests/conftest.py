@@ -118,7 +118,9 @@ def heart_spec(path: Path, *, source: str = "heart.csv", name: str = "heart_test
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
         cwd: str | Path | None = None) -> subprocess.CompletedProcess:
-    """Run the real `heartflow` command in a subprocess."""
+    """Run the real `heartflow` command in a subprocess (once the session's API answers)."""
+    if _SERVER is not None:
+        _SERVER.wait(timeout=120)
     return subprocess.run([sys.executable, "-m", "heartflow", *args], capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})},
                           cwd=cwd)

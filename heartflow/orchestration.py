@@ -68,7 +68,7 @@ class LocalPrefectServer:
         return self
 
     def _warm_up(self) -> None:
-        """Once the API answers, make its first (slow, lazily initialised) request.
+        """Once the API answers, make its first (slow, lazily initialised) requests.
 
         Runs in a thread that only waits on sockets, so the server does this work on
         the other core while this process is still importing TensorFlow.

@@ -433,18 +433,26 @@ def _exit(code: int | str | None) -> None:
     By the time a command returns, its MLflow run is ended, the Prefect server stopped
     and every file closed. What remains of a normal exit is Python freeing the module
     graphs of TensorFlow, MLflow and Prefect one object at a time: about 1.8 s on a
-    2-core machine, for nothing. Exit handlers and stream flushes still run.
+    2-core machine, for nothing. Everything else a normal exit does still happens, in
+    the same order: other threads are joined (with their exit hooks, where Prefect
+    flushes queued logs and events), exit handlers run and the streams are flushed.
     """
     if isinstance(code, str):
         sys.stderr.write(code + "\n")
         code = 1
     code = int(code or 0)
-    if not any(name in sys.modules for name in ("tensorflow", "mlflow", "prefect")):
-        raise SystemExit(code)
     import atexit
+    import threading
+
+    join_threads = getattr(threading, "_shutdown", None)
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    heavy = any(name in sys.modules for name in ("tensorflow", "mlflow", "prefect"))
+    if not heavy or join_threads is None or run_exit_handlers is None:
+        raise SystemExit(code)
     import logging
 
-    atexit._run_exitfuncs()
+    join_threads()
+    run_exit_handlers()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:

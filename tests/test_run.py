@@ -123,3 +123,44 @@ def test_uci_cleveland_on_the_real_file(shared_data: Path, tmp_path: Path,
     assert outcome["split"] == {"train": 181, "validation": 61, "test": 61}
     assert outcome["metrics"]["roc_auc"] > 0.8
     assert outcome["version"] == "1"
+
+
+def test_flow_logs_and_task_states_reach_an_external_prefect_server(
+        tmp_path: Path, prefect_server) -> None:
+    """With PREFECT_API_URL set, the run's task states and logs are recorded on that server."""
+    import time
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    heart_csv(tmp_path / "heart.csv", rows=120)
+    spec = heart_spec(tmp_path / "spec.yaml", epochs=2)
+    out = cli("run", "-q", str(spec), cwd=tmp_path, env={"PREFECT_LOGGING_LEVEL": "INFO"})
+    assert out.returncode == 0, out.stderr
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(
+            any_=["heartflow-run"])), limit=50)
+        ours = [r for r in runs if r.parameters.get("spec_path") == str(spec)]
+        assert len(ours) == 1 and ours[0].state.is_completed()
+        wanted = {"preprocess", "train", "log-training", "evaluate", "register"}
+        deadline = time.monotonic() + 30
+        while True:
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(
+                id={"any_": [ours[0].id]}))
+            states = {t.name.rsplit("-", 1)[0]: t.state.type.value if t.state else None
+                      for t in tasks}
+            logs = [entry.message for entry in client.read_logs(log_filter=LogFilter(
+                flow_run_id=LogFilterFlowRunId(any_=[ours[0].id])))]
+            # The flow's last log line is written as the flow ends, just before exit.
+            finished = any(m.startswith("Finished in state Completed") for m in logs)
+            if finished and wanted <= states.keys() and all(
+                    states[n] == "COMPLETED" for n in wanted):
+                break
+            assert time.monotonic() < deadline, (states, logs)
+            time.sleep(0.5)

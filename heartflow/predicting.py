@@ -7,12 +7,14 @@ import sys
 from heartflow.data.table import read_csv
 from heartflow.errors import DataError
 from heartflow.serving import load_scorer, missing_columns
+from heartflow.startup import imports_without_gc
 
 
 def predict_csv(model_uri: str, input_csv: str, output: str | None) -> None:
     """Read raw rows, check columns, score, write rows + prediction columns."""
     table = read_csv(input_csv)
-    scorer = load_scorer(model_uri)
+    with imports_without_gc():  # loading the model imports MLflow and TensorFlow
+        scorer = load_scorer(model_uri)
     frame = table.frame
     missing = missing_columns(frame, scorer.meta)
     if missing:

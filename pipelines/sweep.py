@@ -17,8 +17,10 @@ from prefect.task_runners import ProcessPoolTaskRunner
 from heartflow import tracking
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, core_claims: str | None) -> None:
     """Each worker imports TensorFlow and the run pipeline once, with its share of the cores."""
+    if core_claims is not None:
+        _pin_to_free_core(core_claims)
     from heartflow._quiet import import_tensorflow
     from heartflow.startup import imports_without_gc
 
@@ -30,6 +32,29 @@ def _worker_init(threads: int) -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def _pin_to_free_core(claims: str) -> None:
+    """Pin this worker (all its threads) to a core no other worker of the sweep has claimed.
+
+    With one worker per core, each trial is one busy Python thread plus TensorFlow's
+    short hand-offs to its compute thread. Left to float, those threads keep landing on
+    the other worker's core: two trials side by side each ran ~8% slower than alone.
+    Pinned, they run as fast as alone. A claim is a file created exclusively in
+    ``claims``, so two workers never take the same core.
+    """
+    for core in sorted(os.sched_getaffinity(0)):
+        try:
+            os.close(os.open(os.path.join(claims, f"core-{core}"),
+                             os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        for thread in os.listdir("/proc/self/task"):
+            try:
+                os.sched_setaffinity(int(thread), {core})
+            except OSError:  # a thread that has just ended
+                pass
+        return
 
 
 @task(name="trial", cache_policy=NO_CACHE, persist_result=False)
@@ -106,9 +131,14 @@ def sweep_flow(sweep_path: str, workers: int | None = None,
                        "sweep.metric": metric, "sweep.base": base.path,
                        **{f"sweep.axis.{k}": str(v) for k, v in sweep.section.axes.items()}})
         parent.text(open(sweep.path, encoding="utf-8").read(), "spec/sweep.yaml")
-        threads = max(1, (os.cpu_count() or 1) // n_workers)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+        threads = max(1, cores // n_workers)
+        # One worker per core (or fewer workers): each worker gets a core of its own.
+        pin = 1 < n_workers <= cores and os.path.isdir("/proc/self/task")
+        claims = tempfile.TemporaryDirectory(prefix="heartflow-cores-") if pin else None
         runner = ProcessPoolTaskRunner(max_workers=n_workers, initializer=_worker_init,
-                                       initargs=(threads,))
+                                       initargs=(threads, claims.name if claims else None))
         start = time.perf_counter()
         with runner:
             futures = [runner.submit(trial_task, {
@@ -130,6 +160,8 @@ def sweep_flow(sweep_path: str, workers: int | None = None,
                     _progress(len(results), len(futures), sum(not r["ok"] for r in results),
                               best, metric)
         wall = time.perf_counter() - start
+        if claims is not None:
+            claims.cleanup()
         results.sort(key=lambda r: r["number"])
         ok = [r for r in results if r["ok"]]
         parent.metrics({"sweep_wall_seconds": wall, "trials_failed": len(results) - len(ok)})

@@ -112,6 +112,22 @@ def test_sweep_runs_trials_in_parallel_under_one_parent(tmp_path: Path, prefect_
     assert csv_out.splitlines()[0].startswith("rank,run,kind,status,model.hidden.0.units")
 
 
+PIN = ("import json, os, sys\n"
+       "from heartflow.pipelines.sweep import _pin_to_free_core\n"
+       "_pin_to_free_core(sys.argv[1])\n"
+       "print(json.dumps(sorted(os.sched_getaffinity(0))))")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux CPU affinity")
+def test_sweep_workers_each_claim_a_core_of_their_own(tmp_path: Path) -> None:
+    cores = sorted(os.sched_getaffinity(0))
+    seen = [json.loads(subprocess.run([sys.executable, "-c", PIN, str(tmp_path)],
+                                      capture_output=True, text=True, check=True).stdout)
+            for _ in range(len(cores) + 1)]
+    assert seen[:-1] == [[core] for core in cores]  # one worker per core, none shared
+    assert seen[-1] == cores  # a worker with no core left is not pinned
+
+
 @pytest.mark.slow
 def test_baselines_and_cross_validation(tmp_path: Path, prefect_server) -> None:
     from heartflow.pipelines.training import train_flow

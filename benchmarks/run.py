@@ -180,45 +180,6 @@ def bench_scale(quick: bool) -> list[dict]:
     return out
 
 
-CEILING_SCRIPT = r"""
-import os, sys, time
-if len(sys.argv) > 3:
-    os.sched_setaffinity(0, {int(sys.argv[3])})
-import tensorflow as tf
-tf.config.threading.set_intra_op_parallelism_threads(int(sys.argv[2]))
-from heartflow.spec import load_spec
-from heartflow.prepare import prepare
-from heartflow.train import train_model
-loaded = load_spec(sys.argv[1]); spec = loaded.spec; spec.train.early_stopping = None
-p = prepare(loaded); xt, yt = p.part("train"); xv, yv = p.part("validation")
-train_model(spec, p.width, xt, yt, xv, yv)
-start = time.perf_counter()
-for _ in range(4):
-    train_model(spec, p.width, xt, yt, xv, yv)
-print((time.perf_counter() - start) / 4)
-"""
-
-
-def bench_parallel_ceiling() -> list[dict]:
-    """How much two Keras trainings at once gain on this machine, whatever runs them."""
-    spec = str(ROOT / "specs/heart_16.yaml")
-    alone = float(timed([PY, "-c", CEILING_SCRIPT, spec, "2"])[2].strip().splitlines()[-1])
-    out = []
-    cores = sorted(os.sched_getaffinity(0))[:2]
-    for pinned in (False, True):
-        procs = [subprocess.Popen([PY, "-c", CEILING_SCRIPT, spec, "1",
-                                   *([str(core)] if pinned else [])], env=ENV,
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-                 for core in cores]
-        together = [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
-        gain = 2 * alone / max(together)
-        how = "each pinned to its own core" if pinned else "left to the OS scheduler"
-        out.append(row(f"ceiling: 2 bare Keras trainings at once vs 1, {how}",
-                       f"{max(together):.2f} s each", f"{alone:.2f} s", f"{gain:.2f}x", "-",
-                       True, "what any 2-process scheduler can reach here"))
-    return out
-
-
 def bench_sweep() -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix="heartflow-sweep-"))
     base = (ROOT / "specs/heart_16.yaml").read_text().replace(
@@ -229,12 +190,15 @@ def bench_sweep() -> list[dict]:
         "    model.hidden.0.units: [2, 4, 8, 12, 16, 24, 32, 64]\n")
     whole: dict[int, list[float]] = {1: [], 2: []}
     phase: dict[int, list[float]] = {1: [], 2: []}
+    trial: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(3):  # alternated, so a slow spell of the machine hits both
         for workers in (1, 2):
             wall, _rss, out = timed([PY, "-m", "heartflow", "sweep", str(work / "sweep.yaml"),
                                      "--workers", str(workers), "--json"], cwd=work)
+            result = json.loads(out)
             whole[workers].append(wall)
-            phase[workers].append(json.loads(out)["wall_seconds"])
+            phase[workers].append(result["wall_seconds"])
+            trial[workers] += [t["seconds"] for t in result["trials"]]
     one, two = statistics.median(phase[1]), statistics.median(phase[2])
     speedup = one / two
     spread = ", ".join(f"{a / b:.2f}" for a, b in zip(phase[1], phase[2], strict=True))
@@ -244,7 +208,11 @@ def bench_sweep() -> list[dict]:
             row("the same, whole `heartflow sweep` process",
                 f"{statistics.median(whole[2]):.1f} s", f"{statistics.median(whole[1]):.1f} s",
                 f"{statistics.median(whole[1]) / statistics.median(whole[2]):.2f}x", "-", True,
-                "includes start-up and the final table")]
+                "includes start-up and the final table"),
+            row("one trial's own time, beside another trial vs alone",
+                f"{statistics.median(trial[2]):.2f} s", f"{statistics.median(trial[1]):.2f} s",
+                f"{statistics.median(trial[2]) / statistics.median(trial[1]):.2f}", "-", True,
+                "1.00 = no slowdown from sharing the machine (workers pinned to cores)")]
 
 
 def render(rows: list[dict]) -> str:
@@ -284,8 +252,6 @@ def main() -> None:
         if name in chosen:
             print(f"... {name}", file=sys.stderr, flush=True)
             rows += fn()
-            if name == "sweep":
-                rows += bench_parallel_ceiling()
     table = render(rows)
     print(table)
     readme = ROOT / "benchmarks" / "README.md"

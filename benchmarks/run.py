@@ -80,10 +80,10 @@ FIT_SCRIPT = r"""
 import json, os, sys, time
 import numpy as np, keras
 from heartflow.spec import load_spec
-from heartflow.prepare import prepare
-from heartflow.builder import build_model
-from heartflow.train import train_model
-from heartflow import metrics as M
+from heartflow.data.prepare import prepare
+from heartflow.model.builder import build_model
+from heartflow.model.training import train_model
+from heartflow.evaluation import metrics as M
 loaded = load_spec(sys.argv[1]); spec = loaded.spec
 spec.train.early_stopping = None          # the same 100 epochs for both
 p = prepare(loaded)
@@ -136,7 +136,7 @@ def bench_end_to_end(csv: str) -> list[dict]:
 
 def bench_scale(quick: bool) -> list[dict]:
     from heartflow.data.synthetic import write_heart_like
-    from heartflow.orchestration import LocalPrefectServer
+    from heartflow.runtime.prefect_server import LocalPrefectServer
 
     OUT.mkdir(parents=True, exist_ok=True)
     sizes = [1_000_000] if quick else [1_000_000, 10_000_000]

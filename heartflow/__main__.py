@@ -1,5 +1,5 @@
 """`python -m heartflow` runs the CLI."""
 
-from heartflow.cli import main
+from heartflow.cli.app import main
 
 main()

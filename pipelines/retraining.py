@@ -10,12 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
 
-from heartflow.transient import retry_if_transient
-
-RETRYING = {"cache_policy": NO_CACHE, "persist_result": False, "retries": 3,
-            "retry_delay_seconds": [2, 5, 10], "retry_condition_fn": retry_if_transient}
+from heartflow.pipelines.task_options import RETRYING
 
 
 @task(name="fingerprint-data", **RETRYING)
@@ -30,8 +26,8 @@ def fingerprint_task(loaded) -> str:
 @task(name="check-cache", **RETRYING)
 def cached_champion(model_name: str, data_sha: str, resolved_hash: str) -> str | None:
     """The champion version if it was trained on these exact data and spec, else None."""
-    from heartflow import registry
-    from heartflow.tracking import client
+    from heartflow.tracking import registry
+    from heartflow.tracking.runs import client
 
     version = registry.alias_version(model_name, registry.CHAMPION)
     if version is None:
@@ -48,11 +44,13 @@ def retrain_flow(spec_text: str | None = None, spec_path: str = "deployed-spec.y
     """Retrain on the newest data and promote only a better model."""
     import sys
 
-    from heartflow.pipelines.training import execute, spec_hash
+    from heartflow.data.sources import check_spec_source
+    from heartflow.pipelines.training import execute
     from heartflow.spec.loading import load_spec, load_spec_text
+    from heartflow.tracking.run_record import spec_hash
 
-    loaded = (load_spec_text(spec_text, spec_path, check_files=True) if spec_text
-              else load_spec(spec_path))
+    loaded = load_spec_text(spec_text, spec_path) if spec_text else load_spec(spec_path)
+    check_spec_source(loaded)
     data_sha = fingerprint_task(loaded)
     resolved_hash = spec_hash(loaded)
     if not force and loaded.spec.register.enabled:

@@ -10,63 +10,26 @@ import time
 from typing import Any
 
 from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.task_runners import ProcessPoolTaskRunner
 
-from heartflow import tracking
+from heartflow.pipelines.sweep_workers import available_cores, init_worker
+from heartflow.pipelines.task_options import TASK_OPTIONS
+from heartflow.tracking import runs as tracking
 
 
-def _worker_init(threads: int, core_claims: str | None) -> None:
-    """Each worker imports TensorFlow and the run pipeline once, with its share of the cores."""
-    if core_claims is not None:
-        _pin_to_free_core(core_claims)
-    from heartflow._quiet import import_tensorflow
-    from heartflow.startup import imports_without_gc
-
-    with imports_without_gc():
-        import_tensorflow()
-        import heartflow.pipelines.training  # noqa: F401
-        tracking.preload()
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-
-
-def _pin_to_free_core(claims: str) -> None:
-    """Pin this worker (all its threads) to a core no other worker of the sweep has claimed.
-
-    With one worker per core, each trial is one busy Python thread plus TensorFlow's
-    short hand-offs to its compute thread. Left to float, those threads keep landing on
-    the other worker's core: two trials side by side each ran ~8% slower than alone.
-    Pinned, they run as fast as alone. A claim is a file created exclusively in
-    ``claims``, so two workers never take the same core.
-    """
-    for core in sorted(os.sched_getaffinity(0)):
-        try:
-            os.close(os.open(os.path.join(claims, f"core-{core}"),
-                             os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
-            continue
-        for thread in os.listdir("/proc/self/task"):
-            try:
-                os.sched_setaffinity(int(thread), {core})
-            except OSError:  # a thread that has just ended
-                pass
-        return
-
-
-@task(name="trial", cache_policy=NO_CACHE, persist_result=False)
+@task(name="trial", **TASK_OPTIONS)
 def trial_task(number: int, spec_path: str, spec_text: str, overrides: dict[str, Any],
                parent_run_id: str) -> dict[str, Any]:
     """Run one trial; a failure is recorded (FAILED child run) and returned, not raised."""
+    from heartflow.data.sources import check_spec_source
     from heartflow.pipelines.training import execute
     from heartflow.spec.loading import load_spec_text
 
     start = time.perf_counter()
     try:
-        loaded = load_spec_text(spec_text, spec_path, check_files=True, overrides=overrides)
+        loaded = load_spec_text(spec_text, spec_path, overrides=overrides)
+        check_spec_source(loaded)
         label = " ".join(f"{k.removeprefix('model.').removeprefix('train.')}={v}"
                          for k, v in overrides.items() if k != "register.enabled")
         outcome = execute(loaded, verbose=False, parent_run_id=parent_run_id,
@@ -112,11 +75,11 @@ def _progress(done: int, total: int, failed: int, best: tuple[float, str] | None
 
 
 @flow(name="heartflow-sweep", persist_result=False, validate_parameters=False)
-def sweep_flow(sweep_path: str, workers: int | None = None,
-               progress: bool = True) -> dict[str, Any]:
+def sweep_flow(sweep_path: str, workers: int | None = None, progress: bool = True,
+               plugins: list[str] | None = None) -> dict[str, Any]:
     """Run every trial of a sweep file under one MLflow parent run."""
+    from heartflow.spec.sweep import load_sweep
     from heartflow.spec.vocabulary import HIGHER_IS_BETTER
-    from heartflow.sweep import load_sweep
 
     sweep = load_sweep(sweep_path)
     metric = sweep.metric
@@ -131,14 +94,14 @@ def sweep_flow(sweep_path: str, workers: int | None = None,
                        "sweep.metric": metric, "sweep.base": base.path,
                        **{f"sweep.axis.{k}": str(v) for k, v in sweep.section.axes.items()}})
         parent.text(open(sweep.path, encoding="utf-8").read(), "spec/sweep.yaml")
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-            os.cpu_count() or 1)
+        cores = available_cores()
         threads = max(1, cores // n_workers)
         # One worker per core (or fewer workers): each worker gets a core of its own.
         pin = 1 < n_workers <= cores and os.path.isdir("/proc/self/task")
         claims = tempfile.TemporaryDirectory(prefix="heartflow-cores-") if pin else None
-        runner = ProcessPoolTaskRunner(max_workers=n_workers, initializer=_worker_init,
-                                       initargs=(threads, claims.name if claims else None))
+        runner = ProcessPoolTaskRunner(max_workers=n_workers, initializer=init_worker,
+                                       initargs=(threads, claims.name if claims else None,
+                                                 list(plugins or [])))
         start = time.perf_counter()
         with runner:
             futures = [runner.submit(trial_task, {
@@ -170,7 +133,7 @@ def sweep_flow(sweep_path: str, workers: int | None = None,
             parent.metrics({f"best_{metric}": _score(ranked[0], metric)})
             parent.tags({"heartflow.best_run": ranked[0]["outcome"]["run_id"]})
             with tempfile.TemporaryDirectory() as folder:
-                from heartflow.plots import sweep_plots
+                from heartflow.evaluation.plots import sweep_plots
 
                 sweep_plots(ok, metric, sweep.section.axes, folder)
                 parent.directory(folder, "plots")

@@ -53,7 +53,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="heartflow-prefect-home-"))
     os.environ["HEARTFLOW_CACHE_DIR"] = tempfile.mkdtemp(prefix="heartflow-cache-")
     if not os.environ.get("PREFECT_API_URL"):
-        from heartflow.orchestration import LocalPrefectServer
+        from heartflow.runtime.prefect_server import LocalPrefectServer
 
         _SERVER = LocalPrefectServer().start()
         os.environ["PREFECT_API_URL"] = _SERVER.api_url

@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 
 from heartflow.data.dataset import prepare_features
+from heartflow.data.encoder import TabularEncoder
+from heartflow.data.prepare import prepare
 from heartflow.data.sources import NAMED_DATASETS, resolve_source
 from heartflow.data.split import split_rows
 from heartflow.errors import DataError
-from heartflow.prepare import prepare
-from heartflow.preprocess import TabularEncoder
 from heartflow.spec import load_spec
-from heartflow.spec.models import SplitSpec
+from heartflow.spec.schema import SplitSpec
 from tests.conftest import ROOT, heart_csv, heart_spec
 
 

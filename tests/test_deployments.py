@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from heartflow import registry
+from heartflow.tracking import registry as registry
 from tests.conftest import (
     cli,
     free_port,

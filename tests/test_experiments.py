@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from heartflow.spec.overrides import apply_overrides
-from heartflow.sweep import SweepSection, points
+from heartflow.spec.sweep import SweepSection, points
 from tests.conftest import (
     cli,
     free_port,
@@ -130,13 +130,13 @@ def test_sweep_workers_each_claim_a_core_of_their_own(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_baselines_and_cross_validation(tmp_path: Path, prefect_server) -> None:
-    from heartflow.pipelines.training import train_flow
+    import heartflow as hf
 
     heart_csv(tmp_path / "heart.csv", rows=300)
     spec = heart_spec(tmp_path / "s.yaml", epochs=10)
     spec.write_text(spec.read_text() + "evaluate:\n  baselines: [logistic_regression, "
                     "random_forest, gradient_boosting]\n  cv: {folds: 3, repeats: 1}\n")
-    outcome = train_flow(str(spec), verbose=False)
+    outcome = hf.run(str(spec)).as_dict()
     assert set(outcome["baselines"]) == {"logistic_regression", "random_forest",
                                          "gradient_boosting"}
     assert outcome["cv_folds"] == 3
@@ -160,14 +160,14 @@ def test_baselines_and_cross_validation(tmp_path: Path, prefect_server) -> None:
 
 @pytest.mark.slow
 def test_must_beat_baselines_blocks_promotion(tmp_path: Path, prefect_server) -> None:
-    from heartflow.pipelines.training import train_flow
+    import heartflow as hf
 
     heart_csv(tmp_path / "heart.csv", rows=300)
     spec = heart_spec(tmp_path / "s.yaml", epochs=1, lr=0.0001, hidden=[2])
     text = spec.read_text().replace("min_improvement: 0.0}",
                                     "min_improvement: 0.0, must_beat_baselines: true}")
     spec.write_text(text + "evaluate:\n  baselines: [logistic_regression]\n")
-    outcome = train_flow(str(spec), verbose=False)
+    outcome = hf.run(str(spec)).as_dict()
     assert outcome["promoted"] is False
     assert "does not beat baseline(s) logistic_regression" in outcome["decision"]
 

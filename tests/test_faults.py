@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from heartflow import registry
+from heartflow.tracking import registry as registry
 from tests.conftest import cli, heart_csv, heart_spec
 
 pytestmark = pytest.mark.slow
@@ -35,10 +35,10 @@ def _latest_run():
 
 def _baseline(tmp_path: Path) -> None:
     """A quick first run so there is a champion whose alias must not move."""
-    from heartflow.pipelines.training import train_flow
+    import heartflow as hf
 
     heart_csv(tmp_path / "heart.csv", rows=3000)
-    train_flow(str(heart_spec(tmp_path / "quick.yaml", epochs=2)), verbose=False)
+    hf.run(str(heart_spec(tmp_path / "quick.yaml", epochs=2))).as_dict()
     assert registry.alias_version(MODEL, "champion") == "1"
 
 

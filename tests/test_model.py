@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from heartflow import metrics as M
-from heartflow.builder import build_model, count_parameters
+from heartflow.data.batches import class_counts, class_weight_map, sample_weights
+from heartflow.evaluation import metrics as M
+from heartflow.model.builder import build_model, count_parameters
+from heartflow.model.training import train_model
 from heartflow.spec import load_spec, load_spec_text
-from heartflow.train import sample_weights, train_model
 from tests.conftest import ROOT
 
 SPEC = """\
@@ -100,14 +101,23 @@ def test_training_learns_and_is_reproducible() -> None:
 def test_early_stopping_stops_and_restores() -> None:
     spec = spec_of()
     spec.train.epochs = 300
-    from heartflow.spec.models import EarlyStoppingSpec
+    from heartflow.spec.schema import EarlyStoppingSpec
 
     spec.train.early_stopping = EarlyStoppingSpec(monitor="val_loss", patience=3)
     spec.train.optimizer.learning_rate = 0.05
     x, y = _blobs()
     result = train_model(spec, 2, x[:150], y[:150], x[150:], y[150:])
     assert result.stopped_early and result.epochs_run < 300
-    assert result.best_epoch is not None and result.best_epoch <= result.epochs_run
+    assert result.best_epoch is not None and result.best_epoch < result.epochs_run
+    # The returned weights are the best epoch's: scikit-learn's log loss of the returned
+    # model on the validation rows is the smallest val_loss, not the last epoch's.
+    from sklearn.metrics import log_loss
+
+    val_loss = result.history["val_loss"]
+    restored = log_loss(y[150:], np.asarray(result.model(x[150:])).ravel().astype(np.float64))
+    assert restored == pytest.approx(min(val_loss), abs=1e-4)
+    assert restored == pytest.approx(val_loss[result.best_epoch - 1], abs=1e-4)
+    assert val_loss[-1] > min(val_loss)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop"])
@@ -131,11 +141,17 @@ def test_multiclass_and_regression_train() -> None:
     assert "rmse" in out.history
 
 
-def test_balanced_class_weights() -> None:
-    w = sample_weights(np.array([0, 0, 0, 1]), "balanced")
-    assert np.allclose(w, [4 / 6, 4 / 6, 4 / 6, 2.0])
-    assert list(sample_weights(np.array([0, 1]), {0: 1.0, 1: 3.0})) == [1.0, 3.0]
-    assert sample_weights(np.array([0, 1]), None) is None
+def test_balanced_class_weights_match_scikit_learn() -> None:
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = np.array([0, 0, 0, 1, 1, 0, 0])
+    reference = compute_class_weight("balanced", classes=np.array([0, 1]), y=y)
+    weights = class_weight_map("balanced", class_counts(y))
+    assert np.allclose([weights[0], weights[1]], reference)
+    assert np.allclose(sample_weights(y, weights), reference[y])
+    explicit = class_weight_map({0: 1.0, 1: 3.0}, class_counts(y))
+    assert list(sample_weights(np.array([0, 1]), explicit)) == [1.0, 3.0]
+    assert class_weight_map(None, class_counts(y)) is None
 
 
 def test_numpy_metrics_match_scikit_learn() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from heartflow import registry
+from heartflow.tracking import registry as registry
 from tests.conftest import (
     cli,
     free_port,
@@ -35,13 +35,13 @@ def _client():
 
 def train(tmp_path: Path, name: str = "heart_test", **kw) -> dict:
     """Write a spec next to tmp_path/heart.csv and run the real flow in-process."""
-    from heartflow.pipelines.training import train_flow
+    import heartflow as hf
 
     if not (tmp_path / "heart.csv").exists():
         heart_csv(tmp_path / "heart.csv", rows=300)
     spec = heart_spec(tmp_path / f"{name}-{len(list(tmp_path.glob('*.yaml')))}.yaml",
                       name=name, **kw)
-    return train_flow(str(spec), verbose=False)
+    return hf.run(str(spec)).as_dict()
 
 
 WEAK = {"epochs": 1, "lr": 0.0005, "hidden": [2], "seed": 3}
@@ -108,14 +108,14 @@ def test_rollback_and_manual_promotion(tmp_path, prefect_server) -> None:
 
 
 def test_schema_change_blocks_automatic_promotion(tmp_path, prefect_server) -> None:
-    from heartflow.pipelines.training import train_flow
+    import heartflow as hf
 
     train(tmp_path, **WEAK)
     spec = heart_spec(tmp_path / "fewer.yaml", **STRONG)
     text = spec.read_text().replace("categorical: [sex, cp, fbs, restecg, exang, ca, thal]",
                                     "categorical: [sex, cp]")
     spec.write_text(text)
-    outcome = train_flow(str(spec), verbose=False)
+    outcome = hf.run(str(spec)).as_dict()
     assert outcome["promoted"] is False and "input schema differs" in outcome["decision"]
     assert registry.alias_version(MODEL, "champion") == "1"
 
@@ -141,7 +141,7 @@ def test_failed_registration_leaves_aliases_unchanged(tmp_path, prefect_server,
 
 def test_interrupt_while_logging_the_model_marks_run_killed(tmp_path, prefect_server,
                                                             monkeypatch) -> None:
-    from heartflow import packaging
+    from heartflow.tracking import logged_model as packaging
 
     train(tmp_path, **WEAK)
 

@@ -68,12 +68,12 @@ def test_cli_run_trains_tracks_registers_and_scores(tmp_path: Path, prefect_serv
 
 
 def test_same_spec_and_seed_give_the_same_metrics(tmp_path: Path, prefect_server) -> None:
-    from heartflow.pipelines.training import train_flow
+    import heartflow as hf
 
     heart_csv(tmp_path / "heart.csv", rows=200)
     spec = str(heart_spec(tmp_path / "spec.yaml", epochs=8))
-    first = train_flow(spec, verbose=False)
-    second = train_flow(spec, verbose=False)
+    first = hf.run(spec).as_dict()
+    second = hf.run(spec).as_dict()
     assert first["metrics"] == second["metrics"]
     assert first["run_id"] != second["run_id"]
 
@@ -117,9 +117,9 @@ def test_heart_16_on_the_real_file(shared_data: Path, tmp_path: Path, prefect_se
 @pytest.mark.realdata
 def test_uci_cleveland_on_the_real_file(shared_data: Path, tmp_path: Path,
                                         prefect_server) -> None:
-    from heartflow.pipelines.training import train_flow
+    import heartflow as hf
 
-    outcome = train_flow(str(ROOT / "specs/uci_cleveland_16.yaml"), verbose=False)
+    outcome = hf.run(str(ROOT / "specs/uci_cleveland_16.yaml")).as_dict()
     assert outcome["split"] == {"train": 181, "validation": 61, "test": 61}
     assert outcome["metrics"]["roc_auc"] > 0.8
     assert outcome["version"] == "1"

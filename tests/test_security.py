@@ -27,7 +27,7 @@ model:
 
 PLUGIN = """\
 from keras import ops
-from heartflow.activations import register_activation
+from heartflow.model.activations import register_activation
 
 
 @register_activation("my_swish")
@@ -53,8 +53,8 @@ def test_unknown_activation_needs_an_explicit_plugin(tmp_path: Path) -> None:
 def test_scorer_refuses_a_model_with_a_lambda_layer(tmp_path: Path) -> None:
     import keras
 
-    from heartflow.preprocess import TabularEncoder
-    from heartflow.serving import Scorer
+    from heartflow.data.encoder import TabularEncoder
+    from heartflow.model.scorer import Scorer
 
     inputs = keras.Input(shape=(1,))
     outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)

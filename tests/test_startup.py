@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from heartflow.startup import imports_without_gc
+from heartflow.runtime.gc_pause import imports_without_gc
 
 
 @pytest.fixture(autouse=True)

@@ -10,15 +10,17 @@ import pandas as pd
 import pytest
 
 from heartflow.data.dataset import load_dataset
+from heartflow.data.encoder import TabularEncoder
+from heartflow.data.sources import resolve_source
+from heartflow.data.streaming import scan, tf_dataset
 from heartflow.data.synthetic import heart_like
-from heartflow.preprocess import TabularEncoder
 from heartflow.spec import load_spec
-from heartflow.streaming import row_parts, scan, tf_dataset
 from tests.conftest import cli, heart_spec
 
 
 def _awkward_csv(path: Path, rows: int = 3000) -> None:
     frame = heart_like(rows, seed=11).astype(object)
+    frame.insert(0, "rid", range(rows))    # a row id, so tests can tell which rows streamed
     frame.loc[::97, "chol"] = "?"          # missing numeric
     frame.loc[::89, "thal"] = ""           # missing categorical
     frame.loc[::7, "ca"] = frame.loc[::7, "ca"].map(lambda v: f"{v}.0")  # '2.0' is level '2'
@@ -36,13 +38,24 @@ def _streaming_spec(tmp_path: Path) -> Path:
 
 def test_streaming_statistics_and_encodings_match_in_memory(tmp_path: Path) -> None:
     _awkward_csv(tmp_path / "heart.csv")
-    loaded = load_spec(str(_streaming_spec(tmp_path)))
+    spec_path = _streaming_spec(tmp_path)
+    spec_path.write_text(spec_path.read_text().replace("numeric: [", "numeric: [rid, "))
+    loaded = load_spec(str(spec_path))
     spec = loaded.spec
-    stats = scan(spec, str(tmp_path / "heart.csv"), None, chunk_rows=700)
+    path = str(tmp_path / "heart.csv")
+    stats = scan(spec, path, None, chunk_rows=700)
 
-    dataset = load_dataset(spec, loaded.base_dir)
-    parts = row_parts(np.arange(len(dataset)), spec.data.split.seed, 0.2, 0.2)
-    train_rows = np.flatnonzero(parts == 0)
+    dataset = load_dataset(spec, resolve_source(spec.data.source, loaded.base_dir))
+    # Which rows went to each part, read back from the streamed row ids (column 0),
+    # not from the split function under test.
+    enc = stats.encoder
+    rows_of = {}
+    for part in (0, 1, 2):
+        x = np.concatenate([b[0].numpy() for b in tf_dataset(spec, path, stats, part, 512)])
+        rows_of[part] = np.sort(np.rint(x[:, 0] * enc.stds["rid"] + enc.means["rid"]).astype(int))
+    assert np.array_equal(np.sort(np.concatenate(list(rows_of.values()))),
+                          np.arange(len(dataset)))  # a partition of the rows
+    train_rows = rows_of[0]
     reference = TabularEncoder(list(spec.data.features.numeric),
                                list(spec.data.features.categorical),
                                list(spec.data.na_values)).fit(dataset.features, train_rows)
@@ -54,13 +67,12 @@ def test_streaming_statistics_and_encodings_match_in_memory(tmp_path: Path) -> N
             assert got[key][column] == pytest.approx(value, rel=1e-9)
     assert stats.parts["train"] == len(train_rows)
 
-    streamed = np.concatenate([x.numpy() for x, _y in tf_dataset(
-        spec, str(tmp_path / "heart.csv"), stats, 0, 256)])
+    streamed = np.concatenate([x.numpy() for x, _y in tf_dataset(spec, path, stats, 0, 256)])
     in_memory = reference.transform(dataset.features.iloc[train_rows])
     assert streamed.shape == in_memory.shape
     assert np.allclose(streamed, in_memory, atol=1e-5)
-    labels = np.concatenate([y.numpy().ravel() for _x, y in tf_dataset(
-        spec, str(tmp_path / "heart.csv"), stats, 0, 256)])
+    labels = np.concatenate([y.numpy().ravel() for _x, y in tf_dataset(spec, path, stats, 0,
+                                                                        256)])
     assert np.array_equal(labels, dataset.y[train_rows])
 
 

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import operator
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from heartflow.data.sources import file_sha256, resolve_source
+from heartflow.data.sources import ResolvedSource, file_sha256
 from heartflow.data.table import (
     RawTable,
     categorical_column,
     is_missing,
     level_sort_key,
+    normalize_level,
     numeric_column,
     read_csv,
     require_columns,
 )
 from heartflow.errors import DataError
-from heartflow.spec.models import DataSpec, Spec
+from heartflow.spec.schema import COMPARISONS, DataSpec, Spec, TargetSpec
 
 
 @dataclass
@@ -52,15 +51,29 @@ def prepare_features(frame: pd.DataFrame, numeric: list[str], categorical: list[
     return result
 
 
-def load_dataset(spec: Spec, base_dir: str | None = None) -> Dataset:
-    """Resolve, read and check the data the spec names."""
+def load_dataset(spec: Spec, resolved: ResolvedSource) -> Dataset:
+    """Read and check the file the spec's data source resolved to."""
     data = spec.data
-    resolved = resolve_source(data.source, base_dir, data.sha256)
     columns = data.columns or resolved.columns
     table = read_csv(resolved.path, columns=columns, delimiter=data.delimiter,
                      label=str(resolved.path))
     return dataset_from_table(table, spec, sha256=file_sha256(resolved.path),
                               source=str(resolved.path))
+
+
+def dataset_from_frame(frame: pd.DataFrame, spec: Spec, label: str = "<DataFrame>") -> Dataset:
+    """A Dataset from a pandas DataFrame (notebooks): the same cell rules as for a CSV file.
+
+    Its fingerprint is the sha256 of the frame's CSV text, so the same rows give the same
+    fingerprint whether they arrive as a file or a frame.
+    """
+    import hashlib
+
+    text = frame.to_csv(index=False)
+    table = RawTable(frame=frame.reset_index(drop=True).astype(object), source=label,
+                     first_line=2)
+    return dataset_from_table(table, spec, sha256=hashlib.sha256(text.encode()).hexdigest(),
+                              source=label)
 
 
 def dataset_from_table(table: RawTable, spec: Spec, sha256: str = "",
@@ -85,10 +98,6 @@ def _check_features(features: pd.DataFrame, numeric: list[str], categorical: lis
             raise DataError(f"{label}: column {name!r} has no values (every cell is missing)")
 
 
-_OPS = {"==": operator.eq, "!=": operator.ne, ">=": operator.ge, "<=": operator.le,
-        ">": operator.gt, "<": operator.lt}
-
-
 def _target(table: RawTable, data: DataSpec, spec: Spec) -> tuple[np.ndarray, list[str]]:
     target = data.target_spec
     raw = table.frame[target.column]
@@ -103,7 +112,7 @@ def _target(table: RawTable, data: DataSpec, spec: Spec) -> tuple[np.ndarray, li
                               table.source).astype(np.float32), []
     labels = categorical_column(raw, data.na_values)
     if target.positive is not None:
-        labels = _binarise(labels, target.positive, raw, table)
+        labels = _binarise(labels, target, raw, table)
     levels = sorted(set(labels), key=level_sort_key)
     if task == "binary":
         if len(levels) != 2:
@@ -128,13 +137,12 @@ def _target(table: RawTable, data: DataSpec, spec: Spec) -> tuple[np.ndarray, li
     return np.array([index[v] for v in labels], dtype=np.int64), levels
 
 
-def _binarise(labels: np.ndarray, rule: object, raw: pd.Series,
+def _binarise(labels: np.ndarray, target: TargetSpec, raw: pd.Series,
               table: RawTable) -> np.ndarray:
-    match = re.match(r"^\s*(==|!=|>=|<=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$", str(rule))
-    if match:
-        op, threshold = _OPS[match.group(1)], float(match.group(2))
+    comparison = target.comparison
+    if comparison:
+        op, threshold = comparison
         values = numeric_column(raw, str(raw.name), [], table.where, table.source)
-        return np.where(op(values, threshold), "1", "0").astype(object)
-    from heartflow.data.table import normalize_level
-    positive = normalize_level(rule)
+        return np.where(COMPARISONS[op](values, threshold), "1", "0").astype(object)
+    positive = normalize_level(target.positive)
     return np.where(labels == positive, "1", "0").astype(object)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from heartflow.errors import DataError
+from heartflow.spec.loading import LoadedSpec, located
 
 UCI_COLUMNS = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang",
                "oldpeak", "slope", "ca", "thal", "num"]
@@ -101,6 +102,13 @@ def check_source(source: str, base_dir: str | None) -> str | None:
     tried = ", ".join(str(p) for p in dict.fromkeys(candidates))
     return (f"data file {source!r} not found (looked at {tried}). Give a path to a CSV "
             f"file or a named data set: {', '.join(NAMED_DATASETS)}")
+
+
+def check_spec_source(loaded: LoadedSpec) -> None:
+    """Raise a located SpecError when the spec's ``data.source`` names no readable file."""
+    problem = check_source(loaded.spec.data.source, loaded.base_dir)
+    if problem:
+        raise located(loaded, ("data", "source"), problem)
 
 
 def resolve_source(source: str, base_dir: str | None = None,

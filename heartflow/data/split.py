@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from heartflow.errors import DataError
-from heartflow.spec.models import SplitSpec
+from heartflow.spec.schema import SplitSpec
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from heartflow.errors import SpecError
 from heartflow.spec import vocabulary as V
-from heartflow.spec.models import Spec
+from heartflow.spec.schema import Spec
 from heartflow.spec.yaml_source import SourcedDocument, parse, read_text
 
 
@@ -31,13 +31,17 @@ class LoadedSpec:
         return os.path.dirname(os.path.abspath(self.path))
 
 
-def load_spec(path: str, *, check_files: bool = True) -> LoadedSpec:
-    """Read and validate the spec at ``path`` or raise :class:`SpecError`."""
+def load_spec(path: str, *, overrides: dict[str, Any] | None = None) -> LoadedSpec:
+    """Read and validate the spec at ``path`` or raise :class:`SpecError`.
+
+    The spec layer reads no data: whether ``data.source`` exists is checked by
+    :func:`heartflow.data.sources.check_spec_source`.
+    """
     text = read_text(path)
-    return load_spec_text(text, path, check_files=check_files)
+    return load_spec_text(text, path, overrides=overrides)
 
 
-def load_spec_text(text: str, path: str = "<spec>", *, check_files: bool = False,
+def load_spec_text(text: str, path: str = "<spec>", *,
                    overrides: dict[str, Any] | None = None) -> LoadedSpec:
     """Validate YAML text (optionally with dotted-path overrides applied)."""
     doc = parse(text, path)
@@ -54,15 +58,42 @@ def load_spec_text(text: str, path: str = "<spec>", *, check_files: bool = False
         raise _to_spec_error(exc, doc) from None
     loaded = LoadedSpec(spec=spec, text=text, path=path, document=doc, overrides=overrides)
     for loc, message in semantic_problems(spec):
-        line, column = doc.locate(loc)
-        raise SpecError(message, path=path, line=line, column=column, field=_dotted(loc))
-    if check_files:
-        from heartflow.data.sources import check_source
-        problem = check_source(spec.data.source, loaded.base_dir)
-        if problem:
-            line, column = doc.locate(("data", "source"))
-            raise SpecError(problem, path=path, line=line, column=column, field="data.source")
+        raise located(loaded, loc, message)
     return loaded
+
+
+def located(loaded: LoadedSpec, loc: tuple[str | int, ...], message: str) -> SpecError:
+    """A SpecError pointing at the file, line and column of the field at ``loc``."""
+    line, column = loaded.document.locate(loc)
+    return SpecError(message, path=loaded.path, line=line, column=column, field=_dotted(loc))
+
+
+def streaming_problems(spec: Spec) -> list[tuple[tuple[str | int, ...], str]]:
+    """Fields a streamed (larger than memory) run cannot honour, as (location, message)."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    fix = "set data.streaming: false to load the file in memory, or remove the field"
+    if spec.task != "binary":
+        out.append((("model", "output", "activation"),
+                    f"streamed data supports sigmoid (binary) outputs only, not "
+                    f"{spec.model.output.activation}; {fix}"))
+    if spec.evaluate.cv is not None:
+        out.append((("evaluate", "cv"), "cross-validation refits on every fold and needs the "
+                    f"rows in memory; {fix}"))
+    if spec.evaluate.baselines:
+        out.append((("evaluate", "baselines"), "scikit-learn baselines need the rows in "
+                    f"memory; {fix}"))
+    if spec.register.promote.must_beat_baselines:
+        out.append((("register", "promote", "must_beat_baselines"),
+                    f"needs evaluate.baselines, which streamed data cannot run; {fix}"))
+    return out
+
+
+def check_streamable(loaded: LoadedSpec, path: str) -> None:
+    """Raise a located SpecError when a file chosen for streaming meets a field it cannot honour."""
+    for loc, message in streaming_problems(loaded.spec):
+        raise located(loaded, loc, f"{path} is streamed (data.streaming: "
+                      f"{loaded.spec.data.streaming}, file over 200 MB or streaming: true): "
+                      f"{message}")
 
 
 def semantic_problems(spec: Spec) -> list[tuple[tuple[str | int, ...], str]]:
@@ -102,7 +133,16 @@ def semantic_problems(spec: Spec) -> list[tuple[tuple[str | int, ...], str]]:
         out.append((("data", "target", "positive"),
                     "a linear (regression) output takes the target as a number; remove "
                     "'positive'"))
+    if spec.data.streaming is True:
+        out.extend(streaming_problems(spec))
+    if spec.register.promote.must_beat_baselines and not spec.evaluate.baselines:
+        out.append((("register", "promote", "must_beat_baselines"),
+                    "must_beat_baselines needs evaluate.baselines (e.g. [logistic_regression])"))
     es = spec.train.early_stopping
+    if es and task == "regression" and es.monitor in ("val_auc", "val_accuracy"):
+        out.append((("train", "early_stopping", "monitor"),
+                    f"{es.monitor} is not computed for a regression (linear) output; monitor "
+                    "val_loss or loss"))
     if es and es.monitor.startswith("val_") and spec.data.split.validation == 0:
         out.append((("train", "early_stopping", "monitor"),
                     f"monitoring {es.monitor} needs a validation split; set "

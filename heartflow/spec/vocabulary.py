@@ -1,7 +1,7 @@
 """The names a spec may use, kept here so validation needs no TensorFlow import.
 
 Keras' own names are listed statically; custom activations are registered in
-``heartflow.activations`` (and its ``CUSTOM_ACTIVATION_NAMES`` list).
+``heartflow.model.activations`` (and its ``CUSTOM_ACTIVATION_NAMES`` list).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ KERAS_ACTIVATIONS = (
     "swish", "softplus", "softsign", "exponential", "hard_sigmoid", "hard_silu",
     "leaky_relu", "relu6", "mish", "log_softmax",
 )
-# Activations implemented in heartflow.activations (registered Keras-serializable).
+# Activations implemented in heartflow.model.activations (registered Keras-serializable).
 CUSTOM_ACTIVATIONS = ("leaky_relu_01", "squareplus")
 
 INITIALIZERS = (
@@ -55,6 +55,6 @@ _plugin_activations: list[str] = []
 
 
 def register_plugin_activation(name: str) -> None:
-    """Allow ``name`` in specs (called by opt-in plugins, see heartflow.activations)."""
+    """Allow ``name`` in specs (called by opt-in plugins, see heartflow.model.activations)."""
     if name not in _plugin_activations:
         _plugin_activations.append(name)

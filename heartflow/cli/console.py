@@ -1,0 +1,51 @@
+"""Rich tables for run outcomes and registry listings."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_outcome(outcome, console: Console | None = None) -> None:
+    """The end-of-run summary."""
+    from heartflow.tracking.runs import redact, tracking_uri
+
+    console = console or _console()
+    table = Table(title=f"heartflow run: {outcome.spec_name}", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    for what, value in outcome.rows():
+        table.add_row(what, value)
+    console.print(table)
+    uri = redact(tracking_uri())
+    console.print(f"Open the MLflow UI:  mlflow ui --backend-store-uri {uri}  "
+                  f"(then http://127.0.0.1:5000/#/experiments/{outcome.experiment_id}/runs/"
+                  f"{outcome.run_id})")
+
+
+def _console() -> Console:
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def print_versions(rows: list[dict[str, object]], console: Console | None = None) -> None:
+    """Registered versions as a table."""
+    console = console or _console()
+    table = Table(title="registered models")
+    for column in ("model", "version", "aliases", "spec", "roc_auc", "accuracy", "run",
+                   "created"):
+        table.add_column(column)
+    for row in rows:
+        metrics = row["metrics"] or {}
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(int(row["created"]) / 1000))
+        table.add_row(str(row["name"]), str(row["version"]), ",".join(row["aliases"]),
+                      str(row["spec"]), _fmt(metrics, "roc_auc"),
+                      _fmt(metrics, "accuracy"),
+                      str(row["run_id"] or "")[:12], created)
+    console.print(table)
+
+
+def _fmt(metrics: dict, key: str) -> str:
+    return f"{metrics[key]:.4f}" if key in metrics else ""

@@ -1,0 +1,256 @@
+"""The preprocess step: data -> split -> fitted encoder -> batches, in memory or streamed.
+
+Both kinds of prepared data answer the same questions, so training, evaluation and
+registration run one path whatever the data's size: how many rows each part holds,
+training batches, validation arrays, test batches, and the typed test rows the
+promotion gate re-scores the champion on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from heartflow.data.batches import (
+    array_batches,
+    class_counts,
+    sample_weights,
+    target_array,
+)
+from heartflow.data.dataset import Dataset, dataset_from_frame, load_dataset
+from heartflow.data.encoder import TabularEncoder
+from heartflow.data.sources import ResolvedSource, file_sha256
+from heartflow.data.split import Split, split_rows
+from heartflow.spec.loading import LoadedSpec, check_streamable
+from heartflow.spec.schema import Spec
+
+
+class FrameSource:
+    """Rows handed over as a pandas DataFrame (notebooks, scripts) instead of a file.
+
+    Slotted on purpose: Prefect records flow parameters as JSON and falls back to the
+    type's name for objects it cannot encode, instead of encoding every cell.
+    """
+
+    __slots__ = ("frame", "label")
+
+    def __init__(self, frame: pd.DataFrame, label: str = "<DataFrame>") -> None:
+        self.frame, self.label = frame, label
+
+
+class PreparedData(Protocol):
+    """What the training, evaluation and register steps need from the data."""
+
+    encoder: TabularEncoder
+    streaming: bool
+
+    @property
+    def classes(self) -> list[str]: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    def sizes(self) -> dict[str, int]: ...
+    def train_class_counts(self) -> dict[int, int]: ...
+    def train_batches(self, spec: Spec, weights: dict[int, float] | None) -> tuple[object, int]:
+        ...
+    def validation(self) -> tuple[np.ndarray | None, np.ndarray | None]: ...
+    def test_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+    def gate_rows(self) -> tuple[pd.DataFrame, np.ndarray]: ...
+    def example(self) -> pd.DataFrame: ...
+
+
+@dataclass
+class Prepared:
+    """In-memory data: encoded arrays for each part of the split, and what produced them."""
+
+    dataset: Dataset
+    split: Split
+    encoder: TabularEncoder
+    x: np.ndarray  # encoded rows, all of them, in file order
+    streaming: bool = False
+
+    def part(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) of the train, validation or test part."""
+        rows = getattr(self.split, name)
+        return self.x[rows], self.dataset.y[rows]
+
+    @property
+    def width(self) -> int:
+        """Encoded input width."""
+        return self.encoder.width
+
+    @property
+    def classes(self) -> list[str]:
+        """Class labels (empty for regression)."""
+        return self.dataset.classes
+
+    @property
+    def sha256(self) -> str:
+        """Fingerprint of the data."""
+        return self.dataset.sha256
+
+    @property
+    def source(self) -> str:
+        """Where the rows came from."""
+        return self.dataset.source
+
+    @property
+    def rows(self) -> int:
+        """All rows."""
+        return len(self.dataset)
+
+    def sizes(self) -> dict[str, int]:
+        """Rows per part."""
+        return self.split.sizes()
+
+    def train_class_counts(self) -> dict[int, int]:
+        """Training rows per class."""
+        return class_counts(self.dataset.y[self.split.train])
+
+    def train_batches(self, spec: Spec, weights: dict[int, float] | None) -> tuple[object, int]:
+        """A cached, shuffled tf.data pipeline of the training rows, and steps per epoch."""
+        x, y = self.part("train")
+        t = spec.train
+        ds = array_batches(x, target_array(y, spec), sample_weights(y, weights), t.batch_size,
+                           t.seed)
+        return ds, max(1, math.ceil(len(x) / t.batch_size))
+
+    def validation(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Validation rows (None when the split has none)."""
+        x, y = self.part("validation")
+        return (x, y) if len(x) else (None, None)
+
+    def test_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All test rows in one batch (metrics are exact)."""
+        yield self.part("test")
+
+    def gate_rows(self) -> tuple[pd.DataFrame, np.ndarray]:
+        """Typed test rows and labels, for re-scoring the champion with its own encoder."""
+        rows = self.split.test
+        return self.dataset.features.iloc[rows].reset_index(drop=True), self.dataset.y[rows]
+
+    def example(self) -> pd.DataFrame:
+        """A few typed rows, the logged model's input example."""
+        return self.dataset.features.iloc[self.split.test].head(5)
+
+
+@dataclass
+class StreamedData:
+    """A file too large for memory: one statistics pass, then tf.data pipelines over it."""
+
+    spec: Spec
+    path: str
+    stats: object  # heartflow.data.streaming.StreamStats
+    sha256: str
+    streaming: bool = True
+
+    @property
+    def encoder(self) -> TabularEncoder:
+        """The encoder fitted in the statistics pass."""
+        return self.stats.encoder
+
+    @property
+    def width(self) -> int:
+        """Encoded input width."""
+        return self.stats.encoder.width
+
+    @property
+    def classes(self) -> list[str]:
+        """Class labels."""
+        return self.stats.classes
+
+    @property
+    def source(self) -> str:
+        """The file."""
+        return self.path
+
+    @property
+    def rows(self) -> int:
+        """All rows."""
+        return self.stats.rows
+
+    def sizes(self) -> dict[str, int]:
+        """Rows per part."""
+        return dict(self.stats.parts)
+
+    def train_class_counts(self) -> dict[int, int]:
+        """Training rows per class."""
+        positives = self.stats.train_positives
+        return {0: self.stats.parts["train"] - positives, 1: positives}
+
+    def train_batches(self, spec: Spec, weights: dict[int, float] | None) -> tuple[object, int]:
+        """Shuffled batches read and encoded from the file, and steps per epoch."""
+        from heartflow.data.streaming import tf_dataset
+
+        t = spec.train
+        ds = tf_dataset(spec, self.path, self.stats, 0, t.batch_size, shuffle_seed=t.seed,
+                        weights=weights)
+        return ds, max(1, math.ceil(self.stats.parts["train"] / t.batch_size))
+
+    def validation(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The validation sample held by the statistics pass."""
+        if "validation" not in self.stats.samples:
+            return None, None
+        return (self.encoder.transform(self.stats.samples["validation"]),
+                self.stats.sample_y["validation"])
+
+    def test_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every test row, in blocks read from the file."""
+        from heartflow.data.streaming import tf_dataset
+
+        for x, y in tf_dataset(self.spec, self.path, self.stats, 2, 8192):
+            yield x.numpy(), y.numpy().ravel()
+
+    def gate_rows(self) -> tuple[pd.DataFrame, np.ndarray]:
+        """The test sample held by the statistics pass."""
+        return self.stats.samples["test"], self.stats.sample_y["test"]
+
+    def example(self) -> pd.DataFrame:
+        """A few typed rows, the logged model's input example."""
+        return self.stats.samples["test"].head(5)
+
+
+def prepare(loaded: LoadedSpec, resolved: ResolvedSource | None = None,
+            frame: FrameSource | None = None) -> PreparedData:
+    """Read (or stream), check, split and encode the data; errors name column and row.
+
+    ``frame`` (rows as a DataFrame) replaces the spec's source; otherwise ``resolved`` is
+    the spec's source already resolved to a file (resolved here when not given).
+    """
+    spec = loaded.spec
+    if frame is not None:
+        return prepare_in_memory(spec, dataset_from_frame(frame.frame, spec, frame.label))
+    if resolved is None:
+        from heartflow.data.sources import resolve_source
+
+        resolved = resolve_source(spec.data.source, loaded.base_dir, spec.data.sha256)
+    from heartflow.data.streaming import should_stream
+
+    path = str(resolved.path)
+    if should_stream(spec, path):
+        check_streamable(loaded, path)
+        from heartflow.data.streaming import scan
+
+        stats = scan(spec, path, spec.data.columns or resolved.columns)
+        return StreamedData(spec=spec, path=path, stats=stats, sha256=file_sha256(path))
+    return prepare_in_memory(spec, load_dataset(spec, resolved))
+
+
+def prepare_in_memory(spec: Spec, dataset: Dataset) -> Prepared:
+    """Split the rows, fit the encoder on the training part, encode everything."""
+    split = split_rows(dataset.y, spec.data.split, spec.task != "regression")
+    feats = spec.data.features
+    encoder = TabularEncoder(list(feats.numeric), list(feats.categorical),
+                             list(spec.data.na_values)).fit(dataset.features, split.train)
+    return Prepared(dataset=dataset, split=split, encoder=encoder,
+                    x=encoder.transform(dataset.features))

@@ -1,0 +1,206 @@
+"""Evaluation metrics in plain NumPy (checked against scikit-learn in the tests).
+
+Plain NumPy keeps scikit-learn's import off the `heartflow run` path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EPS = 1e-15
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based), ties sharing their mean rank."""
+    order = np.argsort(x, kind="mergesort")
+    _values, inverse, counts = np.unique(x[order], return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    average = (ends - counts + 1 + ends) / 2.0
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = average[inverse]
+    return ranks
+
+
+def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U); NaN if only one class is present."""
+    y = np.asarray(y).astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _ranks(np.asarray(p, dtype=np.float64))
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _cumulative_counts(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                               np.ndarray]:
+    """Truth as bool, and true positives and predicted positives at each distinct threshold."""
+    y = np.asarray(y).astype(bool)
+    order = np.argsort(-np.asarray(p), kind="mergesort")
+    p_sorted, y_sorted = np.asarray(p)[order], y[order]
+    distinct = np.r_[np.flatnonzero(np.diff(p_sorted)), len(p_sorted) - 1]
+    return y, np.cumsum(y_sorted)[distinct], distinct + 1
+
+
+def roc_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive rates at every distinct threshold."""
+    y, tps, predicted = _cumulative_counts(y, p)
+    fps = predicted - tps
+    tpr = np.r_[0.0, tps / max(int(y.sum()), 1)]
+    fpr = np.r_[0.0, fps / max(int((~y).sum()), 1)]
+    return fpr, tpr
+
+
+def pr_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall at every distinct threshold (recall increasing)."""
+    y, tps, predicted = _cumulative_counts(y, p)
+    precision = tps / predicted
+    recall = tps / max(int(y.sum()), 1)
+    return np.r_[1.0, precision], np.r_[0.0, recall]
+
+
+def average_precision(y: np.ndarray, p: np.ndarray) -> float:
+    """Area under the precision-recall curve as a step sum (scikit-learn's definition)."""
+    precision, recall = pr_curve(y, p)
+    return float(np.sum(np.diff(recall) * precision[1:]))
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """All binary metrics for probabilities ``p`` of the positive class."""
+    y = np.asarray(y).astype(np.float64).ravel()
+    p = np.clip(np.asarray(p, dtype=np.float64).ravel(), 0.0, 1.0)
+    pred = p >= threshold
+    truth = y > 0.5
+    tp = float(np.sum(pred & truth))
+    fp = float(np.sum(pred & ~truth))
+    fn = float(np.sum(~pred & truth))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    q = np.clip(p, EPS, 1 - EPS)
+    return {
+        "roc_auc": roc_auc(truth, p),
+        "pr_auc": average_precision(truth, p),
+        "accuracy": float(np.mean(pred == truth)),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "log_loss": float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))),
+        "brier": float(np.mean((p - y) ** 2)),
+    }
+
+
+def multiclass_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """Accuracy, macro F1, log loss and one-vs-rest macro ROC AUC."""
+    y = np.asarray(y).astype(np.int64).ravel()
+    proba = np.asarray(proba, dtype=np.float64)
+    k = proba.shape[1]
+    pred = proba.argmax(axis=1)
+    f1s, aucs = [], []
+    for c in range(k):
+        tp = np.sum((pred == c) & (y == c))
+        fp = np.sum((pred == c) & (y != c))
+        fn = np.sum((pred != c) & (y == c))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else 0.0)
+        aucs.append(roc_auc(y == c, proba[:, c]))
+    q = np.clip(proba[np.arange(len(y)), y], EPS, 1.0)
+    finite = [a for a in aucs if not np.isnan(a)]
+    return {"accuracy": float(np.mean(pred == y)), "macro_f1": float(np.mean(f1s)),
+            "log_loss": float(-np.mean(np.log(q))),
+            "roc_auc": float(np.mean(finite)) if finite else float("nan")}
+
+
+def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """MSE, RMSE, MAE and R²."""
+    y = np.asarray(y, dtype=np.float64).ravel()
+    pred = np.asarray(pred, dtype=np.float64).ravel()
+    mse = float(np.mean((y - pred) ** 2))
+    var = float(np.var(y))
+    return {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": float(np.mean(np.abs(y - pred))),
+            "r2": 1.0 - mse / var if var > 0 else float("nan")}
+
+
+def compute(task: str, y: np.ndarray, output: np.ndarray, threshold: float,
+            names: list[str]) -> dict[str, float]:
+    """The named metrics for a task, from the network's raw output."""
+    if task == "binary":
+        values = binary_metrics(y, output, threshold)
+    elif task == "multiclass":
+        values = multiclass_metrics(y, output)
+    else:
+        values = regression_metrics(y, output)
+    return {name: values[name] for name in names}
+
+
+def epoch_metrics(task: str, threshold: float = 0.5):
+    """Per-epoch validation metrics for training (labels in the network's output shape)."""
+
+    def compute(truth: np.ndarray, p: np.ndarray) -> dict[str, float]:
+        if task == "binary":
+            t, q = truth.ravel() > 0.5, p.ravel()
+            return {"auc": roc_auc(t, q), "accuracy": float(np.mean((q >= threshold) == t))}
+        if task == "multiclass":
+            return {"accuracy": float(np.mean(p.argmax(1) == truth.argmax(1)))}
+        err = p.ravel() - truth.ravel()
+        return {"rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err)))}
+
+    return compute
+
+
+class BinaryAccumulator:
+    """Binary metrics over batches in constant memory (for streamed test sets).
+
+    Counts, log loss and Brier score are exact; ROC and PR AUC come from score histograms
+    with ``bins`` equal-width bins (ties within a bin count as ties: error below 1/bins).
+    """
+
+    def __init__(self, threshold: float = 0.5, bins: int = 100_000) -> None:
+        self.threshold, self.bins = threshold, bins
+        self.pos = np.zeros(bins, dtype=np.int64)
+        self.neg = np.zeros(bins, dtype=np.int64)
+        self.tp = self.fp = self.fn = self.tn = 0
+        self.log_loss_sum = self.brier_sum = 0.0
+        self.n = 0
+
+    def update(self, y: np.ndarray, p: np.ndarray) -> None:
+        """Add a batch of labels and positive-class probabilities."""
+        y = np.asarray(y).ravel() > 0.5
+        p = np.clip(np.asarray(p, dtype=np.float64).ravel(), 0.0, 1.0)
+        index = np.minimum((p * self.bins).astype(np.int64), self.bins - 1)
+        self.pos += np.bincount(index[y], minlength=self.bins)
+        self.neg += np.bincount(index[~y], minlength=self.bins)
+        pred = p >= self.threshold
+        self.tp += int(np.sum(pred & y))
+        self.fp += int(np.sum(pred & ~y))
+        self.fn += int(np.sum(~pred & y))
+        self.tn += int(np.sum(~pred & ~y))
+        q = np.clip(p, EPS, 1 - EPS)
+        self.log_loss_sum += float(-np.sum(np.where(y, np.log(q), np.log(1 - q))))
+        self.brier_sum += float(np.sum((p - y) ** 2))
+        self.n += len(y)
+
+    def curves(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(fpr, tpr, precision, recall) from the highest score bin down."""
+        tps = np.cumsum(self.pos[::-1])
+        fps = np.cumsum(self.neg[::-1])
+        keep = (self.pos[::-1] + self.neg[::-1]) > 0
+        tps, fps = tps[keep], fps[keep]
+        total_pos, total_neg = max(int(self.pos.sum()), 1), max(int(self.neg.sum()), 1)
+        return (np.r_[0.0, fps / total_neg], np.r_[0.0, tps / total_pos],
+                np.r_[1.0, tps / np.maximum(tps + fps, 1)], np.r_[0.0, tps / total_pos])
+
+    def result(self) -> dict[str, float]:
+        """The same metric names as :func:`binary_metrics`."""
+        fpr, tpr, precision, recall = self.curves()
+        tp, fp, fn = self.tp, self.fp, self.fn
+        prec = tp / (tp + fp) if tp + fp else 0.0
+        rec = tp / (tp + fn) if tp + fn else 0.0
+        both = self.pos.sum() > 0 and self.neg.sum() > 0
+        return {
+            "roc_auc": float(np.trapezoid(tpr, fpr)) if both else float("nan"),
+            "pr_auc": float(np.sum(np.diff(recall) * precision[1:])),
+            "accuracy": (tp + self.tn) / max(self.n, 1),
+            "precision": prec, "recall": rec,
+            "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0,
+            "log_loss": self.log_loss_sum / max(self.n, 1),
+            "brier": self.brier_sum / max(self.n, 1),
+        }

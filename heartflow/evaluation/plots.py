@@ -1,0 +1,172 @@
+"""PNG plots logged with each run: ROC, precision-recall, confusion matrix, learning curves."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from heartflow.data.table import level_sort_key
+from heartflow.evaluation import metrics as M
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def learning_curves(history: dict[str, list[float]], path: str) -> str:
+    """Loss (and val_loss) per epoch, so overfitting is visible."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in ("loss", "val_loss"):
+        if key in history:
+            ax.plot(range(1, len(history[key]) + 1), history[key], label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("Learning curves")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _thin(a: np.ndarray, b: np.ndarray, points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``points`` points of a curve (millions of test rows need no more to draw)."""
+    if len(a) <= points:
+        return a, b
+    keep = np.unique(np.linspace(0, len(a) - 1, points).round().astype(int))
+    return a[keep], b[keep]
+
+
+def binary_plots(y: np.ndarray, p: np.ndarray, threshold: float, folder: str) -> list[str]:
+    """ROC curve, precision-recall curve and confusion matrix for a binary model."""
+    plt = _pyplot()
+    paths = []
+    fpr, tpr = _thin(*M.roc_curve(y, p))
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(fpr, tpr, label=f"AUC {M.roc_auc(y, p):.3f}")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC curve (test)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    paths.append(os.path.join(folder, "roc_curve.png"))
+    fig.savefig(paths[-1], dpi=90)
+    plt.close(fig)
+
+    precision, recall = _thin(*M.pr_curve(y, p))
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.step(recall, precision, where="post",
+            label=f"average precision {M.average_precision(y, p):.3f}")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title("Precision-recall curve (test)")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    paths.append(os.path.join(folder, "pr_curve.png"))
+    fig.savefig(paths[-1], dpi=90)
+    plt.close(fig)
+
+    pred = (np.asarray(p).ravel() >= threshold).astype(int)
+    truth = (np.asarray(y).ravel() > 0.5).astype(int)
+    matrix = np.zeros((2, 2), dtype=int)
+    for t, q in zip(truth, pred, strict=False):
+        matrix[t, q] += 1
+    paths.append(confusion_matrix(matrix, ["0", "1"], folder, f"threshold {threshold}"))
+    return paths
+
+
+def accumulated_plots(totals: M.BinaryAccumulator, folder: str) -> list[str]:
+    """ROC, precision-recall and confusion matrix from a streamed BinaryAccumulator."""
+    plt = _pyplot()
+    fpr, tpr, precision, recall = totals.curves()
+    scores = totals.result()
+    paths = []
+    for name, (x, y, label, xl, yl) in {
+            "roc_curve": (fpr, tpr, f"AUC {scores['roc_auc']:.3f}", "false positive rate",
+                          "true positive rate"),
+            "pr_curve": (recall, precision, f"average precision {scores['pr_auc']:.3f}",
+                         "recall", "precision")}.items():
+        x, y = _thin(x, y)
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.plot(x, y, label=label)
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.set_title(f"{name.replace('_', ' ')} (test, {totals.n:,} rows)")
+        ax.legend()
+        fig.tight_layout()
+        paths.append(os.path.join(folder, f"{name}.png"))
+        fig.savefig(paths[-1], dpi=90)
+        plt.close(fig)
+    matrix = np.array([[totals.tn, totals.fp], [totals.fn, totals.tp]])
+    paths.append(confusion_matrix(matrix, ["0", "1"], folder, f"threshold {totals.threshold}"))
+    return paths
+
+
+def confusion_matrix(matrix: np.ndarray, labels: list[str], folder: str, note: str = "") -> str:
+    """A labelled confusion-matrix heat map."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.imshow(matrix, cmap="Blues")
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title(f"Confusion matrix (test{', ' + note if note else ''})")
+    fig.tight_layout()
+    path = os.path.join(folder, "confusion_matrix.png")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def multiclass_plots(y: np.ndarray, proba: np.ndarray, labels: list[str],
+                     folder: str) -> list[str]:
+    """Confusion matrix for a multi-class model."""
+    k = len(labels)
+    matrix = np.zeros((k, k), dtype=int)
+    for t, q in zip(np.asarray(y).astype(int), np.asarray(proba).argmax(axis=1), strict=False):
+        matrix[t, q] += 1
+    return [confusion_matrix(matrix, labels, folder)]
+
+
+def sweep_plots(results: list[dict], metric: str, axes: dict[str, list], folder: str) -> list[str]:
+    """For each varied parameter: the metric against its values (error bars from CV)."""
+    plt = _pyplot()
+    paths = []
+    for axis in axes:
+        groups: dict[str, list[tuple[float, float]]] = {}
+        for result in results:
+            outcome = result["outcome"]
+            value = result["overrides"].get(axis)
+            if metric in outcome.get("cv", {}):
+                mean, ci = outcome["cv"][metric]
+            else:
+                mean, ci = outcome["metrics"][metric], 0.0
+            groups.setdefault(str(value), []).append((mean, ci))
+        labels = sorted(groups, key=level_sort_key)
+        means = [float(np.mean([m for m, _ in groups[k]])) for k in labels]
+        errors = [float(np.mean([c for _, c in groups[k]])) for k in labels]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.errorbar(range(len(labels)), means, yerr=errors, marker="o", capsize=4)
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set_xlabel(axis)
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} against {axis}")
+        fig.tight_layout()
+        path = os.path.join(folder, f"sweep_{axis.replace('.', '_')}.png")
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+

@@ -1,0 +1,1 @@
+"""The network: spec -> Keras model (builder), activations, training, devices, the scorer."""

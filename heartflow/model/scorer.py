@@ -1,0 +1,104 @@
+"""The scorer: a fitted encoder and a Keras network, raw records in, predictions out.
+
+It is what the logged MLflow model wraps (:mod:`heartflow.tracking.logged_model`), what
+``heartflow predict`` and ``hf.load_model(uri).predict(df)`` use, and what the
+promotion gate re-scores the champion with. Loading reads JSON and a ``.keras`` file in
+Keras' ``safe_mode``; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from heartflow.data.encoder import TabularEncoder
+from heartflow.errors import DataError
+
+
+def network_output(network: Any, x: np.ndarray) -> np.ndarray:
+    """The network's output for an encoded matrix (a direct call for small inputs)."""
+    if len(x) <= 4096:
+        return np.asarray(network(x, training=False))
+    return np.asarray(network.predict(x, batch_size=4096, verbose=0))
+
+
+def missing_columns(frame: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
+    """Feature columns the model needs that ``frame`` lacks."""
+    needed = [*meta["numeric"], *meta["categorical"]]
+    return [c for c in needed if c not in frame.columns]
+
+
+def model_meta(spec: Any, encoder: TabularEncoder, classes: list[str],
+               plugins: list[str] | None = None) -> dict[str, Any]:
+    """What the scorer needs besides weights and encoder: columns, task, threshold, plugins."""
+    return {"format": "heartflow.meta/1", "spec_name": spec.name, "task": spec.task,
+            "numeric": encoder.numeric, "categorical": encoder.categorical,
+            "na_values": encoder.na_values, "threshold": spec.evaluate.threshold,
+            "classes": classes, "target": spec.data.target_spec.column,
+            "input_width": encoder.width, "plugins": list(plugins or [])}
+
+
+class Scorer:
+    """Raw DataFrame in, predictions out."""
+
+    def __init__(self, encoder: TabularEncoder, network: Any, meta: dict[str, Any]) -> None:
+        self.encoder, self.network, self.meta = encoder, network, meta
+
+    @classmethod
+    def load(cls, keras_path: str, encoder_path: str, meta_path: str) -> Scorer:
+        """Load from artifact files (safe mode, no pickle); imports the model's plugins first."""
+        import keras
+
+        import heartflow.model.activations  # noqa: F401  (registers custom activations)
+
+        with open(meta_path, encoding="utf-8") as fh:
+            meta = json.load(fh)
+        for module in meta.get("plugins", []):
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise DataError(f"this model uses activations from the plugin module "
+                                f"{module!r}, which cannot be imported ({exc}); install it or "
+                                "put it on PYTHONPATH") from None
+        network = keras.saving.load_model(keras_path, compile=False, safe_mode=True)
+        return cls(TabularEncoder.load(encoder_path), network, meta)
+
+    @property
+    def task(self) -> str:
+        """binary, multiclass or regression."""
+        return str(self.meta["task"])
+
+    def typed(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Raw records as typed feature columns (the training rules; errors name the row)."""
+        from heartflow.data.dataset import prepare_features
+
+        missing = missing_columns(frame, self.meta)
+        if missing:
+            raise DataError(f"input lacks required column(s): {', '.join(missing)}")
+        return prepare_features(frame.reset_index(drop=True), self.meta["numeric"],
+                                self.meta["categorical"], self.meta["na_values"])
+
+    def output(self, typed: pd.DataFrame) -> np.ndarray:
+        """The network's output for typed feature columns (probabilities or values)."""
+        out = network_output(self.network, self.encoder.transform(typed))
+        return out if self.task == "multiclass" else out.reshape(-1)
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Probabilities and predicted class (or the predicted value for regression)."""
+        out = self.output(self.typed(frame))
+        if self.task == "binary":
+            proba = out.astype(np.float64)
+            return pd.DataFrame({"probability": proba,
+                                 "prediction": (proba >= self.meta["threshold"]).astype(
+                                     np.int64)})
+        if self.task == "multiclass":
+            classes = self.meta["classes"]
+            result = pd.DataFrame(out.astype(np.float64),
+                                  columns=[f"probability_{c}" for c in classes])
+            result["prediction"] = [classes[i] for i in out.argmax(axis=1)]
+            return result
+        return pd.DataFrame({"prediction": out.astype(np.float64)})

@@ -1,0 +1,290 @@
+"""The typed spec: pydantic models for every section of a heartflow YAML file.
+
+Configuration is data: these models only describe and check values; the
+builder, trainer and evaluator read them. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import difflib
+import operator
+import re
+import warnings
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from heartflow.spec import vocabulary as V
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_default=True)
+
+
+def _one_of(value: str, allowed: tuple[str, ...], what: str) -> str:
+    if value not in allowed:
+        close = difflib.get_close_matches(value, allowed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown {what} {value!r}{hint} Allowed: {', '.join(allowed)}")
+    return value
+
+
+_TARGET_RULE = re.compile(r"^\s*(==|!=|>=|<=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
+COMPARISONS = {"==": operator.eq, "!=": operator.ne, ">=": operator.ge, "<=": operator.le,
+               ">": operator.gt, "<": operator.lt}
+
+
+class TargetSpec(_Section):
+    """The label column, optionally turned binary by a comparison (``num > 0``)."""
+
+    column: str = Field(min_length=1)
+    positive: str | int | float | None = Field(
+        default=None,
+        description="Makes the label binary: a comparison like '> 0', or the positive value.")
+
+    @field_validator("positive")
+    @classmethod
+    def _rule(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip()[:1] in "<>=!" and not _TARGET_RULE.match(v):
+            raise ValueError("a comparison like '> 0', '>= 1' or '== 1' (operator, number)")
+        return v
+
+    @property
+    def comparison(self) -> tuple[str, float] | None:
+        """``('>', 0.0)`` for a rule like ``'> 0'``; None when ``positive`` is a value or unset."""
+        match = _TARGET_RULE.match(str(self.positive)) if self.positive is not None else None
+        return (match.group(1), float(match.group(2))) if match else None
+
+
+class FeaturesSpec(_Section):
+    """Typed feature columns: categorical ones are one-hot encoded, numeric standardised."""
+
+    categorical: list[str] = Field(default_factory=list)
+    numeric: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> FeaturesSpec:
+        both = sorted(set(self.categorical) & set(self.numeric))
+        if both:
+            raise ValueError(f"columns listed as both categorical and numeric: {both}")
+        for group in (self.categorical, self.numeric):
+            dupes = sorted({c for c in group if group.count(c) > 1})
+            if dupes:
+                raise ValueError(f"columns listed twice: {dupes}")
+        if not self.categorical and not self.numeric:
+            raise ValueError("at least one feature column is needed")
+        return self
+
+
+class SplitSpec(_Section):
+    """Held-out fractions of the rows; the rest is the training split."""
+
+    test: float = Field(default=0.2, gt=0, lt=0.9)
+    validation: float = Field(default=0.2, ge=0, lt=0.9)
+    stratify: bool = True
+    seed: int = Field(default=42, ge=0)
+
+    @model_validator(mode="after")
+    def _room_for_training(self) -> SplitSpec:
+        if self.test + self.validation >= 0.9:
+            raise ValueError("test + validation must leave at least 10% of rows for training")
+        return self
+
+
+class DataSpec(_Section):
+    """Where the rows come from and what the columns mean."""
+
+    source: str = Field(min_length=1, description="A named data set (heart-csv, "
+                        "uci-cleveland), a path to a CSV file, or an https URL.")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    columns: list[str] | None = Field(default=None,
+                                      description="Column names for a file without header.")
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    na_values: list[str] = Field(default_factory=lambda: ["", "?", "NA", "NaN"])
+    target: str | TargetSpec
+    features: FeaturesSpec
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    streaming: bool | Literal["auto"] = "auto"
+
+    @property
+    def target_spec(self) -> TargetSpec:
+        """The target as a TargetSpec whether it was given as a name or a mapping."""
+        return self.target if isinstance(self.target, TargetSpec) else TargetSpec(
+            column=self.target)
+
+    @model_validator(mode="after")
+    def _target_not_feature(self) -> DataSpec:
+        col = self.target_spec.column
+        if col in self.features.categorical or col in self.features.numeric:
+            raise ValueError(f"the target column {col!r} is also listed as a feature")
+        return self
+
+
+class DenseSpec(_Section):
+    """One hidden Dense layer."""
+
+    units: int = Field(gt=0, le=65536)
+    activation: str = "relu"
+    initializer: str = "glorot_uniform"
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    l2: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    @field_validator("activation")
+    @classmethod
+    def _activation(cls, v: str) -> str:
+        return _one_of(v, V.activation_names(), "activation")
+
+    @field_validator("initializer")
+    @classmethod
+    def _initializer(cls, v: str) -> str:
+        return _one_of(v, V.INITIALIZERS, "initializer")
+
+
+class OutputSpec(_Section):
+    """The output layer: sigmoid (binary), softmax with N units, or linear (regression)."""
+
+    units: int = Field(default=1, gt=0, le=10000)
+    activation: str = "sigmoid"
+    initializer: str = "glorot_uniform"
+
+    @field_validator("activation")
+    @classmethod
+    def _activation(cls, v: str) -> str:
+        return _one_of(v, V.OUTPUT_ACTIVATIONS, "output activation")
+
+    @field_validator("initializer")
+    @classmethod
+    def _initializer(cls, v: str) -> str:
+        return _one_of(v, V.INITIALIZERS, "initializer")
+
+    @property
+    def task(self) -> str:
+        """binary, multiclass or regression, from the activation."""
+        return {"sigmoid": "binary", "softmax": "multiclass", "linear": "regression"}[
+            self.activation]
+
+
+class ModelSpec(_Section):
+    """The network: zero or more hidden Dense layers, then the output layer."""
+
+    hidden: list[DenseSpec] = Field(default_factory=list)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+
+class OptimizerSpec(_Section):
+    """Optimiser and its learning rate (momentum for SGD, weight decay for AdamW)."""
+
+    name: str = "adam"
+    learning_rate: float = Field(default=0.001, gt=0.0, le=10.0)
+    momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
+    weight_decay: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _one_of(v, V.OPTIMIZERS, "optimizer")
+
+
+class EarlyStoppingSpec(_Section):
+    """Stop when the monitored value stops improving."""
+
+    monitor: Literal["val_loss", "loss", "val_auc", "val_accuracy"] = "val_loss"
+    patience: int = Field(default=10, ge=1)
+    min_delta: float = Field(default=0.0, ge=0.0)
+    restore_best: bool = True
+
+
+class TrainSpec(_Section):
+    """How the network is fitted."""
+
+    loss: str = "binary_crossentropy"
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    batch_size: int = Field(default=32, gt=0, le=1_000_000)
+    epochs: int = Field(default=100, gt=0, le=100_000)
+    early_stopping: EarlyStoppingSpec | None = None
+    class_weight: Literal["balanced"] | dict[int, Annotated[float, Field(gt=0)]] | None = None
+    seed: int = Field(default=42, ge=0)
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    mixed_precision: bool = False
+
+    @field_validator("loss")
+    @classmethod
+    def _loss(cls, v: str) -> str:
+        return _one_of(v, V.LOSSES, "loss")
+
+
+class CVSpec(_Section):
+    """Repeated stratified k-fold cross-validation."""
+
+    folds: int = Field(default=5, ge=2, le=50)
+    repeats: int = Field(default=1, ge=1, le=50)
+
+
+class EvaluateSpec(_Section):
+    """How the model is judged on held-out rows."""
+
+    metrics: list[str] | None = None
+    threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    baselines: list[str] = Field(default_factory=list)
+    cv: CVSpec | None = None
+
+    @field_validator("baselines")
+    @classmethod
+    def _baselines(cls, v: list[str]) -> list[str]:
+        for name in v:
+            _one_of(name, V.BASELINES, "baseline")
+        return v
+
+
+class PromoteSpec(_Section):
+    """When a new version may take the ``champion`` alias."""
+
+    metric: str | None = Field(default=None, description="Default: roc_auc (binary), "
+                               "accuracy (multiclass), rmse (regression).")
+    min_improvement: float = Field(default=0.0, ge=0.0)
+    must_beat_baselines: bool = False
+
+
+class RegisterSpec(_Section):
+    """Model registry settings."""
+
+    enabled: bool = True
+    model_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    promote: PromoteSpec = Field(default_factory=PromoteSpec)
+
+
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+
+
+class Spec(_Section):
+    """A whole heartflow spec."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+                      description="Experiment name: letters, digits, '.', '_' or '-'.")
+    description: str = ""
+    data: DataSpec
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
+    register: RegisterSpec = Field(default_factory=RegisterSpec)
+
+    @property
+    def task(self) -> str:
+        """binary, multiclass or regression."""
+        return self.model.output.task
+
+    @property
+    def model_name(self) -> str:
+        """Registered model name (defaults to the spec name)."""
+        return self.register.model_name or self.name
+
+    @property
+    def promotion_metric(self) -> str:
+        """Metric the promotion gate compares."""
+        default = {"binary": "roc_auc", "multiclass": "accuracy", "regression": "rmse"}
+        return self.register.promote.metric or default[self.task]
+
+    @property
+    def metrics(self) -> list[str]:
+        """Evaluation metrics, defaulted by task."""
+        return self.evaluate.metrics or list(V.DEFAULT_METRICS[self.task])

@@ -1,0 +1,1 @@
+"""MLflow: runs (params, tags, metrics, artifacts), the logged model, the registry, comparisons."""

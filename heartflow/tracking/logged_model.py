@@ -1,0 +1,117 @@
+"""The logged model: network (.keras), encoder and meta (JSON) as one MLflow pyfunc.
+
+The pyfunc is logged "from code" (``heartflow/tracking/model_entry.py``), so loading it
+needs the installed ``heartflow`` package and unpickles nothing. Plugin modules whose
+activations the network uses travel with it as MLflow ``code_paths``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import os
+import tempfile
+import warnings
+from typing import Any
+
+import pandas as pd
+
+from heartflow.data.encoder import TabularEncoder
+from heartflow.errors import DataError
+from heartflow.model.scorer import Scorer, model_meta
+from heartflow.spec.schema import Spec
+
+ENTRY = os.path.join(os.path.dirname(__file__), "model_entry.py")
+KERAS_ARTIFACT, ENCODER_ARTIFACT, META_ARTIFACT = "keras_model", "encoder", "meta"
+
+
+def _requirements() -> list[str]:
+    reqs = []
+    for dist in ("heartflow", "mlflow", "tensorflow", "keras", "pandas", "numpy"):
+        try:
+            reqs.append(f"{dist}=={md.version(dist)}")
+        except md.PackageNotFoundError:
+            reqs.append(dist)
+    return reqs
+
+
+def signature(meta: dict[str, Any]):
+    """Input: the raw feature columns (any type, scored by the training rules)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    inputs = Schema([ColSpec(AnyType(), name) for name in [*meta["numeric"],
+                                                           *meta["categorical"]]])
+    if meta["task"] == "binary":
+        outputs = Schema([ColSpec("double", "probability"), ColSpec("long", "prediction")])
+    elif meta["task"] == "multiclass":
+        outputs = Schema([*(ColSpec("double", f"probability_{c}") for c in meta["classes"]),
+                          ColSpec("string", "prediction")])
+    else:
+        outputs = Schema([ColSpec("double", "prediction")])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def log_model(run_id: str, experiment_id: str, spec: Spec, encoder: TabularEncoder, network,
+              classes: list[str], example: pd.DataFrame) -> str:
+    """Save network, encoder and meta and log them as a pyfunc; returns the model URI."""
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    from heartflow.model.activations import plugin_modules
+    from heartflow.model.plugins import plugin_code_paths
+
+    plugins = plugin_modules([layer.activation for layer in spec.model.hidden])
+    meta = model_meta(spec, encoder, classes, plugins)
+    with tempfile.TemporaryDirectory(prefix="heartflow-model-") as tmp:
+        keras_path = os.path.join(tmp, "network.keras")
+        network.save(keras_path)
+        encoder_path = os.path.join(tmp, "encoder.json")
+        encoder.save(encoder_path)
+        meta_path = os.path.join(tmp, "meta.json")
+        with open(meta_path, "w", encoding="utf-8") as fh:
+            json.dump(meta, fh, indent=1)
+        example = example.astype(object).where(example.notna(), None)
+        logged = mlflow.initialize_logged_model(name="model", source_run_id=run_id,
+                                                experiment_id=experiment_id)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*type hints.*")
+            info = Model.log(
+                artifact_path=None, name="model", flavor=mlflow.pyfunc, run_id=run_id,
+                model_id=logged.model_id, python_model=ENTRY,
+                artifacts={KERAS_ARTIFACT: keras_path, ENCODER_ARTIFACT: encoder_path,
+                           META_ARTIFACT: meta_path},
+                code_paths=plugin_code_paths(plugins) or None,
+                signature=signature(meta), input_example=example,
+                pip_requirements=_requirements())
+    return info.model_uri
+
+
+def python_model_class():
+    """The MLflow PythonModel class that wraps a :class:`Scorer` (used by model_entry)."""
+    import mlflow.pyfunc
+
+    class HeartflowModel(mlflow.pyfunc.PythonModel):
+        """MLflow pyfunc wrapper around :class:`Scorer`."""
+
+        def load_context(self, context) -> None:
+            a = context.artifacts
+            self.scorer = Scorer.load(a[KERAS_ARTIFACT], a[ENCODER_ARTIFACT], a[META_ARTIFACT])
+
+        def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+            if not isinstance(model_input, pd.DataFrame):
+                model_input = pd.DataFrame(model_input)
+            return self.scorer.predict(model_input)
+
+    return HeartflowModel
+
+
+def load_scorer(model_uri: str) -> Scorer:
+    """Load a logged or registered heartflow model (``models:/name@champion``) as a Scorer."""
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    scorer = getattr(model.unwrap_python_model(), "scorer", None)
+    if scorer is None:
+        raise DataError(f"{model_uri} is not a heartflow model")
+    return scorer

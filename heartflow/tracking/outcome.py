@@ -1,0 +1,80 @@
+"""What one run produced: returned by the flow, printed by the CLI, shown by notebooks."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class RunOutcome:
+    """The outcome of one training run."""
+
+    spec_name: str
+    run_id: str
+    experiment_id: str
+    input_width: int
+    parameters: int
+    metrics: dict[str, float]
+    test_rows: int
+    split: dict[str, int]
+    epochs_run: int
+    best_epoch: int | None
+    train_seconds: float
+    epochs_planned: int = 0
+    model_name: str | None = None
+    version: str | None = None
+    promoted: bool | None = None
+    decision: str = ""
+    data_sha256: str = ""
+    cv: dict[str, list[float]] = field(default_factory=dict)  # metric -> [mean, ci95]
+    cv_folds: int = 0
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+    plots: dict[str, str] = field(default_factory=dict)  # name -> artifact path in the run
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain data."""
+        return asdict(self)
+
+    @property
+    def model_uri(self) -> str | None:
+        """``models:/name/version`` of the registered version, if one was registered."""
+        return f"models:/{self.model_name}/{self.version}" if self.version else None
+
+    def rows(self) -> list[tuple[str, str]]:
+        """The summary as (what, value) pairs: the CLI's table and the notebook's."""
+        split = self.split
+        stopped = 0 < self.epochs_run < (self.epochs_planned or self.epochs_run + 1)
+        stop = (f" (early stop, best epoch {self.best_epoch})" if stopped and self.best_epoch
+                else f" (best epoch {self.best_epoch})" if self.best_epoch else "")
+        out = [("inputs", str(self.input_width)), ("parameters", str(self.parameters)),
+               ("rows (train/val/test)",
+                f"{split['train']}/{split['validation']}/{split['test']}"),
+               ("epochs run", f"{self.epochs_run}{stop}"),
+               ("train time", f"{self.train_seconds:.2f} s")]
+        out += [(f"test {name}", f"{value:.4f}  (n={self.test_rows} test rows)")
+                for name, value in self.metrics.items()]
+        out += [(f"CV {name}", f"{mean:.4f} ± {ci:.4f}  ({self.cv_folds} folds, 95% CI)")
+                for name, (mean, ci) in self.cv.items()]
+        first = next(iter(self.metrics), "")
+        for base, scores in self.baselines.items():
+            shown = "  ".join(f"{k} {scores[k]:.4f}" for k in list(self.metrics)[:2]
+                              if k in scores)
+            if f"cv_{first}" in scores:
+                shown += f"  (CV {first} {scores[f'cv_{first}']:.4f} ± " \
+                         f"{scores[f'cv_{first}_ci95']:.4f})"
+            out.append((f"baseline {base}", shown))
+        out.append(("MLflow run", self.run_id))
+        if self.version:
+            verdict = "champion" if self.promoted else "not promoted"
+            out.append(("registered", f"{self.model_name} v{self.version} ({verdict})"))
+            out.append(("promotion", self.decision))
+        return out
+
+    def _repr_html_(self) -> str:
+        body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+                       f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+                       for k, v in self.rows())
+        return (f"<table><caption>heartflow run: {html.escape(self.spec_name)}</caption>"
+                f"{body}</table>")

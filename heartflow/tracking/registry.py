@@ -1,0 +1,256 @@
+"""Model registry: versions, the ``champion``/``challenger`` aliases, and the promotion gate.
+
+Every successful run registers a version (after its artifacts are fully logged)
+and gives it the ``challenger`` alias. The champion is re-scored on the new run's
+test rows (the caller says how: ``score_champion``); the challenger takes
+``champion`` only if it wins by the declared margin (or there is no champion).
+Decisions are serialised by a file lock (one host; see docs/team.md) and recorded
+as tags on the version and the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from heartflow.errors import RegistryError
+from heartflow.spec import vocabulary as V
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+PREVIOUS_TAG = "heartflow.previous_champion"
+
+
+@dataclass
+class Decision:
+    """The outcome of the promotion gate."""
+
+    promoted: bool
+    metric: str
+    challenger_score: float | None
+    champion_score: float | None
+    champion_version: str | None
+    reason: str
+
+    def tags(self) -> dict[str, str]:
+        """As registry/run tags."""
+        return {f"heartflow.promotion.{k}": "" if v is None else str(v)
+                for k, v in asdict(self).items()}
+
+
+def _client():
+    from heartflow.tracking.runs import client
+
+    return client()
+
+
+@contextlib.contextmanager
+def registry_lock(name: str) -> Iterator[None]:
+    """Serialise alias decisions for one model among the processes of this machine.
+
+    A file lock (``filelock``) keyed by registry URI and model name: it promises nothing
+    across hosts sharing one tracking server.
+    """
+    import mlflow
+    from filelock import FileLock
+
+    uri = mlflow.get_registry_uri()
+    key = hashlib.sha256(f"{uri}|{name}".encode()).hexdigest()[:16]
+    folder = os.path.join(tempfile.gettempdir(), "heartflow-locks")
+    os.makedirs(folder, exist_ok=True)
+    with FileLock(os.path.join(folder, f"{key}.lock")):
+        yield
+
+
+def register_version(model_uri: str, name: str, run_id: str, tags: dict[str, str]) -> str:
+    """Create a registered model version for a fully-logged model; returns the version.
+
+    Idempotent per run: a retried register step finds the version this run already
+    created instead of making a second one.
+    """
+    import mlflow
+
+    from heartflow.tracking.transient import is_transient
+
+    existing = [v for v in _search_versions(name) if v.run_id == run_id]
+    if existing:
+        return str(max(int(v.version) for v in existing))
+    version = None
+    for attempt in range(6):
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Created version"
+                version = mlflow.register_model(model_uri, name, tags=tags)
+            break
+        except Exception as exc:
+            if attempt == 5 or not is_transient(exc):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    return str(version.version)
+
+
+def _search_versions(name: str) -> list[Any]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return list(_client().search_model_versions(f"name='{name}'"))
+    except MlflowException:
+        return []
+
+
+def alias_version(name: str, alias: str) -> str | None:
+    """Version that holds ``alias``, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(_client().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def _better(new: float, old: float, metric: str, margin: float) -> bool:
+    gain = new - old if metric in V.HIGHER_IS_BETTER else old - new
+    return gain >= margin if margin > 0 else gain > 0
+
+
+def decide_and_promote(name: str, version: str, run_id: str, metric: str, new_score: float,
+                       challenger_meta: dict[str, Any],
+                       score_champion: Callable[[Any], float], min_improvement: float,
+                       baseline_scores: dict[str, float] | None = None) -> Decision:
+    """Run the promotion gate for a freshly registered version and move aliases.
+
+    ``new_score`` is the challenger's ``metric`` on the gate rows; ``score_champion``
+    scores a loaded champion (a Scorer) on the same rows.
+    """
+    from heartflow.tracking.logged_model import load_scorer
+
+    c = _client()
+    c.set_registered_model_alias(name, CHALLENGER, version)
+    with registry_lock(name):
+        champion = alias_version(name, CHAMPION)
+        if new_score != new_score:  # NaN: the metric is undefined on the gate rows
+            decision = Decision(False, metric, None, None, champion,
+                                f"{metric} is undefined on the gate rows (for example only "
+                                "one class among them); not promoted")
+        elif champion is None:
+            decision = Decision(True, metric, new_score, None, None, "no champion yet")
+        elif champion == version:
+            decision = Decision(True, metric, new_score, new_score, champion, "already champion")
+        else:
+            try:
+                old = load_scorer(f"models:/{name}/{champion}")
+            except Exception as exc:
+                raise RegistryError(f"cannot load champion {name} v{champion} to re-score it: "
+                                    f"{exc}") from exc
+            old_cols = (old.meta["numeric"], old.meta["categorical"], old.meta["task"])
+            new_cols = (challenger_meta["numeric"], challenger_meta["categorical"],
+                        challenger_meta["task"])
+            if old_cols != new_cols:
+                decision = Decision(False, metric, new_score, None, champion,
+                                    "input schema differs from the champion's (feature columns "
+                                    "or task changed); promote by hand with heartflow promote")
+            else:
+                old_score = score_champion(old)
+                won = _better(new_score, old_score, metric, min_improvement)
+                how = f"{metric} {new_score:.4f} vs champion v{champion} {old_score:.4f}"
+                reason = (f"better by the margin ({how}, margin {min_improvement})" if won else
+                          f"not better by the margin ({how}, margin {min_improvement})")
+                decision = Decision(won, metric, new_score, old_score, champion, reason)
+        if decision.promoted and baseline_scores:
+            beaten = [b for b, s in baseline_scores.items()
+                      if not _better(new_score, s, metric, 0.0)]
+            if beaten:
+                decision = Decision(False, metric, new_score, decision.champion_score,
+                                    champion, f"does not beat baseline(s) {', '.join(beaten)} "
+                                    f"on {metric}")
+        if decision.promoted and champion != version:
+            if champion is not None:
+                c.set_model_version_tag(name, version, PREVIOUS_TAG, champion)
+            c.set_registered_model_alias(name, CHAMPION, version)
+    record(name, version, run_id, decision.tags())
+    return decision
+
+
+def record(name: str, version: str, run_id: str | None, tags: dict[str, str]) -> None:
+    """Write tags on a model version and (if given) its run."""
+    c = _client()
+    for k, v in tags.items():
+        c.set_model_version_tag(name, version, k, v)
+        if run_id:
+            c.set_tag(run_id, k, v)
+
+
+def promote(name: str, version: str, reason: str = "manual promotion") -> str | None:
+    """Give ``version`` the champion alias by hand; returns the previous champion."""
+    c = _client()
+    try:
+        c.get_model_version(name, version)
+    except Exception:
+        raise RegistryError(f"model {name!r} has no version {version}") from None
+    with registry_lock(name):
+        previous = alias_version(name, CHAMPION)
+        if previous and previous != version:
+            c.set_model_version_tag(name, version, PREVIOUS_TAG, previous)
+        c.set_registered_model_alias(name, CHAMPION, version)
+    record(name, version, None, {"heartflow.promotion.promoted": "True",
+                                 "heartflow.promotion.reason": reason,
+                                 "heartflow.promotion.at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return previous
+
+
+def rollback(name: str) -> tuple[str, str]:
+    """Move champion back to the version it replaced; returns (from, to)."""
+    c = _client()
+    with registry_lock(name):
+        current = alias_version(name, CHAMPION)
+        if current is None:
+            raise RegistryError(f"model {name!r} has no champion to roll back")
+        previous = c.get_model_version(name, current).tags.get(PREVIOUS_TAG)
+        if not previous:
+            raise RegistryError(f"champion {name} v{current} did not replace an earlier "
+                                "champion; nothing to roll back to")
+        c.set_registered_model_alias(name, CHAMPION, previous)
+    record(name, current, None, {"heartflow.rollback.replaced_by": previous})
+    record(name, previous, None, {"heartflow.rollback.restored_from": current,
+                                  "heartflow.promotion.reason": f"rollback from v{current}"})
+    return current, previous
+
+
+def list_versions(name: str | None = None) -> list[dict[str, object]]:
+    """Registered versions with run, spec, key metrics and aliases (newest first)."""
+    c = _client()
+    names = [name] if name else [m.name for m in c.search_registered_models()]
+    rows = []
+    for model_name in names:
+        try:
+            model = c.get_registered_model(model_name)
+        except Exception:
+            raise RegistryError(f"no registered model named {model_name!r}") from None
+        aliases: dict[str, list[str]] = {}
+        for alias, ver in (model.aliases or {}).items():
+            aliases.setdefault(str(ver), []).append(alias)
+        for v in c.search_model_versions(f"name='{model_name}'"):
+            metrics = {}
+            if v.run_id:
+                with contextlib.suppress(Exception):
+                    run = c.get_run(v.run_id)
+                    metrics = {k.removeprefix("test_"): val for k, val in run.data.metrics.items()
+                               if k.startswith("test_")}
+            rows.append({"name": model_name, "version": str(v.version), "run_id": v.run_id,
+                         "spec": v.tags.get("heartflow.spec_name", ""),
+                         "metrics": metrics, "aliases": sorted(aliases.get(str(v.version), [])),
+                         "created": v.creation_timestamp,
+                         "decision": v.tags.get("heartflow.promotion.reason", "")})
+    rows.sort(key=lambda r: (r["name"], -int(r["version"])))
+    return rows
+
+
+def to_json(rows: list[dict[str, object]]) -> str:
+    """Rows as JSON text."""
+    return json.dumps(rows, indent=1, default=str)

@@ -1,0 +1,57 @@
+"""What every training run records at its start, written once for in-memory and streamed data:
+parameters flattened from the resolved spec, tags (data fingerprint, split sizes, seed,
+devices, versions), the spec as given and as resolved, the encoder, the swept values."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import yaml
+
+from heartflow.spec.loading import LoadedSpec
+from heartflow.tracking.runs import Recorder, environment_tags, flatten
+
+
+def spec_hash(loaded: LoadedSpec) -> str:
+    """sha256 of the resolved spec (defaults filled in), as canonical JSON."""
+    resolved = json.dumps(loaded.spec.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(resolved.encode()).hexdigest()
+
+
+def run_tags(loaded: LoadedSpec, data: Any) -> dict[str, object]:
+    """Run tags: data fingerprint, split sizes, versions, seed, devices."""
+    from heartflow.model.devices import device_tags
+
+    return {"heartflow.spec_name": loaded.spec.name, "heartflow.spec_path": loaded.path,
+            "heartflow.spec_hash": spec_hash(loaded),
+            "heartflow.data_sha256": data.sha256, "heartflow.data_source": data.source,
+            "heartflow.rows": data.rows,
+            "heartflow.streaming": "true" if data.streaming else "false",
+            **{f"heartflow.split.{k}": v for k, v in data.sizes().items()},
+            "heartflow.seed": loaded.spec.train.seed,
+            "heartflow.input_width": data.width,
+            "heartflow.missing_rule": "see preprocessing/encoder.json (median/mode/unseen=zeros)",
+            "mlflow.note.content": loaded.spec.description or "",
+            **environment_tags(), **device_tags(loaded.spec.train.device)}
+
+
+def record_run_inputs(recorder: Recorder, loaded: LoadedSpec, data: Any,
+                      extra_tags: dict[str, str] | None = None) -> None:
+    """Parameters, tags and input artifacts of one run."""
+    spec = loaded.spec
+    recorder.params(flatten(spec.model_dump(mode="json", by_alias=True)))
+    recorder.tags({**run_tags(loaded, data), **(extra_tags or {})})
+    recorder.text(loaded.text, "spec/spec.yaml")
+    recorder.text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False),
+                  "spec/resolved.yaml")
+    recorder.text(json.dumps(data.encoder.to_dict(), indent=1, sort_keys=True),
+                  "preprocessing/encoder.json")
+    if loaded.overrides:
+        shown = {k: v for k, v in loaded.overrides.items() if k != "register.enabled"}
+        recorder.tags({"heartflow.overrides": json.dumps(shown)})
+        # The swept values as their own params, so MLflow's compare view and its
+        # parallel-coordinates chart show them first (0 units = no hidden layer).
+        recorder.params({f"axis.{k}": json.dumps(v) if isinstance(v, (list, dict))
+                         else str(v) for k, v in shown.items()})

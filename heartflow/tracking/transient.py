@@ -1,0 +1,91 @@
+"""Which failures are worth retrying: a tracking server, the network or a database briefly away.
+
+Recognised by exception type and HTTP status, following the exception's chain
+(``__cause__``, ``__context__`` and a DB-API error's ``orig``), never by words in a
+message: an unrelated error that happens to mention "timeout" is not retried.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from collections.abc import Iterator
+
+TRANSIENT_HTTP_STATUS = frozenset({408, 429, 502, 503, 504})
+# MLflow's error codes for a server that is temporarily away or asks us to slow down.
+TRANSIENT_MLFLOW_CODES = frozenset({"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"})
+_BUSY_SQLITE_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception it was raised from or while handling (cycle-safe)."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo += [current.__cause__, current.__context__, getattr(current, "orig", None)]
+
+
+def is_database_busy(exc: BaseException) -> bool:
+    """A sqlite store locked by another writer (SQLITE_BUSY / SQLITE_LOCKED)."""
+    return any(isinstance(e, sqlite3.OperationalError)
+               and getattr(e, "sqlite_errorcode", None) in _BUSY_SQLITE_CODES
+               for e in _chain(exc))
+
+
+def _http_status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _one_is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    if _http_status(exc) in TRANSIENT_HTTP_STATUS:
+        return True
+    module = type(exc).__module__.split(".")[0]
+    if module == "requests":
+        import requests
+
+        return isinstance(exc, (requests.ConnectionError, requests.Timeout,
+                                requests.exceptions.RetryError))
+    if module == "urllib3":
+        import urllib3.exceptions as u
+
+        return isinstance(exc, (u.MaxRetryError, u.NewConnectionError, u.TimeoutError,
+                                u.ProtocolError))
+    if module == "httpx":
+        import httpx
+
+        return isinstance(exc, httpx.TransportError)
+    if module == "mlflow":
+        code = getattr(exc, "error_code", None)
+        return code in TRANSIENT_MLFLOW_CODES
+    return False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for network-ish failures; never for heartflow's own spec/data/registry errors."""
+    from heartflow.errors import HeartflowError, TrackingError
+
+    if isinstance(exc, HeartflowError) and not isinstance(exc, TrackingError):
+        return False
+    return is_database_busy(exc) or any(_one_is_transient(e) for e in _chain(exc))
+
+
+def retry_if_transient(task, task_run, state) -> bool:
+    """Prefect ``retry_condition_fn``: retry transient failures and say so."""
+    try:
+        state.result()
+    except Exception as exc:
+        if is_transient(exc):
+            sys.stderr.write(f"heartflow: {task.name}: transient failure "
+                             f"({type(exc).__name__}); retrying with backoff\n")
+            return True
+        return False
+    return False

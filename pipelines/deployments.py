@@ -1,0 +1,164 @@
+"""Prefect deployments of the retraining flow: create/update, list, remove.
+
+Deployments live on the Prefect server named by ``PREFECT_API_URL``; process
+workers on a work pool (``prefect worker start --pool gpu``) run them. The flow is
+referenced by module path (``heartflow.pipelines.retraining:retrain_flow``), so a
+worker only needs heartflow installed; the spec travels as a parameter and the
+tracking URI and data folder as job variables (environment).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from heartflow.errors import HeartflowError
+
+FLOW_NAME = "heartflow-retrain"
+ENTRYPOINT = "heartflow.pipelines.retraining.retrain_flow"
+
+
+def require_server() -> str:
+    """The Prefect API URL, or a clear error saying how to get one."""
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        try:
+            from prefect.settings import PREFECT_API_URL
+
+            url = PREFECT_API_URL.value()
+        except Exception:
+            url = None
+    if not url:
+        raise HeartflowError(
+            "no Prefect server configured: deployments live on a server. Start one with "
+            "`prefect server start` (then `export PREFECT_API_URL=http://127.0.0.1:4200/api`) "
+            "or set PREFECT_API_URL to your team's server")
+    return url
+
+
+def _absolute_data(spec_text: str, base_dir: str, source: str) -> str:
+    """Rewrite a relative data path to an absolute one (the worker has another cwd)."""
+    from heartflow.data.sources import NAMED_DATASETS, _is_url
+
+    if source in NAMED_DATASETS or _is_url(source) or os.path.isabs(source):
+        return spec_text
+    absolute = str((Path(base_dir) / source).resolve())
+    return spec_text.replace(f"source: {source}", f"source: {absolute}", 1)
+
+
+def job_environment() -> dict[str, str]:
+    """Environment the worker's flow runs need: tracking URI and data folder."""
+    from heartflow.tracking.runs import tracking_uri
+
+    env = {}
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + os.path.abspath(uri.removeprefix("sqlite:///"))
+    env["MLFLOW_TRACKING_URI"] = uri
+    for key in ("HEARTFLOW_DATA_DIR", "HEARTFLOW_CACHE_DIR"):
+        if os.environ.get(key):
+            env[key] = os.path.abspath(os.environ[key])
+    return env
+
+
+def deploy(spec_path: str, cron: str, pool: str = "default", name: str | None = None,
+           timezone: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Create or update (same name: idempotent) the retraining deployment for a spec."""
+    from heartflow.spec import load_spec
+
+    loaded = load_spec(spec_path)
+    require_server()
+    from prefect.client.orchestration import get_client
+    from prefect.deployments.runner import EntrypointType
+    from prefect.schedules import Cron
+
+    from heartflow.pipelines.retraining import retrain_flow
+
+    name = name or loaded.spec.name
+    text = _absolute_data(loaded.text, loaded.base_dir, loaded.spec.data.source)
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(pool)
+        except Exception:
+            raise HeartflowError(f"work pool {pool!r} does not exist on the Prefect server; "
+                                 f"create it with `prefect work-pool create {pool} --type "
+                                 "process`") from None
+    deployment = retrain_flow.to_deployment(
+        name=name, schedules=[Cron(cron, timezone=timezone or "UTC")],
+        parameters={"spec_text": text, "spec_path": os.path.abspath(spec_path)},
+        work_pool_name=pool, job_variables={"env": {**job_environment(), **(env or {})}},
+        entrypoint_type=EntrypointType.MODULE_PATH, tags=["heartflow", loaded.spec.name],
+        description=f"Scheduled retraining of {loaded.spec.name} ({loaded.spec.model_name})")
+    deployment_id = deployment.apply(work_pool_name=pool)
+    return {"id": str(deployment_id), "name": f"{FLOW_NAME}/{name}", "cron": cron,
+            "timezone": timezone or "UTC", "pool": pool, "model": loaded.spec.model_name}
+
+
+def list_deployments() -> list[dict[str, Any]]:
+    """heartflow deployments with schedule, pool, last run state and its champion."""
+    require_server()
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowFilter,
+        FlowFilterName,
+    )
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    rows = []
+    with get_client(sync_client=True) as client:
+        deployments = client.read_deployments(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])))
+        for dep in deployments:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])),
+                sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=20)
+            started = [r for r in runs if r.start_time is not None]
+            last = max(started, key=lambda r: r.start_time) if started else None
+            schedules = [getattr(s.schedule, "cron", None) or str(s.schedule)
+                         for s in dep.schedules or []]
+            rows.append({"name": f"{FLOW_NAME}/{dep.name}", "schedules": schedules,
+                         "pool": dep.work_pool_name or "",
+                         "last_run": last.state_name if last else "",
+                         "last_run_at": str(last.start_time or "") if last else "",
+                         "champion": _champion_from(dep.name)})
+    return rows
+
+
+def _champion_from(deployment_name: str) -> str:
+    """The latest registered version produced by this deployment, and its verdict."""
+    try:
+        from heartflow.tracking.runs import client
+
+        c = client()
+        experiments = [e.experiment_id for e in c.search_experiments()]
+        if not experiments:
+            return ""
+        runs = c.search_runs(experiments,
+                             filter_string=f"tags.`heartflow.deployment` = '{deployment_name}'",
+                             order_by=["attribute.start_time DESC"], max_results=1)
+        if not runs:
+            return ""
+        tags = runs[0].data.tags
+        version = tags.get("heartflow.registered_version", "")
+        verdict = "champion" if tags.get("heartflow.promotion.promoted") == "True" else \
+            "not promoted"
+        return f"{tags.get('heartflow.registered_model', '')} v{version} ({verdict})"
+    except Exception:
+        return ""
+
+
+def remove(name: str) -> None:
+    """Delete a deployment (``NAME`` or ``heartflow-retrain/NAME``)."""
+    require_server()
+    from prefect.client.orchestration import get_client
+
+    full = name if "/" in name else f"{FLOW_NAME}/{name}"
+    with get_client(sync_client=True) as client:
+        try:
+            dep = client.read_deployment_by_name(full)
+        except Exception:
+            raise HeartflowError(f"no deployment named {full!r}") from None
+        client.delete_deployment(dep.id)

@@ -48,6 +48,8 @@ def load_spec(spec: str | os.PathLike[str] | Mapping[str, Any] | LoadedSpec,
     from heartflow.spec.yaml_source import read_text
 
     load_plugins(plugins)
+    if isinstance(spec, LoadedSpec) and not overrides:
+        return spec  # already validated and checked
     if isinstance(spec, LoadedSpec):
         text, path = spec.text, spec.path
         overrides = {**(spec.overrides or {}), **(overrides or {})}
@@ -84,7 +86,7 @@ def run(spec: str | os.PathLike[str] | Mapping[str, Any] | LoadedSpec,
         from heartflow.pipelines.training import train_flow
         from heartflow.tracking.outcome import RunOutcome
 
-        result = train_flow(loaded, frame, verbose=verbose)
+        result = train_flow(loaded, frame, verbose=verbose, spec_path=loaded.path)
     return RunOutcome(**result)
 
 
@@ -115,6 +117,7 @@ class SweepResult:
     trials: list[dict[str, Any]]
     wall_seconds: float
     workers: int
+    choice: dict[str, Any]  # how the best run was chosen, and leader vs runner-up
 
     def table(self, fmt: str = "table") -> str:
         """The ranked table as text, CSV or JSON."""
@@ -123,7 +126,9 @@ class SweepResult:
         return render(self.rows, self.metric, self.varied, fmt)
 
     def _repr_html_(self) -> str:
-        return _rows_html(self.rows, f"sweep {self.parent_run_id[:8]}, ranked by {self.metric}")
+        return (_rows_html(self.rows, f"sweep {self.parent_run_id[:8]}, ranked by "
+                           f"{self.metric} on development rows")
+                + f"<p>{html.escape(str(self.choice.get('summary', '')))}</p>")
 
 
 def sweep(path: str | os.PathLike[str], *, workers: int | None = None,
@@ -141,7 +146,8 @@ def sweep(path: str | os.PathLike[str], *, workers: int | None = None,
     rows, metric, varied = rows_for(result["parent_run_id"])
     return SweepResult(parent_run_id=result["parent_run_id"], metric=metric, rows=rows,
                        varied=varied, trials=result["trials"],
-                       wall_seconds=result["wall_seconds"], workers=result["workers"])
+                       wall_seconds=result["wall_seconds"], workers=result["workers"],
+                       choice=result.get("choice", {}))
 
 
 @dataclass

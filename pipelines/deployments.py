@@ -10,7 +10,6 @@ tracking URI and data folder as job variables (environment).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from heartflow.errors import HeartflowError
@@ -37,16 +36,6 @@ def require_server() -> str:
     return url
 
 
-def _absolute_data(spec_text: str, base_dir: str, source: str) -> str:
-    """Rewrite a relative data path to an absolute one (the worker has another cwd)."""
-    from heartflow.data.sources import NAMED_DATASETS, _is_url
-
-    if source in NAMED_DATASETS or _is_url(source) or os.path.isabs(source):
-        return spec_text
-    absolute = str((Path(base_dir) / source).resolve())
-    return spec_text.replace(f"source: {source}", f"source: {absolute}", 1)
-
-
 def job_environment() -> dict[str, str]:
     """Environment the worker's flow runs need: tracking URI and data folder."""
     from heartflow.tracking.runs import tracking_uri
@@ -63,11 +52,16 @@ def job_environment() -> dict[str, str]:
 
 
 def deploy(spec_path: str, cron: str, pool: str = "default", name: str | None = None,
-           timezone: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+           timezone: str | None = None, env: dict[str, str] | None = None,
+           plugins: list[str] | None = None) -> dict[str, Any]:
     """Create or update (same name: idempotent) the retraining deployment for a spec."""
+    from heartflow.data.sources import check_spec_source
+    from heartflow.model.plugins import load_plugins
     from heartflow.spec import load_spec
 
+    load_plugins(plugins)
     loaded = load_spec(spec_path)
+    check_spec_source(loaded)
     require_server()
     from prefect.client.orchestration import get_client
     from prefect.deployments.runner import EntrypointType
@@ -76,7 +70,6 @@ def deploy(spec_path: str, cron: str, pool: str = "default", name: str | None = 
     from heartflow.pipelines.retraining import retrain_flow
 
     name = name or loaded.spec.name
-    text = _absolute_data(loaded.text, loaded.base_dir, loaded.spec.data.source)
     with get_client(sync_client=True) as client:
         try:
             client.read_work_pool(pool)
@@ -86,7 +79,10 @@ def deploy(spec_path: str, cron: str, pool: str = "default", name: str | None = 
                                  "process`") from None
     deployment = retrain_flow.to_deployment(
         name=name, schedules=[Cron(cron, timezone=timezone or "UTC")],
-        parameters={"spec_text": text, "spec_path": os.path.abspath(spec_path)},
+        # The spec travels as its text, unchanged; its absolute path beside it is where a
+        # relative data.source is resolved from (the worker runs in another folder).
+        parameters={"spec_text": loaded.text, "spec_path": os.path.abspath(spec_path),
+                    "plugins": list(plugins or [])},
         work_pool_name=pool, job_variables={"env": {**job_environment(), **(env or {})}},
         entrypoint_type=EntrypointType.MODULE_PATH, tags=["heartflow", loaded.spec.name],
         description=f"Scheduled retraining of {loaded.spec.name} ({loaded.spec.model_name})")

@@ -40,15 +40,21 @@ def cached_champion(model_name: str, data_sha: str, resolved_hash: str) -> str |
 
 @flow(name="heartflow-retrain", persist_result=False, validate_parameters=False)
 def retrain_flow(spec_text: str | None = None, spec_path: str = "deployed-spec.yaml",
-                 force: bool = False) -> dict[str, Any]:
-    """Retrain on the newest data and promote only a better model."""
+                 force: bool = False, plugins: list[str] | None = None) -> dict[str, Any]:
+    """Retrain on the newest data and promote only a better model.
+
+    ``plugins`` are modules the worker imports first (custom activations); they must be
+    importable there.
+    """
     import sys
 
     from heartflow.data.sources import check_spec_source
+    from heartflow.model.plugins import load_plugins
     from heartflow.pipelines.training import execute
     from heartflow.spec.loading import load_spec, load_spec_text
     from heartflow.tracking.run_record import spec_hash
 
+    load_plugins(plugins)
     loaded = load_spec_text(spec_text, spec_path) if spec_text else load_spec(spec_path)
     check_spec_source(loaded)
     data_sha = fingerprint_task(loaded)

@@ -16,6 +16,7 @@ from prefect.task_runners import ProcessPoolTaskRunner
 from heartflow.pipelines.sweep_workers import available_cores, init_worker
 from heartflow.pipelines.task_options import TASK_OPTIONS
 from heartflow.tracking import runs as tracking
+from heartflow.tracking.compare import choose, selection_score
 
 
 @task(name="trial", **TASK_OPTIONS)
@@ -113,8 +114,9 @@ def sweep_flow(sweep_path: str, workers: int | None = None, progress: bool = Tru
             for future in as_completed(futures):
                 result = future.result()
                 results.append(result)
-                if result["ok"]:
-                    score = _score(result, metric)
+                score = selection_score(result["outcome"], metric)[0] if result["ok"] \
+                    else float("nan")
+                if score == score:  # defined on development rows
                     label = ", ".join(f"{k}={v}" for k, v in result["overrides"].items()
                                       if k != "register.enabled")
                     if best is None or (score > best[0] if higher else score < best[0]):
@@ -128,10 +130,18 @@ def sweep_flow(sweep_path: str, workers: int | None = None, progress: bool = Tru
         results.sort(key=lambda r: r["number"])
         ok = [r for r in results if r["ok"]]
         parent.metrics({"sweep_wall_seconds": wall, "trials_failed": len(results) - len(ok)})
+        spec = base.spec
+        choice = choose([r["outcome"] for r in ok], metric, spec.task,
+                        spec.evaluate.threshold)
+        if choice["ranked"]:
+            best_outcome = choice["ranked"][0]
+            parent.metrics({f"best_{choice['source']}_{metric}":
+                            selection_score(best_outcome, metric)[0]})
+            parent.tags({"heartflow.best_run": best_outcome["run_id"],
+                         "heartflow.chosen_by": f"{choice['source']} {metric} "
+                                                "(development rows)",
+                         "heartflow.leader_vs_runner_up": choice["summary"]})
         if ok:
-            ranked = sorted(ok, key=lambda r: _score(r, metric), reverse=higher)
-            parent.metrics({f"best_{metric}": _score(ranked[0], metric)})
-            parent.tags({"heartflow.best_run": ranked[0]["outcome"]["run_id"]})
             with tempfile.TemporaryDirectory() as folder:
                 from heartflow.evaluation.plots import sweep_plots
 
@@ -139,14 +149,7 @@ def sweep_flow(sweep_path: str, workers: int | None = None, progress: bool = Tru
                 parent.directory(folder, "plots")
     return {"parent_run_id": parent.run_id, "experiment_id": parent.experiment_id,
             "metric": metric, "wall_seconds": wall, "workers": n_workers,
-            "trials": results}
-
-
-def _score(result: dict[str, Any], metric: str) -> float:
-    outcome = result["outcome"]
-    if metric in outcome.get("cv", {}):
-        return float(outcome["cv"][metric][0])
-    return float(outcome["metrics"][metric])
+            "trials": results, "choice": {k: v for k, v in choice.items() if k != "ranked"}}
 
 
 os.environ.setdefault("PREFECT_TASKS_RUNNER_PROCESS_POOL_MAX_WORKERS", str(os.cpu_count() or 1))

@@ -17,12 +17,13 @@ from heartflow.data.prepare import FrameSource, PreparedData, prepare
 from heartflow.data.sources import ResolvedSource
 from heartflow.evaluation.heldout import Evaluation, evaluate, evaluate_streamed, score_with
 from heartflow.evaluation.metrics import epoch_metrics
+from heartflow.model.devices import device_scope
 from heartflow.model.progress import EpochReporter
 from heartflow.model.training import TrainResult, fit_dataset
 from heartflow.pipelines.task_options import RETRYING, TASK_OPTIONS
 from heartflow.spec.loading import LoadedSpec
 from heartflow.tracking import runs as tracking
-from heartflow.tracking.outcome import RunOutcome
+from heartflow.tracking.outcome import UNDEFINED_REASON, RunOutcome
 from heartflow.tracking.run_record import record_run_inputs
 
 
@@ -36,15 +37,19 @@ def preprocess_task(loaded: LoadedSpec, resolved: ResolvedSource | None,
 @task(name="train", **TASK_OPTIONS)
 def train_task(loaded: LoadedSpec, data: PreparedData, verbose: bool) -> TrainResult:
     """Fit the network (per-epoch progress on the terminal)."""
+    import keras
+
     spec = loaded.spec
+    keras.utils.set_random_seed(spec.train.seed)  # before the batches: their shuffle is seeded
     weights = (class_weight_map(spec.train.class_weight, data.train_class_counts())
                if spec.task != "regression" else None)
     batches, steps = data.train_batches(spec, weights)
     x_val, y_val = data.validation()
     reporter = EpochReporter(spec.train.epochs, enabled=verbose)
     try:
-        return fit_dataset(spec, data.width, batches, steps, x_val, y_val, reporter,
-                           epoch_metrics(spec.task, spec.evaluate.threshold))
+        with device_scope(spec.train.device):
+            return fit_dataset(spec, data.width, batches, steps, x_val, y_val, reporter,
+                               epoch_metrics(spec.task, spec.evaluate.threshold))
     finally:
         reporter.close()
 
@@ -66,14 +71,21 @@ def evaluate_task(loaded: LoadedSpec, data: PreparedData, result: TrainResult,
     spec = loaded.spec
     with tempfile.TemporaryDirectory(prefix="heartflow-plots-") as folder:
         if data.streaming:
+            features, y, _keys = data.gate_rows()
             evaluation = evaluate_streamed(spec, result.model, data.test_batches(),
-                                           result.history, folder)
+                                           result.history, folder,
+                                           (data.encoder.transform(features), y),
+                                           data.validation())
         else:
             x_test, y_test = next(data.test_batches())
             evaluation = evaluate(spec, result.model, x_test, y_test, result.history, folder,
-                                  data.classes)
+                                  data.classes, *data.validation())
         recorder.directory(folder, "plots")
-    recorder.metrics({f"test_{k}": v for k, v in evaluation.metrics.items()})
+    recorder.metrics(evaluation.as_metrics())
+    undefined = [k for k, v in evaluation.metrics.items() if v != v]
+    if undefined:  # NaN is not logged as a metric: say so, and why
+        recorder.tags({f"heartflow.undefined.test_{k}": UNDEFINED_REASON.get(k, "undefined")
+                       for k in undefined})
     return evaluation
 
 
@@ -82,7 +94,7 @@ def cv_task(loaded: LoadedSpec, data: PreparedData, recorder: tracking.Recorder)
     """Repeated stratified k-fold for the network; logs cv_<metric>_mean/_ci95."""
     from heartflow.evaluation.cv import cross_validate_network
 
-    summary = cross_validate_network(loaded.spec, data.dataset)
+    summary = cross_validate_network(loaded.spec, data.development())
     recorder.metrics(summary.as_metrics())
     return summary
 
@@ -105,6 +117,7 @@ def baselines_task(loaded: LoadedSpec, data: PreparedData, recorder: tracking.Re
             base.params({"baseline": name, **{f"estimator.{k}": v
                                                for k, v in result.params.items()}})
             base.metrics({f"test_{k}": v for k, v in result.metrics.items()})
+            base.metrics({f"validation_{k}": v for k, v in (result.validation or {}).items()})
             base.metrics({"train_seconds": result.seconds})
             if result.cv is not None:
                 base.metrics(result.cv.as_metrics())
@@ -132,22 +145,19 @@ def register_task(loaded: LoadedSpec, data: PreparedData, result: TrainResult,
     version = registry.register_version(uri, name, recorder.run_id, {
         "heartflow.spec_name": spec.name, "heartflow.data_sha256": data.sha256,
         **version_tags})
-    features, y = data.gate_rows()
+    features, y, keys = data.gate_rows()
     challenger = Scorer(data.encoder, result.model, model_meta(spec, data.encoder, data.classes))
-    # In memory the gate rows are the test rows, already scored; a streamed run's gate
-    # rows are a sample of them, scored here.
-    new_score = (score_with(challenger, features, y, spec, metric) if data.streaming
-                 else evaluation.metrics.get(metric))
-    if new_score is None:
-        new_score = score_with(challenger, features, y, spec, metric)
     promote = spec.register.promote
     decision = registry.decide_and_promote(
-        name, version, recorder.run_id, metric, new_score, challenger.meta,
-        lambda champion: score_with(champion, features, y, spec, metric),
-        promote.min_improvement, baseline_scores if promote.must_beat_baselines else None)
+        name, version, recorder.run_id, metric, challenger,
+        registry.GateRows(features, y, keys),
+        lambda scorer, rows, labels: score_with(scorer, rows, labels, spec, metric),
+        promote.min_improvement, promote.min_gate_rows,
+        baseline_scores if promote.must_beat_baselines else None)
     recorder.tags({"heartflow.registered_model": name, "heartflow.registered_version": version})
     return {"model_uri": uri, "model_name": name, "version": version,
-            "promoted": decision.promoted, "decision": decision.reason}
+            "promoted": decision.promoted, "decision": decision.reason,
+            "gate_rows": decision.gate_rows, "undecided": decision.undecided}
 
 
 def execute(loaded: LoadedSpec, *, frame: FrameSource | None = None, verbose: bool = True,
@@ -172,7 +182,7 @@ def execute(loaded: LoadedSpec, *, frame: FrameSource | None = None, verbose: bo
         result = train_task(loaded, data, verbose)
         log_training_task(result, recorder)
         evaluation = evaluate_task(loaded, data, result, recorder)
-        summary = cv_task(loaded, data, recorder) if spec.evaluate.cv else None
+        summary = cv_task(loaded, data, recorder) if spec.evaluate.cv else None  # dev rows
         baselines = (baselines_task(loaded, data, recorder, parent_run_id)
                      if spec.evaluate.baselines else {})
         metric = spec.promotion_metric
@@ -183,12 +193,18 @@ def execute(loaded: LoadedSpec, *, frame: FrameSource | None = None, verbose: bo
         spec_name=spec.name, run_id=recorder.run_id, experiment_id=recorder.experiment_id,
         input_width=data.width, parameters=count_parameters(spec, data.width),
         metrics=evaluation.metrics, test_rows=evaluation.test_rows, split=data.sizes(),
+        intervals={k: list(v) for k, v in evaluation.intervals.items()},
+        validation=evaluation.validation, validation_rows=evaluation.validation_rows,
+        validation_output=evaluation.validation_output,
+        validation_labels=evaluation.validation_labels,
         epochs_run=result.epochs_run, epochs_planned=spec.train.epochs,
         best_epoch=result.best_epoch, train_seconds=result.seconds,
         model_name=registered.get("model_name"), version=registered.get("version"),
         promoted=registered.get("promoted"), decision=str(registered.get("decision", "")),
+        gate_rows=registered.get("gate_rows"), undecided=bool(registered.get("undecided")),
         data_sha256=data.sha256,
         cv={m: [summary.mean(m), summary.ci95(m)] for m in summary.scores} if summary else {},
+        cv_scores=dict(summary.scores) if summary else {},
         cv_folds=summary.folds if summary else 0, baselines=baselines,
         plots={p.rsplit("/", 1)[-1].removesuffix(".png"): f"plots/{p.rsplit('/', 1)[-1]}"
                for p in evaluation.plots},
@@ -197,6 +213,10 @@ def execute(loaded: LoadedSpec, *, frame: FrameSource | None = None, verbose: bo
 
 @flow(name="heartflow-run", persist_result=False, validate_parameters=False)
 def train_flow(loaded: LoadedSpec, frame: FrameSource | None = None, verbose: bool = True,
-               parent_run_id: str | None = None) -> dict[str, Any]:
-    """Preprocess -> train -> evaluate -> register for an already validated spec."""
+               parent_run_id: str | None = None, spec_path: str = "") -> dict[str, Any]:
+    """Preprocess -> train -> evaluate -> register for an already validated spec.
+
+    ``spec_path`` is only recorded on the flow run (Prefect records parameters as JSON;
+    the validated spec itself shows there as ``<LoadedSpec>``).
+    """
     return execute(loaded, frame=frame, verbose=verbose, parent_run_id=parent_run_id).as_dict()

@@ -65,7 +65,7 @@ def test_softmax_run_on_a_dataframe_then_predict(prefect_server) -> None:
     (Path.cwd() / "rows.csv").write_text("x1,x2,group,kind\n0,0,a,mid\n")  # source must exist
     result = hf.run(spec, data=frame)
     assert result.version == "1" and result.promoted
-    assert result.split == {"train": 360, "validation": 120, "test": 120}
+    assert sum(result.split.values()) == 600 and abs(result.split["test"] - 120) <= 2
     model = hf.load_model(result.model_uri)
     predicted = model.predict(frame.drop(columns=["kind"]))
     probabilities = predicted[["probability_high", "probability_low", "probability_mid"]]
@@ -81,7 +81,7 @@ def test_regression_run_logs_what_the_loaded_model_scores(tmp_path: Path,
                                                            prefect_server) -> None:
     """test_r2 in MLflow equals scikit-learn's R² of the registered model on the test rows."""
     import heartflow as hf
-    from heartflow.data.split import split_rows
+    from heartflow.data.split import row_keys, split_rows
 
     frame, noise = _labels(500, seed=2)
     frame["y"] = 3 * frame.x1 - 2 * frame.x2 + (frame.group == "b") + 0.1 * noise
@@ -95,7 +95,9 @@ def test_regression_run_logs_what_the_loaded_model_scores(tmp_path: Path,
     result = hf.run(spec)
     assert result.version == "1"
     loaded = hf.load_spec(spec)
-    test_rows = split_rows(frame["y"].to_numpy(), loaded.spec.data.split, False).test
+    keys = row_keys(pd.read_csv(tmp_path / "reg.csv", dtype=str, keep_default_na=False))
+    test_rows = split_rows(frame["y"].to_numpy(), loaded.spec.data.split, False,
+                           keys=keys).test
     model = hf.load_model("models:/reg@champion")
     predicted = model.predict(frame.iloc[test_rows])["prediction"]
     from sklearn.metrics import r2_score
@@ -147,12 +149,11 @@ def test_transient_failures_are_known_by_type_and_status() -> None:
     import requests
     from mlflow.exceptions import MlflowException
 
-    from heartflow.errors import DataError, TrackingError
+    from heartflow.errors import DataError
     from heartflow.tracking.transient import is_transient
 
     assert not is_transient(ValueError("timeout of 503 seconds is too long"))
     assert not is_transient(DataError("connection refused"))
-    assert is_transient(TrackingError("server away"))
     assert is_transient(ConnectionRefusedError())
     assert is_transient(requests.ConnectionError("no route"))
     try:  # MLflow wraps the network error while handling it
@@ -174,8 +175,10 @@ def test_transient_failures_are_known_by_type_and_status() -> None:
     missing = requests.HTTPError(response=requests.Response())
     missing.response.status_code = 404
     assert is_transient(unavailable) and not is_transient(missing)
-    assert is_transient(MlflowException("busy", error_code="TEMPORARILY_UNAVAILABLE"))
-    assert not is_transient(MlflowException("no such run", error_code="RESOURCE_DOES_NOT_EXIST"))
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UNAVAILABLE
+
+    assert is_transient(MlflowException("busy", error_code=TEMPORARILY_UNAVAILABLE))
+    assert not is_transient(MlflowException("no such run", error_code=RESOURCE_DOES_NOT_EXIST))
     connection = sqlite3.connect(":memory:")
     try:
         connection.execute("select * from no_such_table")

@@ -158,6 +158,9 @@ def run(spec: SpecArg, plugin: PluginOpt = None,
         from heartflow.cli.console import print_outcome
 
         print_outcome(outcome)
+    if outcome.undecided:  # the run is recorded; the registry refused to judge it
+        _err(f"promotion gate: {outcome.decision}")
+        raise typer.Exit(5)
 
 
 @app.command()
@@ -178,9 +181,11 @@ def sweep(spec: Annotated[str, typer.Argument(help="A sweep file (sweep: base, a
     if json_out:
         typer.echo(json.dumps({"parent_run_id": result.parent_run_id, "metric": result.metric,
                                "wall_seconds": result.wall_seconds, "workers": result.workers,
-                               "trials": result.trials}, indent=1, default=str))
+                               "choice": result.choice, "trials": result.trials}, indent=1,
+                              default=str))
         return
     typer.echo(result.table())
+    typer.echo(result.choice.get("summary", ""))
     for trial in result.trials:
         if not trial["ok"]:
             typer.echo(f"trial {trial['number']} failed: {trial['error']}", err=True)
@@ -301,11 +306,11 @@ def deploy(spec: SpecArg,
            name: Annotated[str | None, typer.Option(help="Deployment name (default: spec name).")]
            = None,
            timezone: Annotated[str | None, typer.Option(help="IANA time zone of the cron.")]
-           = None) -> None:
+           = None, plugin: PluginOpt = None) -> None:
     """Create or update the scheduled retraining deployment of SPEC on the Prefect server."""
     from heartflow.pipelines.deployments import deploy as do_deploy
 
-    info = do_deploy(spec, cron, pool, name, timezone)
+    info = do_deploy(spec, cron, pool, name, timezone, plugins=plugin)
     typer.echo(f"deployed {info['name']} on pool {info['pool']}: cron '{info['cron']}' "
                f"({info['timezone']}), registers {info['model']}\n"
                f"start a worker: prefect worker start --pool {info['pool']}\n"

@@ -34,8 +34,8 @@ def print_versions(rows: list[dict[str, object]], console: Console | None = None
     """Registered versions as a table."""
     console = console or _console()
     table = Table(title="registered models")
-    for column in ("model", "version", "aliases", "spec", "roc_auc", "accuracy", "run",
-                   "created"):
+    for column in ("model", "version", "aliases", "spec", "test roc_auc [95%]",
+                   "test accuracy [95%]", "run", "created"):
         table.add_column(column)
     for row in rows:
         metrics = row["metrics"] or {}
@@ -48,4 +48,8 @@ def print_versions(rows: list[dict[str, object]], console: Console | None = None
 
 
 def _fmt(metrics: dict, key: str) -> str:
-    return f"{metrics[key]:.4f}" if key in metrics else ""
+    if key not in metrics:
+        return ""
+    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    ci = f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
+    return f"{metrics[key]:.4f}{ci}"

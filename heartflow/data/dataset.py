@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from heartflow.data.sources import ResolvedSource, file_sha256
+from heartflow.data.split import row_keys
 from heartflow.data.table import (
     RawTable,
     categorical_column,
@@ -31,6 +32,7 @@ class Dataset:
     classes: list[str] = field(default_factory=list)
     sha256: str = ""
     source: str = ""
+    keys: np.ndarray | None = None  # one stable 64-bit key per row (see split.row_keys)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -82,12 +84,27 @@ def dataset_from_table(table: RawTable, spec: Spec, sha256: str = "",
     data = spec.data
     target = data.target_spec
     feats = data.features
-    require_columns(table, [*feats.numeric, *feats.categorical, target.column], data.delimiter)
+    require_columns(table, [*feats.numeric, *feats.categorical, target.column,
+                            *([data.id] if data.id else [])], data.delimiter)
     features = prepare_features(table.frame, feats.numeric, feats.categorical, data.na_values,
                                 table.where, table.source)
     _check_features(features, feats.numeric, feats.categorical, table.source)
     y, classes = _target(table, data, spec)
-    return Dataset(features=features, y=y, classes=classes, sha256=sha256, source=source)
+    keys = row_keys(table.frame, data.id)
+    if data.id:
+        check_unique_ids(table.frame[data.id], keys, table)
+    return Dataset(features=features, y=y, classes=classes, sha256=sha256, source=source,
+                   keys=keys)
+
+
+def check_unique_ids(ids: pd.Series, keys: np.ndarray, table: RawTable) -> None:
+    """A declared id column must identify each row once."""
+    _unique, first, counts = np.unique(keys, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        row = int(np.sort(first[counts > 1])[0])
+        raise DataError(f"{table.source}: id column {ids.name!r} repeats the value "
+                        f"{ids.iloc[row]!r} (first at {table.where(row)}); data.id must "
+                        "identify each row once")
 
 
 def _check_features(features: pd.DataFrame, numeric: list[str], categorical: list[str],

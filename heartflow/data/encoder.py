@@ -3,9 +3,11 @@
 Rules (logged with every run, and the same at scoring time):
 - numeric: a missing value becomes the training median; then (x - mean) / std with
   mean and std from the training rows (std 1 for a constant column);
-- categorical: the levels are every level present in the data file (levels are
-  schema, not statistics; no labels are read); a missing value becomes the training
-  mode; a level never seen encodes as all zeros in its block.
+- categorical: the one-hot columns are the levels present in the data file (levels are
+  schema, so the input width does not depend on the split; no labels are read); a
+  missing value becomes the training mode; a level the training rows never hold (seen
+  only in validation or test rows, or new at scoring time) encodes as all zeros in its
+  block, so no input weight that training never touched ever multiplies a one.
 The fitted state is plain JSON, so loading a model never unpickles anything.
 """
 
@@ -40,10 +42,11 @@ class TabularEncoder:
     stds: dict[str, float] = field(default_factory=dict)
     levels: dict[str, list[str]] = field(default_factory=dict)
     modes: dict[str, str] = field(default_factory=dict)
+    untrained: dict[str, list[str]] = field(default_factory=dict)  # levels not in train rows
 
     # -- fitting ---------------------------------------------------------------
     def fit(self, features: pd.DataFrame, train_rows: np.ndarray | None = None) -> TabularEncoder:
-        """Learn statistics from ``train_rows`` and levels from all rows."""
+        """Learn statistics from ``train_rows`` (all rows if None) and levels from all rows."""
         train = features if train_rows is None else features.iloc[train_rows]
         for name in self.numeric:
             values = train[name].to_numpy(dtype=np.float64)
@@ -55,8 +58,10 @@ class TabularEncoder:
             self.means[name] = float(filled.mean())
             self.stds[name] = std if std > 0 else 1.0
         for name in self.categorical:
-            present = [v for v in features[name] if not _missing(v)]
-            self.levels[name] = sorted(set(present), key=level_sort_key)
+            present = {v for v in features[name] if not _missing(v)}
+            self.levels[name] = sorted(present, key=level_sort_key)
+            trained = {v for v in train[name] if not _missing(v)}
+            self.untrained[name] = sorted(present - trained, key=level_sort_key)
             counts = pd.Series([v for v in train[name] if not _missing(v)],
                                dtype=object).value_counts()
             self.modes[name] = (str(sorted(counts[counts == counts.max()].index,
@@ -87,7 +92,8 @@ class TabularEncoder:
             out[:, col] = (values - self.means[name]) / self.stds[name]
             col += 1
         for name in self.categorical:
-            index = {lvl: i for i, lvl in enumerate(self.levels[name])}
+            skip = set(self.untrained.get(name, ()))
+            index = {lvl: i for i, lvl in enumerate(self.levels[name]) if lvl not in skip}
             mode = self.modes[name]
             for row, value in enumerate(features[name].to_numpy(dtype=object)):
                 i = index.get(mode if _missing(value) else value)
@@ -97,10 +103,10 @@ class TabularEncoder:
         return out
 
     def unseen_levels(self, features: pd.DataFrame) -> dict[str, list[str]]:
-        """Levels in ``features`` that were not present when fitting, by column."""
+        """Levels in ``features`` the training rows never held (encoded as zeros), by column."""
         out = {}
         for name in self.categorical:
-            known = set(self.levels[name])
+            known = set(self.levels[name]) - set(self.untrained.get(name, ()))
             new = sorted({v for v in features[name] if not _missing(v) and v not in known},
                          key=level_sort_key)
             if new:

@@ -25,7 +25,7 @@ from heartflow.data.batches import (
 from heartflow.data.dataset import Dataset, dataset_from_frame, load_dataset
 from heartflow.data.encoder import TabularEncoder
 from heartflow.data.sources import ResolvedSource, file_sha256
-from heartflow.data.split import Split, split_rows
+from heartflow.data.split import Split, key_hex, split_rows
 from heartflow.spec.loading import LoadedSpec, check_streamable
 from heartflow.spec.schema import Spec
 
@@ -65,7 +65,8 @@ class PreparedData(Protocol):
         ...
     def validation(self) -> tuple[np.ndarray | None, np.ndarray | None]: ...
     def test_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
-    def gate_rows(self) -> tuple[pd.DataFrame, np.ndarray]: ...
+    def gate_rows(self) -> tuple[pd.DataFrame, np.ndarray, list[str]]: ...
+    def manifest(self) -> pd.DataFrame | None: ...
     def example(self) -> pd.DataFrame: ...
 
 
@@ -134,10 +135,30 @@ class Prepared:
         """All test rows in one batch (metrics are exact)."""
         yield self.part("test")
 
-    def gate_rows(self) -> tuple[pd.DataFrame, np.ndarray]:
-        """Typed test rows and labels, for re-scoring the champion with its own encoder."""
+    def gate_rows(self) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+        """Typed test rows, labels and row keys, for re-scoring the champion."""
         rows = self.split.test
-        return self.dataset.features.iloc[rows].reset_index(drop=True), self.dataset.y[rows]
+        return (self.dataset.features.iloc[rows].reset_index(drop=True), self.dataset.y[rows],
+                key_hex(self._keys()[rows]))
+
+    def _keys(self) -> np.ndarray:
+        keys = self.dataset.keys
+        return np.arange(self.rows, dtype=np.uint64) if keys is None else keys
+
+    def manifest(self) -> pd.DataFrame:
+        """Row key -> part, for every row (logged with the run; read by later gates)."""
+        part = np.empty(self.rows, dtype=object)
+        for name in ("train", "validation", "test"):
+            part[getattr(self.split, name)] = name
+        return pd.DataFrame({"key": key_hex(self._keys()), "part": part})
+
+    def development(self) -> Dataset:
+        """The training and validation rows (what cross-validation may use)."""
+        rows = np.sort(np.concatenate([self.split.train, self.split.validation]))
+        d = self.dataset
+        return Dataset(features=d.features.iloc[rows].reset_index(drop=True), y=d.y[rows],
+                       classes=d.classes, sha256=d.sha256, source=d.source,
+                       keys=None if d.keys is None else d.keys[rows])
 
     def example(self) -> pd.DataFrame:
         """A few typed rows, the logged model's input example."""
@@ -211,9 +232,14 @@ class StreamedData:
         for x, y in tf_dataset(self.spec, self.path, self.stats, 2, 8192):
             yield x.numpy(), y.numpy().ravel()
 
-    def gate_rows(self) -> tuple[pd.DataFrame, np.ndarray]:
-        """The test sample held by the statistics pass."""
-        return self.stats.samples["test"], self.stats.sample_y["test"]
+    def gate_rows(self) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+        """The test sample held by the statistics pass (drawn from the whole part)."""
+        return (self.stats.samples["test"], self.stats.sample_y["test"],
+                key_hex(self.stats.sample_keys["test"]))
+
+    def manifest(self) -> None:
+        """None: a streamed split is a rule (hash and thresholds), not a list of rows."""
+        return None
 
     def example(self) -> pd.DataFrame:
         """A few typed rows, the logged model's input example."""
@@ -248,7 +274,8 @@ def prepare(loaded: LoadedSpec, resolved: ResolvedSource | None = None,
 
 def prepare_in_memory(spec: Spec, dataset: Dataset) -> Prepared:
     """Split the rows, fit the encoder on the training part, encode everything."""
-    split = split_rows(dataset.y, spec.data.split, spec.task != "regression")
+    split = split_rows(dataset.y, spec.data.split, spec.task != "regression", dataset.classes,
+                       dataset.keys)
     feats = spec.data.features
     encoder = TabularEncoder(list(feats.numeric), list(feats.categorical),
                              list(spec.data.na_values)).fit(dataset.features, split.train)

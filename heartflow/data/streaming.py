@@ -1,15 +1,18 @@
 """Streaming data for files too large to hold in memory.
 
 One pass with pandas in chunks computes everything the encoder needs (training-split
-statistics, category levels, target classes) and checks every cell; then a ``tf.data``
-pipeline reads the CSV line by line, assigns each row to its split by a seeded hash of
-its row number, decodes and encodes it in TensorFlow ops, and feeds Keras. Memory stays
-flat in the number of rows.
+statistics, category levels, target classes), checks every cell, and gives each row its
+part from the same row key and seed as the in-memory split (one byte per row); then a
+``tf.data`` pipeline reads the CSV block by block, keeps the rows of one part, decodes
+and encodes them in TensorFlow ops, and feeds Keras. Memory stays flat in the number of
+rows, but for that byte.
 
-Differences from the in-memory path, by design: the split is a seeded hash split (not
-stratified); the numeric median used for missing values comes from a reservoir sample of
-up to 200,000 training values (exact below that); early stopping's validation and the
-promotion re-score use the first 50,000 rows of their split (the test metrics use all).
+Differences from the in-memory path, by design: a row's part is a threshold on its hash
+(not stratified, so the proportions hold to within sampling error); the numeric median
+used for missing values comes from a reservoir sample of up to 200,000 training values
+(exact below that); early stopping's validation and the promotion gate use a sample of
+up to 50,000 rows drawn uniformly from the whole of their part (the test metrics use
+every test row).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from heartflow.data.encoder import TabularEncoder
+from heartflow.data.split import check_sufficiency, row_keys, uniform
 from heartflow.data.table import MAX_ABS_VALUE, normalize_level
 from heartflow.errors import DataError
 from heartflow.spec.schema import COMPARISONS, Spec, TargetSpec
@@ -28,7 +32,6 @@ from heartflow.spec.schema import COMPARISONS, Spec, TargetSpec
 AUTO_STREAM_BYTES = 200 * 1024 * 1024
 SAMPLE_ROWS = 50_000        # validation rows held for early stopping; test rows for the gate
 RESERVOIR = 200_000         # training values per numeric column for the median
-_HASH_A, _HASH_M = 1_103_515_245, 2_147_483_647
 
 
 def should_stream(spec: Spec, path: str) -> bool:
@@ -38,10 +41,12 @@ def should_stream(spec: Spec, path: str) -> bool:
     return bool(spec.data.streaming)
 
 
-def row_parts(index: np.ndarray, seed: int, test: float, validation: float) -> np.ndarray:
-    """0 train, 1 validation, 2 test for each row number (same formula as the TF pipeline)."""
-    u = ((index.astype(np.int64) * _HASH_A + (seed * 7919 + 1)) % _HASH_M) / _HASH_M
-    return np.where(u < test, 2, np.where(u < test + validation, 1, 0))
+def threshold_parts(u: np.ndarray, test: float, validation: float) -> np.ndarray:
+    """0 train, 1 validation, 2 test from each row's uniform number (not stratified)."""
+    return np.where(u < test, 2, np.where(u < test + validation, 1, 0)).astype(np.uint8)
+
+
+_SAMPLE_SALT = 1_000_003  # the samples' priorities: another seed, independent of the split
 
 
 @dataclass
@@ -56,7 +61,9 @@ class StreamStats:
     header: bool
     samples: dict[str, pd.DataFrame] = field(default_factory=dict)  # typed rows per part
     sample_y: dict[str, np.ndarray] = field(default_factory=dict)
+    sample_keys: dict[str, np.ndarray] = field(default_factory=dict)
     train_positives: int = 0
+    row_parts: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint8))  # per row
 
 
 def _binary_target(raw: pd.Series, target: TargetSpec, na: set[str], where: str,
@@ -107,9 +114,9 @@ def scan(spec: Spec, path: str, columns: list[str] | None, chunk_rows: int = 100
     mode_counts: dict[str, dict[str, int]] = {c: {} for c in feats.categorical}
     parts = {"train": 0, "validation": 0, "test": 0}
     positives = 0
-    samples: dict[str, list[pd.DataFrame]] = {"validation": [], "test": []}
-    sample_y: dict[str, list[np.ndarray]] = {"validation": [], "test": []}
-    kept = {"validation": 0, "test": 0}
+    positives_in = {"train": 0, "validation": 0, "test": 0}
+    kept: dict[str, pd.DataFrame] = {}  # per part: the rows of lowest priority so far
+    part_codes: list[np.ndarray] = []
     header = columns is None
     reader = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False,
                          chunksize=chunk_rows, sep=data.delimiter,
@@ -123,8 +130,9 @@ def scan(spec: Spec, path: str, columns: list[str] | None, chunk_rows: int = 100
         if absent:
             raise DataError(f"{path}: column(s) {', '.join(map(repr, absent))} named in the "
                             f"spec are not in the data. Columns present: {', '.join(names)}")
-        index = np.arange(offset, offset + len(chunk))
-        part = row_parts(index, split.seed, split.test, split.validation)
+        keys = row_keys(chunk, data.id)
+        part = threshold_parts(uniform(keys, split.seed), split.test, split.validation)
+        part_codes.append(part)
         train = part == 0
         typed = {}
         for col in feats.numeric:
@@ -163,22 +171,21 @@ def scan(spec: Spec, path: str, columns: list[str] | None, chunk_rows: int = 100
         positives += int(y[train].sum())
         for name, code in (("train", 0), ("validation", 1), ("test", 2)):
             parts[name] += int((part == code).sum())
+            positives_in[name] += int(y[part == code].sum())
+        priority = uniform(keys, split.seed + _SAMPLE_SALT)
         for name, code in (("validation", 1), ("test", 2)):
-            room = SAMPLE_ROWS - kept[name]
-            if room > 0:
-                rows = np.flatnonzero(part == code)[:room]
-                frame = pd.DataFrame({c: typed[c][rows] for c in [*feats.numeric,
-                                                                    *feats.categorical]})
-                samples[name].append(frame)
-                sample_y[name].append(y[rows])
-                kept[name] += len(rows)
+            rows = np.flatnonzero(part == code)
+            frame = pd.DataFrame({c: typed[c][rows] for c in [*feats.numeric,
+                                                                *feats.categorical]})
+            frame["__y"], frame["__key"], frame["__priority"] = y[rows], keys[rows], \
+                priority[rows]
+            both = pd.concat([kept[name], frame], ignore_index=True) if name in kept else frame
+            kept[name] = both.nsmallest(SAMPLE_ROWS, "__priority")
         offset += len(chunk)
     if offset == 0:
         raise DataError(f"{path}: the file has no data rows")
-    if parts["train"] < 2 or parts["test"] < 1:
-        raise DataError(f"{offset} rows are too few for the split")
-    if positives in (0, parts["train"]):
-        raise DataError(f"{path}: the training rows hold only one class")
+    check_sufficiency(offset, parts, {p: {0: parts[p] - positives_in[p], 1: positives_in[p]}
+                                      for p in parts}, split)
     encoder = TabularEncoder(list(feats.numeric), list(feats.categorical), list(data.na_values))
     for col in feats.numeric:
         median = float(np.median(reservoir[col])) if len(reservoir[col]) else 0.0
@@ -193,15 +200,22 @@ def scan(spec: Spec, path: str, columns: list[str] | None, chunk_rows: int = 100
 
     for col in feats.categorical:
         encoder.levels[col] = sorted(levels[col], key=level_sort_key)
+        encoder.untrained[col] = sorted(set(levels[col]) - set(mode_counts[col]),
+                                        key=level_sort_key)
         best = max(mode_counts[col].values(), default=0)
         encoder.modes[col] = sorted((lvl for lvl, n in mode_counts[col].items() if n == best),
                                     key=level_sort_key)[0] if best else encoder.levels[col][0]
     return StreamStats(encoder=encoder, rows=offset, parts=parts, classes=["0", "1"],
                        train_positives=positives,
                        columns=names, header=header,
-                       samples={k: pd.concat(v, ignore_index=True) for k, v in samples.items()
-                                if v},
-                       sample_y={k: np.concatenate(v) for k, v in sample_y.items() if v})
+                       samples={k: v.drop(columns=["__y", "__key", "__priority"]).reset_index(
+                           drop=True) for k, v in kept.items() if len(v)},
+                       sample_y={k: v["__y"].to_numpy(np.float32) for k, v in kept.items()
+                                 if len(v)},
+                       sample_keys={k: v["__key"].to_numpy(np.uint64) for k, v in kept.items()
+                                    if len(v)},
+                       row_parts=np.concatenate(part_codes) if part_codes else
+                       np.empty(0, np.uint8))
 
 
 def _reservoir(sample: np.ndarray, values: np.ndarray, seen: int, rng) -> np.ndarray:
@@ -227,17 +241,17 @@ def tf_dataset(spec: Spec, path: str, stats: StreamStats, part: int, batch_size:
 
     enc = stats.encoder
     data = spec.data
-    split = data.split
     names = stats.columns
     position = {name: i for i, name in enumerate(names)}
     target = data.target_spec
     na = tf.constant(sorted(set(data.na_values)) or [""])
     tables = {}
     for col in enc.categorical:
-        keys = tf.constant(enc.levels[col])
-        tables[col] = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(keys, tf.range(len(enc.levels[col]),
-                                                                dtype=tf.int64)), -1)
+        untrained = set(enc.untrained.get(col, ()))
+        kept = [(lvl, i) for i, lvl in enumerate(enc.levels[col]) if lvl not in untrained]
+        tables[col] = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            tf.constant([lvl for lvl, _ in kept] or [""]),
+            tf.constant([i for _, i in kept] or [-1], dtype=tf.int64)), -1)
     comparison = target.comparison
 
     def is_na(text):
@@ -276,9 +290,7 @@ def tf_dataset(spec: Spec, path: str, stats: StreamStats, part: int, batch_size:
             y = tf.equal(normalize(raw_target), "1")
         return tf.concat(columns, axis=1), tf.cast(y, tf.float32)[:, None]
 
-    a = tf.constant(_HASH_A, tf.int64)
-    b = tf.constant(split.seed * 7919 + 1, tf.int64)
-    m = tf.constant(_HASH_M, tf.int64)
+    row_parts = tf.constant(stats.row_parts)  # one byte per row, from the statistics pass
 
     def number(count, block):
         """Row numbers of a block's non-blank lines (blank lines are skipped, as pandas does)."""
@@ -288,9 +300,8 @@ def tf_dataset(spec: Spec, path: str, stats: StreamStats, part: int, batch_size:
         return count + n, (count + tf.range(n, dtype=tf.int64), lines)
 
     def select_and_encode(index, lines):
-        u = tf.cast((index * a + b) % m, tf.float64) / float(_HASH_M)
-        code = tf.where(u < split.test, 2, tf.where(u < split.test + split.validation, 1, 0))
-        return encode(tf.boolean_mask(lines, tf.equal(code, part)))
+        code = tf.gather(row_parts, index)
+        return encode(tf.boolean_mask(lines, tf.equal(code, tf.constant(part, tf.uint8))))
 
     # Whole blocks of lines go through each op (per-line dataset ops would dominate).
     lines = tf.data.TextLineDataset(path, buffer_size=1 << 20)

@@ -20,6 +20,7 @@ class BaselineResult:
     seconds: float
     params: dict[str, str]
     cv: Any = None  # heartflow.evaluation.cv.CVSummary
+    validation: dict[str, float] | None = None
 
     def scores(self) -> dict[str, float]:
         """Test metrics, plus cv_<metric> and cv_<metric>_ci95 when cross-validated."""
@@ -69,6 +70,11 @@ def run_baseline(name: str, spec: Any, data: Any) -> BaselineResult:
     x_test, y_test = data.part("test")
     result = fit_score(name, spec.task, spec.train.seed, x_train, y_train, x_test, y_test,
                        spec.evaluate.threshold, spec.metrics)
+    x_val, y_val = data.part("validation")
+    if len(x_val):  # the development-row figure runs are ranked by
+        result.validation = fit_score(name, spec.task, spec.train.seed, x_train, y_train,
+                                      x_val, y_val, spec.evaluate.threshold,
+                                      spec.metrics).metrics
     if spec.evaluate.cv is not None:
         from heartflow.evaluation.cv import cross_validate
 
@@ -76,5 +82,6 @@ def run_baseline(name: str, spec: Any, data: Any) -> BaselineResult:
             return fit_score(name, spec.task, spec.train.seed, xtr, ytr, xte, yte,
                              spec.evaluate.threshold, spec.metrics).metrics
 
-        result.cv = cross_validate(spec, data.dataset, fit_and_score, use_validation=False)
+        result.cv = cross_validate(spec, data.development(), fit_and_score,
+                                   use_validation=False)
     return result

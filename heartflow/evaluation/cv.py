@@ -16,6 +16,7 @@ import numpy as np
 
 from heartflow.data.dataset import Dataset
 from heartflow.data.encoder import TabularEncoder
+from heartflow.errors import DataError
 from heartflow.spec.schema import Spec
 
 
@@ -72,6 +73,20 @@ def folds(y: np.ndarray, n_folds: int, repeats: int, seed: int, stratify: bool):
             yield np.flatnonzero(assignment != k), np.flatnonzero(assignment == k)
 
 
+def check_folds(y: np.ndarray, folds_: int, repeats: int, seed: int, stratify: bool,
+                min_per_class: int) -> None:
+    """Raise a DataError when a fold's held-out rows would lack a class (classification)."""
+    for i, (_train, held_out) in enumerate(folds(y, folds_, repeats, seed, stratify), start=1):
+        for label in np.unique(y):
+            count = int(np.sum(y[held_out] == label))
+            if count < min_per_class:
+                raise DataError(
+                    f"cross-validation fold {i} of {folds_ * repeats} would hold {count} "
+                    f"row(s) of class {label:g} (at least {min_per_class} needed, "
+                    f"data.split.min_per_class); use fewer folds (evaluate.cv.folds) or "
+                    "more rows")
+
+
 def _carve_validation(rows: np.ndarray, y: np.ndarray, fraction: float, seed: int):
     if fraction <= 0:
         return rows, rows[:0]
@@ -97,6 +112,8 @@ def cross_validate(spec: Spec, dataset: Dataset,
     classification = spec.task != "regression"
     fraction = split.validation / max(1e-9, 1 - split.test) if use_validation else 0.0
     feats = spec.data.features
+    if classification:
+        check_folds(y, cv.folds, cv.repeats, split.seed, split.stratify, split.min_per_class)
     for i, (train_rows, test_rows) in enumerate(folds(y, cv.folds, cv.repeats, split.seed,
                                                       split.stratify and classification)):
         fit_rows, val_rows = _carve_validation(train_rows, y, fraction if classification

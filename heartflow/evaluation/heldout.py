@@ -1,7 +1,10 @@
 """The evaluate step: score held-out rows, compute the spec's metrics, draw plots.
 
-In-memory test rows are scored in one batch (exact metrics); streamed test rows are
-scored block by block into a constant-memory accumulator.
+Test metrics come with 95% bootstrap intervals and the number of rows they rest on;
+validation metrics (development rows, the ones runs are compared and chosen by) are
+computed with the same trained model. In-memory test rows are scored in one batch
+(exact metrics); streamed test rows are scored block by block into a constant-memory
+accumulator, their intervals from a uniform sample of the test part.
 """
 
 from __future__ import annotations
@@ -14,26 +17,63 @@ import numpy as np
 import pandas as pd
 
 from heartflow.evaluation import metrics as M
+from heartflow.evaluation.intervals import bootstrap_intervals
 from heartflow.model.scorer import network_output
 from heartflow.spec.schema import Spec
+
+VALIDATION_OUTPUT_ROWS = 20_000  # kept for paired comparisons of runs (sweeps)
 
 
 @dataclass
 class Evaluation:
-    """Test-set metrics and the files that illustrate them."""
+    """Test metrics with intervals, validation metrics, and the plots."""
 
     metrics: dict[str, float]
     test_rows: int
     plots: list[str] = field(default_factory=list)
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    validation: dict[str, float] = field(default_factory=dict)
+    validation_rows: int = 0
+    validation_output: list = field(default_factory=list)  # per row, when few enough
+    validation_labels: list = field(default_factory=list)
+
+    def as_metrics(self) -> dict[str, float]:
+        """MLflow metrics: test_<m>, test_<m>_ci_low/_ci_high, validation_<m>."""
+        out = {f"test_{k}": v for k, v in self.metrics.items()}
+        for k, (low, high) in self.intervals.items():
+            out[f"test_{k}_ci_low"], out[f"test_{k}_ci_high"] = low, high
+        out.update({f"validation_{k}": v for k, v in self.validation.items()})
+        return out
+
+
+def _flat(spec: Spec, output: np.ndarray) -> np.ndarray:
+    return output if spec.task == "multiclass" else output.reshape(-1)
+
+
+def validation_scores(spec: Spec, model, x_val: np.ndarray | None,
+                      y_val: np.ndarray | None) -> dict[str, Any]:
+    """Evaluation fields for the validation rows: metrics, count, outputs and labels (if few)."""
+    if x_val is None or not len(x_val):
+        return {}
+    output = _flat(spec, network_output(model, x_val))
+    values = M.compute(spec.task, y_val, output, spec.evaluate.threshold, spec.metrics)
+    few = len(output) <= VALIDATION_OUTPUT_ROWS
+    return {"validation": values, "validation_rows": len(output),
+            "validation_output": output.tolist() if few else [],
+            "validation_labels": np.asarray(y_val).tolist() if few else []}
 
 
 def evaluate(spec: Spec, model, x_test: np.ndarray, y_test: np.ndarray,
              history: dict[str, list[float]] | None = None, plot_dir: str | None = None,
-             classes: list[str] | None = None) -> Evaluation:
-    """Metrics on in-memory test rows, plus plots when ``plot_dir`` is given."""
+             classes: list[str] | None = None, x_val: np.ndarray | None = None,
+             y_val: np.ndarray | None = None) -> Evaluation:
+    """Metrics on in-memory test rows (with intervals), validation metrics, and plots."""
     output = network_output(model, x_test)
-    values = M.compute(spec.task, y_test, output if spec.task == "multiclass" else
-                       output.reshape(-1), spec.evaluate.threshold, spec.metrics)
+    values = M.compute(spec.task, y_test, _flat(spec, output), spec.evaluate.threshold,
+                       spec.metrics)
+    intervals = bootstrap_intervals(spec.task, y_test, _flat(spec, output),
+                                    spec.evaluate.threshold, spec.metrics, seed=spec.train.seed)
+    validation = validation_scores(spec, model, x_val, y_val)
     plots: list[str] = []
     if plot_dir:
         from heartflow.evaluation import plots as P
@@ -45,13 +85,20 @@ def evaluate(spec: Spec, model, x_test: np.ndarray, y_test: np.ndarray,
                                     plot_dir)
         elif spec.task == "multiclass":
             plots += P.multiclass_plots(y_test, output, classes or [], plot_dir)
-    return Evaluation(metrics=values, test_rows=len(y_test), plots=plots)
+    return Evaluation(metrics=values, test_rows=len(y_test), plots=plots, intervals=intervals,
+                      **validation)
 
 
 def evaluate_streamed(spec: Spec, model, batches: Iterable[tuple[np.ndarray, np.ndarray]],
                       history: dict[str, list[float]] | None = None,
-                      plot_dir: str | None = None) -> Evaluation:
-    """Binary metrics over test rows that arrive in blocks, in constant memory."""
+                      plot_dir: str | None = None,
+                      test_sample: tuple[np.ndarray, np.ndarray] | None = None,
+                      validation: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
+                      ) -> Evaluation:
+    """Binary metrics over test rows that arrive in blocks, in constant memory.
+
+    Intervals come from ``test_sample`` (encoded rows drawn uniformly from the test part).
+    """
     import tensorflow as tf
 
     forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
@@ -66,8 +113,15 @@ def evaluate_streamed(spec: Spec, model, batches: Iterable[tuple[np.ndarray, np.
         if history:
             plots.append(P.learning_curves(history, f"{plot_dir}/learning_curves.png"))
         plots += P.accumulated_plots(totals, plot_dir)
+    intervals = {}
+    if test_sample is not None:
+        x_s, y_s = test_sample
+        intervals = bootstrap_intervals(spec.task, y_s, _flat(spec, network_output(model, x_s)),
+                                        spec.evaluate.threshold, spec.metrics,
+                                        seed=spec.train.seed)
     return Evaluation(metrics={name: everything[name] for name in spec.metrics},
-                      test_rows=totals.n, plots=plots)
+                      test_rows=totals.n, plots=plots, intervals=intervals,
+                      **validation_scores(spec, model, *validation))
 
 
 def score_with(scorer: Any, features: pd.DataFrame, y: np.ndarray, spec: Spec,

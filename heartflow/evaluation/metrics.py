@@ -64,8 +64,9 @@ def average_precision(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.sum(np.diff(recall) * precision[1:]))
 
 
-def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """All binary metrics for probabilities ``p`` of the positive class."""
+def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5,
+                   names: list[str] | None = None) -> dict[str, float]:
+    """Binary metrics (all, or the ``names``) for probabilities ``p`` of the positive class."""
     y = np.asarray(y).astype(np.float64).ravel()
     p = np.clip(np.asarray(p, dtype=np.float64).ravel(), 0.0, 1.0)
     pred = p >= threshold
@@ -77,9 +78,10 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     q = np.clip(p, EPS, 1 - EPS)
+    wanted = set(names or ("roc_auc", "pr_auc"))
     return {
-        "roc_auc": roc_auc(truth, p),
-        "pr_auc": average_precision(truth, p),
+        "roc_auc": roc_auc(truth, p) if "roc_auc" in wanted else float("nan"),
+        "pr_auc": average_precision(truth, p) if "pr_auc" in wanted else float("nan"),
         "accuracy": float(np.mean(pred == truth)),
         "precision": precision,
         "recall": recall,
@@ -123,7 +125,7 @@ def compute(task: str, y: np.ndarray, output: np.ndarray, threshold: float,
             names: list[str]) -> dict[str, float]:
     """The named metrics for a task, from the network's raw output."""
     if task == "binary":
-        values = binary_metrics(y, output, threshold)
+        values = binary_metrics(y, output, threshold, names)
     elif task == "multiclass":
         values = multiclass_metrics(y, output)
     else:

@@ -141,9 +141,13 @@ def multiclass_plots(y: np.ndarray, proba: np.ndarray, labels: list[str],
 
 
 def sweep_plots(results: list[dict], metric: str, axes: dict[str, list], folder: str) -> list[str]:
-    """For each varied parameter: the metric against its values (error bars from CV)."""
+    """For each varied parameter: the development-row metric against its values.
+
+    The CV mean with its 95% interval when cross-validated, else the validation metric.
+    """
     plt = _pyplot()
     paths = []
+    source = "validation"
     for axis in axes:
         groups: dict[str, list[tuple[float, float]]] = {}
         for result in results:
@@ -151,8 +155,9 @@ def sweep_plots(results: list[dict], metric: str, axes: dict[str, list], folder:
             value = result["overrides"].get(axis)
             if metric in outcome.get("cv", {}):
                 mean, ci = outcome["cv"][metric]
+                source = "CV"
             else:
-                mean, ci = outcome["metrics"][metric], 0.0
+                mean, ci = outcome.get("validation", {}).get(metric, float("nan")), 0.0
             groups.setdefault(str(value), []).append((mean, ci))
         labels = sorted(groups, key=level_sort_key)
         means = [float(np.mean([m for m, _ in groups[k]])) for k in labels]
@@ -161,8 +166,8 @@ def sweep_plots(results: list[dict], metric: str, axes: dict[str, list], folder:
         ax.errorbar(range(len(labels)), means, yerr=errors, marker="o", capsize=4)
         ax.set_xticks(range(len(labels)), labels)
         ax.set_xlabel(axis)
-        ax.set_ylabel(metric)
-        ax.set_title(f"{metric} against {axis}")
+        ax.set_ylabel(f"{source} {metric}")
+        ax.set_title(f"{source} {metric} against {axis} (development rows)")
         fig.tight_layout()
         path = os.path.join(folder, f"sweep_{axis.replace('.', '_')}.png")
         fig.savefig(path, dpi=90)

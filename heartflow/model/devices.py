@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from heartflow.errors import HeartflowError
 
 
@@ -15,16 +17,26 @@ def visible_devices() -> dict[str, list[str]]:
 
 def check_device(wanted: str) -> None:
     """Fail before any training when `gpu` is required and none is visible."""
-    if wanted == "auto":
+    if wanted != "gpu":
         return
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
-    if wanted == "gpu" and not gpus:
+    if not tf.config.list_physical_devices("GPU"):
         raise HeartflowError("train.device is 'gpu' but TensorFlow sees no GPU on this machine;"
                              " use device: auto (or cpu), or run on a GPU worker")
-    if wanted == "cpu" and gpus:
-        tf.config.set_visible_devices([], "GPU")
+
+
+def device_scope(wanted: str) -> contextlib.AbstractContextManager:
+    """Where one run's network lives: the CPU for `cpu`, TensorFlow's choice otherwise.
+
+    A scope, not a process-wide setting: the next run in the same process (a sweep
+    worker's next trial) sees every device again.
+    """
+    if wanted != "cpu":
+        return contextlib.nullcontext()
+    import tensorflow as tf
+
+    return tf.device("/CPU:0")
 
 
 def device_tags(wanted: str) -> dict[str, str]:

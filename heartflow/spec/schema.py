@@ -76,6 +76,9 @@ class FeaturesSpec(_Section):
         return self
 
 
+DEFAULT_MIN_ROWS = {"train": 20, "validation": 10, "test": 10}
+
+
 class SplitSpec(_Section):
     """Held-out fractions of the rows; the rest is the training split."""
 
@@ -83,6 +86,15 @@ class SplitSpec(_Section):
     validation: float = Field(default=0.2, ge=0, lt=0.9)
     stratify: bool = True
     seed: int = Field(default=42, ge=0)
+    min_rows: dict[Literal["train", "validation", "test"], Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict, description="Fewest rows each part may hold; defaults: train 20, "
+        "validation 10, test 10.")
+    min_per_class: int = Field(default=2, ge=0, description="Fewest rows of each class in "
+                               "every part (and every cross-validation fold).")
+
+    def minimum_rows(self) -> dict[str, int]:
+        """Fewest rows per part: the defaults with the spec's ``min_rows`` on top."""
+        return {**DEFAULT_MIN_ROWS, **self.min_rows}
 
     @model_validator(mode="after")
     def _room_for_training(self) -> SplitSpec:
@@ -101,6 +113,9 @@ class DataSpec(_Section):
                                       description="Column names for a file without header.")
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     na_values: list[str] = Field(default_factory=lambda: ["", "?", "NA", "NaN"])
+    id: str | None = Field(default=None, description="A column that identifies a row; the "
+                           "split hashes it (else the row's content), so rows keep their part "
+                           "when the data grows.")
     target: str | TargetSpec
     features: FeaturesSpec
     split: SplitSpec = Field(default_factory=SplitSpec)
@@ -117,6 +132,9 @@ class DataSpec(_Section):
         col = self.target_spec.column
         if col in self.features.categorical or col in self.features.numeric:
             raise ValueError(f"the target column {col!r} is also listed as a feature")
+        if self.id is not None and self.id in (col, *self.features.categorical,
+                                               *self.features.numeric):
+            raise ValueError(f"the id column {self.id!r} is also the target or a feature")
         return self
 
 
@@ -243,6 +261,8 @@ class PromoteSpec(_Section):
                                "accuracy (multiclass), rmse (regression).")
     min_improvement: float = Field(default=0.0, ge=0.0)
     must_beat_baselines: bool = False
+    min_gate_rows: int = Field(default=10, ge=1, description="Fewest test rows the champion "
+                               "never trained or validated on that the gate will decide on.")
 
 
 class RegisterSpec(_Section):

@@ -1,4 +1,10 @@
-"""`heartflow compare`: rank the runs of an experiment or of a sweep's parent run."""
+"""How runs are ranked and chosen: `heartflow compare`, and the sweep's choice.
+
+Runs are ranked on development rows only: the cross-validation mean when the runs were
+cross-validated (on training + validation rows), else the metric on the validation rows.
+Test metrics are shown, with their 95% intervals, and never used to rank. A metric that
+is undefined (NaN) ranks last and is never chosen.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ import json
 import math
 import re
 from typing import Any
+
+import numpy as np
 
 from heartflow.errors import HeartflowError
 from heartflow.spec.vocabulary import HIGHER_IS_BETTER
@@ -66,41 +74,103 @@ def rows_for(target: str, metric: str | None = None) -> tuple[list[dict[str, Any
             overrides = {}
         for key in varied:
             row[key] = overrides.get(key, run.data.params.get(key, ""))
-        row[metric] = m.get(f"test_{metric}")
         if f"cv_{metric}_mean" in m:
             row[f"cv_{metric}"] = m[f"cv_{metric}_mean"]
             row[f"cv_{metric}_ci95"] = m.get(f"cv_{metric}_ci95")
-        for other in ("accuracy", "log_loss"):
-            if other != metric and f"test_{other}" in m:
-                row[other] = m[f"test_{other}"]
+        row[f"validation_{metric}"] = m.get(f"validation_{metric}")
+        row[f"test_{metric}"] = m.get(f"test_{metric}")
+        row[f"test_{metric}_ci"] = (m.get(f"test_{metric}_ci_low"),
+                                    m.get(f"test_{metric}_ci_high"))
+        row["test_rows"] = tags.get("heartflow.split.test", "")
         row["parameters"] = tags.get("heartflow.parameters", "")
         row["epochs_run"] = tags.get("heartflow.epochs_run", "")
         row["train_seconds"] = m.get("train_seconds")
         rows.append(row)
-    key = f"cv_{metric}" if any(f"cv_{metric}" in r for r in rows) else metric
-    higher = metric in HIGHER_IS_BETTER
-
-    def rank(row: dict[str, Any]) -> float:
-        value = row.get(key)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return math.inf
-        return -value if higher else value
-
-    rows.sort(key=rank)
+    key = f"cv_{metric}" if any(f"cv_{metric}" in r for r in rows) else f"validation_{metric}"
+    rows.sort(key=lambda row: _rank_key(row.get(key), metric))
     for i, row in enumerate(rows, start=1):
-        row["rank"] = i
+        row["rank"] = i if _defined(row.get(key)) else ""
     return rows, metric, varied
+
+
+def _defined(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not math.isnan(value)
+
+
+def _rank_key(value: Any, metric: str) -> float:
+    if not _defined(value):
+        return math.inf  # undefined: last, never chosen
+    return -value if metric in HIGHER_IS_BETTER else value
+
+
+def selection_score(outcome: dict[str, Any], metric: str) -> tuple[float, str]:
+    """What a finished run is chosen by: (CV mean, 'cv') or (validation metric, 'validation')."""
+    if metric in outcome.get("cv", {}):
+        return float(outcome["cv"][metric][0]), "cv"
+    value = outcome.get("validation", {}).get(metric)
+    return (float(value), "validation") if value is not None else (math.nan, "none")
+
+
+def choose(outcomes: list[dict[str, Any]], metric: str, task: str,
+           threshold: float) -> dict[str, Any]:
+    """Rank runs on development rows; say whether the leader beats the runner-up.
+
+    The leader and runner-up are compared on the same rows: fold by fold (Student t) when
+    both were cross-validated on the same folds, else by a paired bootstrap on the same
+    validation rows. Returns the ranked outcomes and a sentence for the user.
+    """
+    from heartflow.evaluation.intervals import paired_difference, paired_fold_difference
+
+    scored = [(selection_score(o, metric), o) for o in outcomes]
+    ranked = [o for (value, _source), o in sorted(
+        scored, key=lambda item: _rank_key(item[0][0], metric)) if _defined(value)]
+    out: dict[str, Any] = {"ranked": ranked, "source": scored[0][0][1] if scored else "none",
+                           "distinguishable": None, "summary": "no run has a defined "
+                           f"development-row {metric}"}
+    if not ranked:
+        return out
+    leader = ranked[0]
+    out["summary"] = f"chosen by {out['source']} {metric}: {leader['run_id']}"
+    if len(ranked) < 2:
+        return out
+    runner = ranked[1]
+    sign = 1 if metric in HIGHER_IS_BETTER else -1
+    if out["source"] == "cv" and leader.get("cv_scores", {}).get(metric) and \
+            len(leader["cv_scores"][metric]) == len(runner.get("cv_scores", {}).get(metric, [])):
+        diff, low, high = paired_fold_difference(leader["cv_scores"][metric],
+                                                 runner["cv_scores"][metric])
+        how = f"fold by fold over {len(leader['cv_scores'][metric])} folds"
+    elif leader.get("validation_output") and \
+            leader.get("validation_labels") == runner.get("validation_labels"):
+        diff, low, high = paired_difference(task, np.asarray(leader["validation_labels"]),
+                                            np.asarray(leader["validation_output"]),
+                                            np.asarray(runner["validation_output"]),
+                                            threshold, metric)
+        how = f"paired bootstrap on the same {len(leader['validation_labels'])} validation rows"
+    else:
+        out["summary"] += "; the runner-up was scored on other rows: no paired comparison"
+        return out
+    clear = sign * low > 0 if sign > 0 else sign * high > 0
+    out["distinguishable"] = bool(clear)
+    out["difference"] = [diff, low, high]
+    verdict = "better than" if clear else "not distinguishable from"
+    out["summary"] = (f"leader {leader['run_id'][:8]} is {verdict} the runner-up "
+                      f"{runner['run_id'][:8]}: {metric} difference {diff:+.4f} "
+                      f"[{low:+.4f}, {high:+.4f}] ({how}, 95%)")
+    return out
 
 
 def render(rows: list[dict[str, Any]], metric: str, varied: list[str], fmt: str) -> str:
     """Rows as a table, CSV or JSON."""
     if fmt == "json":
         return json.dumps(rows, indent=1, default=str)
-    columns = ["rank", "run", "kind", "status", *varied, metric]
-    if any(f"cv_{metric}" in r for r in rows):
-        columns += [f"cv_{metric}", f"cv_{metric}_ci95"]
-    columns += [c for c in ("accuracy", "log_loss") if c != metric and any(c in r for r in rows)]
-    columns += ["parameters", "epochs_run", "train_seconds"]
+    cv = any(f"cv_{metric}" in r for r in rows)
+    chosen_by = f"cv_{metric}" if cv else f"validation_{metric}"
+    columns = ["rank", "run", "kind", "status", *varied, chosen_by]
+    if cv:
+        columns.append(f"cv_{metric}_ci95")
+    columns += [f"test_{metric}", f"test_{metric}_ci", "test_rows", "parameters",
+                "epochs_run", "train_seconds"]
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
@@ -110,21 +180,32 @@ def render(rows: list[dict[str, Any]], metric: str, varied: list[str], fmt: str)
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"ranked by {metric}")
-    shown = [c for c in columns if c != f"cv_{metric}_ci95"]
+    source = "CV (development rows)" if cv else "validation rows"
+    table = Table(title=f"ranked by {metric} on {source}; test is reported, not used to rank",
+                  caption="undefined figures rank last; intervals are 95%")
+    heads = {f"cv_{metric}": f"CV {metric} ± 95%", f"validation_{metric}":
+             f"validation {metric}", f"test_{metric}": f"test {metric} [95%] (reported)"}
+    shown = [c for c in columns if c not in (f"cv_{metric}_ci95", f"test_{metric}_ci")]
     for column in shown:
-        table.add_column(f"CV {metric} ± 95%" if column == f"cv_{metric}" else column)
+        table.add_column(heads.get(column, column))
     for row in rows:
-        cells = []
-        for column in shown:
-            value = row.get(column)
-            if column == f"cv_{metric}" and value is not None:
-                cells.append(f"{value:.4f} ± {row.get(f'cv_{metric}_ci95') or 0:.4f}")
-            elif isinstance(value, float):
-                cells.append(f"{value:.4f}" if column != "train_seconds" else f"{value:.2f}s")
-            else:
-                cells.append("" if value is None else str(value))
-        table.add_row(*cells)
+        table.add_row(*(_cell(row, column, metric) for column in shown))
     console = Console(width=200, record=True, file=io.StringIO())
     console.print(table)
     return console.export_text()
+
+
+def _cell(row: dict[str, Any], column: str, metric: str) -> str:
+    value = row.get(column)
+    if column == f"cv_{metric}" and _defined(value):
+        return f"{value:.4f} ± {row.get(f'cv_{metric}_ci95') or 0:.4f}"
+    if column == f"test_{metric}" and _defined(value):
+        low, high = row.get(f"test_{metric}_ci") or (None, None)
+        return f"{value:.4f} [{low:.4f}, {high:.4f}]" if _defined(low) and _defined(high) \
+            else f"{value:.4f}"
+    if column in (f"validation_{metric}", f"cv_{metric}", f"test_{metric}") \
+            and not _defined(value):
+        return "undefined"
+    if isinstance(value, float):
+        return f"{value:.4f}" if column != "train_seconds" else f"{value:.2f}s"
+    return "" if value is None else str(value)

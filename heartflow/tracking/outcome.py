@@ -5,6 +5,10 @@ from __future__ import annotations
 import html
 from dataclasses import asdict, dataclass, field
 
+UNDEFINED_REASON = {
+    "roc_auc": "needs both classes among the rows", "pr_auc": "needs a positive row",
+    "r2": "the target is constant on these rows"}
+
 
 @dataclass
 class RunOutcome:
@@ -15,7 +19,7 @@ class RunOutcome:
     experiment_id: str
     input_width: int
     parameters: int
-    metrics: dict[str, float]
+    metrics: dict[str, float]      # test rows: reported, never used to choose
     test_rows: int
     split: dict[str, int]
     epochs_run: int
@@ -26,8 +30,16 @@ class RunOutcome:
     version: str | None = None
     promoted: bool | None = None
     decision: str = ""
+    gate_rows: int | None = None
+    undecided: bool = False
     data_sha256: str = ""
+    intervals: dict[str, list[float]] = field(default_factory=dict)  # test: [low, high], 95%
+    validation: dict[str, float] = field(default_factory=dict)  # what runs are chosen by
+    validation_rows: int = 0
+    validation_output: list = field(default_factory=list)
+    validation_labels: list = field(default_factory=list)
     cv: dict[str, list[float]] = field(default_factory=dict)  # metric -> [mean, ci95]
+    cv_scores: dict[str, list[float]] = field(default_factory=dict)  # per fold (paired tests)
     cv_folds: int = 0
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
     plots: dict[str, str] = field(default_factory=dict)  # name -> artifact path in the run
@@ -53,7 +65,10 @@ class RunOutcome:
                 f"{split['train']}/{split['validation']}/{split['test']}"),
                ("epochs run", f"{self.epochs_run}{stop}"),
                ("train time", f"{self.train_seconds:.2f} s")]
-        out += [(f"test {name}", f"{value:.4f}  (n={self.test_rows} test rows)")
+        out += [(f"validation {name}", f"{value:.4f}  (n={self.validation_rows} validation "
+                 "rows; runs are compared on these)") for name, value in self.validation.items()
+                if value == value][:1]
+        out += [(f"test {name}", self._test_figure(name, value))
                 for name, value in self.metrics.items()]
         out += [(f"CV {name}", f"{mean:.4f} ± {ci:.4f}  ({self.cv_folds} folds, 95% CI)")
                 for name, (mean, ci) in self.cv.items()]
@@ -69,8 +84,17 @@ class RunOutcome:
         if self.version:
             verdict = "champion" if self.promoted else "not promoted"
             out.append(("registered", f"{self.model_name} v{self.version} ({verdict})"))
-            out.append(("promotion", self.decision))
+            out.append(("promotion", self.decision + (f" [gate rows: {self.gate_rows}]"
+                                                      if self.gate_rows is not None else "")))
         return out
+
+    def _test_figure(self, name: str, value: float) -> str:
+        if value != value:
+            return (f"undefined on the {self.test_rows} test rows "
+                    f"({UNDEFINED_REASON.get(name, 'not computable on these rows')})")
+        low, high = self.intervals.get(name, (float("nan"), float("nan")))
+        ci = f"  [{low:.4f}, {high:.4f}]" if low == low and high == high else ""
+        return f"{value:.4f}{ci}  (n={self.test_rows} test rows, 95% bootstrap)"
 
     def _repr_html_(self) -> str:
         body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"

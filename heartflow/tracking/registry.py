@@ -38,6 +38,9 @@ class Decision:
     champion_score: float | None
     champion_version: str | None
     reason: str
+    gate_rows: int | None = None      # rows both models were scored on
+    excluded_rows: int | None = None  # test rows the champion had trained or validated on
+    undecided: bool = False           # too few fair rows: the gate refused to decide
 
     def tags(self) -> dict[str, str]:
         """As registry/run tags."""
@@ -119,29 +122,75 @@ def _better(new: float, old: float, metric: str, margin: float) -> bool:
     return gain >= margin if margin > 0 else gain > 0
 
 
-def decide_and_promote(name: str, version: str, run_id: str, metric: str, new_score: float,
-                       challenger_meta: dict[str, Any],
-                       score_champion: Callable[[Any], float], min_improvement: float,
+@dataclass
+class GateRows:
+    """The challenger's test rows: typed features, labels and stable row keys (hex)."""
+
+    features: Any
+    y: Any
+    keys: list[str]
+
+
+def champion_seen_keys(name: str, version: str) -> set[str] | None:
+    """Keys of the rows the version's run trained or validated on (its split manifest).
+
+    None when the run logged no manifest (then no row can be excluded).
+    """
+    import mlflow
+    import pandas as pd
+
+    run_id = _client().get_model_version(name, version).run_id
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id,
+                                                   artifact_path=MANIFEST_ARTIFACT)
+    except Exception:
+        return None
+    manifest = pd.read_csv(path, dtype=str)
+    return set(manifest.loc[manifest["part"] != "test", "key"])
+
+
+MANIFEST_ARTIFACT = "split/manifest.csv"
+
+
+def decide_and_promote(name: str, version: str, run_id: str, metric: str,
+                       challenger: Any, rows: GateRows, score: Callable[[Any, Any, Any], float],
+                       min_improvement: float, min_gate_rows: int,
                        baseline_scores: dict[str, float] | None = None) -> Decision:
     """Run the promotion gate for a freshly registered version and move aliases.
 
-    ``new_score`` is the challenger's ``metric`` on the gate rows; ``score_champion``
-    scores a loaded champion (a Scorer) on the same rows.
+    Challenger and champion are scored (``score(scorer, features, y)``) on the
+    challenger's test rows that the champion neither trained nor validated on (its split
+    manifest); with fewer than ``min_gate_rows`` such rows the gate refuses to decide.
     """
+    import numpy as np
+
     from heartflow.tracking.logged_model import load_scorer
 
     c = _client()
     c.set_registered_model_alias(name, CHALLENGER, version)
     with registry_lock(name):
         champion = alias_version(name, CHAMPION)
-        if new_score != new_score:  # NaN: the metric is undefined on the gate rows
-            decision = Decision(False, metric, None, None, champion,
-                                f"{metric} is undefined on the gate rows (for example only "
-                                "one class among them); not promoted")
-        elif champion is None:
-            decision = Decision(True, metric, new_score, None, None, "no champion yet")
+        fair = np.ones(len(rows.keys), dtype=bool)
+        if champion is not None and champion != version:
+            seen = champion_seen_keys(name, champion)
+            if seen:
+                fair = np.array([k not in seen for k in rows.keys], dtype=bool)
+        n, excluded = int(fair.sum()), int((~fair).sum())
+        features, y = rows.features[fair], rows.y[fair]
+        new_score = score(challenger, features, y) if n else float("nan")
+        if champion is None:
+            decision = _alone(metric, new_score, n, "no champion yet")
         elif champion == version:
-            decision = Decision(True, metric, new_score, new_score, champion, "already champion")
+            decision = Decision(True, metric, new_score, new_score, champion, "already champion",
+                                n, excluded)
+        elif n < min_gate_rows:
+            decision = Decision(False, metric, None, None, champion,
+                                f"undecided: only {n} test rows were not seen by champion "
+                                f"v{champion} in training or validation ({excluded} excluded); "
+                                f"the gate needs {min_gate_rows} (register.promote."
+                                "min_gate_rows)", n, excluded, undecided=True)
+        elif new_score != new_score:
+            decision = _alone(metric, new_score, n, "", champion)
         else:
             try:
                 old = load_scorer(f"models:/{name}/{champion}")
@@ -149,32 +198,45 @@ def decide_and_promote(name: str, version: str, run_id: str, metric: str, new_sc
                 raise RegistryError(f"cannot load champion {name} v{champion} to re-score it: "
                                     f"{exc}") from exc
             old_cols = (old.meta["numeric"], old.meta["categorical"], old.meta["task"])
-            new_cols = (challenger_meta["numeric"], challenger_meta["categorical"],
-                        challenger_meta["task"])
+            new_cols = (challenger.meta["numeric"], challenger.meta["categorical"],
+                        challenger.meta["task"])
             if old_cols != new_cols:
                 decision = Decision(False, metric, new_score, None, champion,
                                     "input schema differs from the champion's (feature columns "
-                                    "or task changed); promote by hand with heartflow promote")
+                                    "or task changed); promote by hand with heartflow promote",
+                                    n, excluded)
             else:
-                old_score = score_champion(old)
+                old_score = score(old, features, y)
                 won = _better(new_score, old_score, metric, min_improvement)
-                how = f"{metric} {new_score:.4f} vs champion v{champion} {old_score:.4f}"
+                how = (f"{metric} {new_score:.4f} vs champion v{champion} {old_score:.4f} on "
+                       f"{n} test rows neither trained on ({excluded} excluded)")
                 reason = (f"better by the margin ({how}, margin {min_improvement})" if won else
                           f"not better by the margin ({how}, margin {min_improvement})")
-                decision = Decision(won, metric, new_score, old_score, champion, reason)
+                decision = Decision(won, metric, new_score, old_score, champion, reason, n,
+                                    excluded)
         if decision.promoted and baseline_scores:
             beaten = [b for b, s in baseline_scores.items()
                       if not _better(new_score, s, metric, 0.0)]
             if beaten:
                 decision = Decision(False, metric, new_score, decision.champion_score,
                                     champion, f"does not beat baseline(s) {', '.join(beaten)} "
-                                    f"on {metric}")
+                                    f"on {metric}", n, excluded)
         if decision.promoted and champion != version:
             if champion is not None:
                 c.set_model_version_tag(name, version, PREVIOUS_TAG, champion)
             c.set_registered_model_alias(name, CHAMPION, version)
     record(name, version, run_id, decision.tags())
     return decision
+
+
+def _alone(metric: str, new_score: float, n: int, reason: str,
+           champion: str | None = None) -> Decision:
+    """The challenger judged on its own (no champion to compare): promoted if defined."""
+    if new_score != new_score:  # NaN: undefined on these rows
+        return Decision(False, metric, None, None, champion,
+                        f"{metric} is undefined on the {n} gate rows (for example only one "
+                        "class among them); not promoted", n, 0)
+    return Decision(True, metric, new_score, None, None, reason, n, 0)
 
 
 def record(name: str, version: str, run_id: str | None, tags: dict[str, str]) -> None:

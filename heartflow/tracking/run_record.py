@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from heartflow.spec.loading import LoadedSpec
+from heartflow.tracking.registry import MANIFEST_ARTIFACT
 from heartflow.tracking.runs import Recorder, environment_tags, flatten
 
 
@@ -48,6 +49,9 @@ def record_run_inputs(recorder: Recorder, loaded: LoadedSpec, data: Any,
                   "spec/resolved.yaml")
     recorder.text(json.dumps(data.encoder.to_dict(), indent=1, sort_keys=True),
                   "preprocessing/encoder.json")
+    manifest = data.manifest()
+    if manifest is not None:  # which rows trained, validated and tested (the fair gate)
+        recorder.text(manifest.to_csv(index=False), MANIFEST_ARTIFACT)
     if loaded.overrides:
         shown = {k: v for k, v in loaded.overrides.items() if k != "register.enabled"}
         recorder.tags({"heartflow.overrides": json.dumps(shown)})

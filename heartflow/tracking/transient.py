@@ -12,13 +12,14 @@ import sys
 from collections.abc import Iterator
 
 TRANSIENT_HTTP_STATUS = frozenset({408, 429, 502, 503, 504})
-# MLflow's error codes for a server that is temporarily away or asks us to slow down.
-TRANSIENT_MLFLOW_CODES = frozenset({"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"})
 _BUSY_SQLITE_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and every exception it was raised from or while handling (cycle-safe)."""
+    """``exc`` and every exception it was raised from or while handling (cycle-safe).
+
+    Like Python's own traceback display, ``raise ... from None`` hides the context.
+    """
     seen: set[int] = set()
     todo = [exc]
     while todo:
@@ -27,7 +28,8 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(current))
         yield current
-        todo += [current.__cause__, current.__context__, getattr(current, "orig", None)]
+        context = None if current.__suppress_context__ else current.__context__
+        todo += [current.__cause__, context, getattr(current, "orig", None)]
 
 
 def is_database_busy(exc: BaseException) -> bool:
@@ -63,9 +65,10 @@ def _one_is_transient(exc: BaseException) -> bool:
         import httpx
 
         return isinstance(exc, httpx.TransportError)
-    if module == "mlflow":
-        code = getattr(exc, "error_code", None)
-        return code in TRANSIENT_MLFLOW_CODES
+    if module == "mlflow" and hasattr(exc, "get_http_status_code"):
+        # MLflow maps its error codes to HTTP statuses: TEMPORARILY_UNAVAILABLE is 503,
+        # REQUEST_LIMIT_EXCEEDED 429.
+        return exc.get_http_status_code() in TRANSIENT_HTTP_STATUS
     return False
 
 

@@ -13,9 +13,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from heartflow.tracking import registry as registry
+from heartflow.tracking import registry
 from tests.conftest import (
     cli,
     free_port,
@@ -120,8 +121,20 @@ def test_deploy_schedule_worker_run_and_gate(tmp_path: Path, prefect_stack) -> N
     assert len(versions) == 2
     v2 = client.get_model_version("heart-test", "2")
     assert v2.tags["heartflow.promotion.reason"]  # the decision is recorded either way
-    expected = "2" if v2.tags["heartflow.promotion.promoted"] == "True" else "1"
+    # The expected champion, computed here: both versions scored with scikit-learn's
+    # ROC AUC on the new run's test rows (the gate's rows; margin 0 in this spec).
+    from sklearn.metrics import roc_auc_score
+
+    import heartflow as hf
+    from heartflow.data.split import split_rows
+
+    rows = pd.read_csv(tmp_path / "heart.csv")
+    test = split_rows(rows["target"].to_numpy(), hf.load_spec(spec).spec.data.split, True).test
+    auc = {v: roc_auc_score(rows["target"].iloc[test], hf.load_model(
+        f"models:/heart-test/{v}").predict(rows.iloc[test])["probability"]) for v in "12"}
+    expected = "2" if auc["2"] > auc["1"] else "1"
     assert registry.alias_version("heart-test", "champion") == expected
+    assert (v2.tags["heartflow.promotion.promoted"] == "True") == (expected == "2")
 
     listed = cli("deployments", "--json", env=env, cwd=tmp_path)
     rows = json.loads(listed.stdout)
@@ -198,3 +211,38 @@ def test_tracking_server_stopped_mid_flow_retries_then_fails_clearly(tmp_path: P
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{db}"
     fixed = cli("stale-runs", "--mark-failed", cwd=tmp_path)
     assert runs[0].info.run_id in fixed.stdout
+
+
+def test_deploy_keeps_the_spec_text_and_a_quoted_relative_source_resolves(
+        tmp_path: Path, prefect_server, monkeypatch) -> None:
+    """The deployed spec is the file's text unchanged (quotes, comments); the data is found
+    from the spec's absolute path, whatever folder the worker runs in."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from heartflow.data.sources import check_spec_source, resolve_source
+    from heartflow.spec.loading import load_spec_text
+
+    project = tmp_path / "project"
+    project.mkdir()
+    heart_csv(project / "heart.csv", rows=60)
+    spec = heart_spec(project / "spec.yaml")
+    text = spec.read_text().replace("  source: heart.csv",
+                                    '  source: "heart.csv"   # quoted, with a comment')
+    spec.write_text(text)
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="quoted-pool", type="process"))
+    out = cli("deploy", str(spec), "--cron", "0 4 * * *", "--pool", "quoted-pool", "--name",
+              "quoted", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("heartflow-retrain/quoted")
+    params = deployment.parameters
+    assert params["spec_text"] == text  # byte for byte: no text replacement
+    worker_dir = tmp_path / "elsewhere"
+    worker_dir.mkdir()
+    monkeypatch.chdir(worker_dir)
+    loaded = load_spec_text(params["spec_text"], params["spec_path"])
+    check_spec_source(loaded)
+    assert resolve_source(loaded.spec.data.source, loaded.base_dir).path == \
+        (project / "heart.csv").resolve()

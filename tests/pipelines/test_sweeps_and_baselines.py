@@ -96,16 +96,24 @@ def test_sweep_runs_trials_in_parallel_under_one_parent(tmp_path: Path, prefect_
     units = sorted(c.data.params.get("axis.model.hidden.0.units") for c in children
                    if c.info.status == "FINISHED")
     assert units == ["0", "4"]
-    assert "best_roc_auc" in parent.data.metrics
+    # Chosen on development rows (validation here), never on test rows.
+    assert "best_validation_roc_auc" in parent.data.metrics
+    assert parent.data.tags["heartflow.chosen_by"].startswith("validation roc_auc")
+    best = client.get_run(parent.data.tags["heartflow.best_run"])
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert best.data.metrics["validation_roc_auc"] == max(
+        c.data.metrics["validation_roc_auc"] for c in finished)
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert "plots/sweep_model_hidden_0_units.png" in plots
 
     table = cli("compare", parent.info.run_id, "--format", "json", cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     rows = json.loads(table.stdout)
-    assert [r["rank"] for r in rows] == [1, 2, 3, 4]
+    assert [r["rank"] for r in rows] == [1, 2, "", ""]  # failed trials: no figure, no rank
     ok = [r for r in rows if r["status"] == "FINISHED"]
-    assert ok[0]["roc_auc"] >= ok[1]["roc_auc"]
+    assert ok[0]["validation_roc_auc"] >= ok[1]["validation_roc_auc"]
+    assert all(r["test_roc_auc_ci"][0] <= r["test_roc_auc"] <= r["test_roc_auc_ci"][1]
+               for r in ok)
     assert {r["model.hidden.0.units"] for r in ok} == {0, 4}
     assert {r["parameters"] for r in ok} == {"27", str(26 * 4 + 4 + 4 + 1)}
     csv_out = cli("compare", parent.info.run_id, "--format", "csv", cwd=tmp_path).stdout
@@ -113,8 +121,8 @@ def test_sweep_runs_trials_in_parallel_under_one_parent(tmp_path: Path, prefect_
 
 
 PIN = ("import json, os, sys\n"
-       "from heartflow.pipelines.sweep import _pin_to_free_core\n"
-       "_pin_to_free_core(sys.argv[1])\n"
+       "from heartflow.pipelines.sweep_workers import pin_to_free_core\n"
+       "pin_to_free_core(sys.argv[1])\n"
        "print(json.dumps(sorted(os.sched_getaffinity(0))))")
 
 

@@ -126,7 +126,7 @@ def test_uci_target_rule_parses() -> None:
 def test_validate_command_is_fast_and_clean() -> None:
     ok = cli("validate", str(ROOT / "specs/heart_16.yaml"))
     assert ok.returncode == 0 and "valid" in ok.stdout
-    bad = cli("validate", str(ROOT / "tests/bad_specs/misspelt_key.yaml"))
+    bad = cli("validate", str(ROOT / "tests/spec/bad_specs/misspelt_key.yaml"))
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and "did you mean" in bad.stderr
 

@@ -72,13 +72,13 @@ def test_registered_models_hold_no_lambda_and_load_in_safe_mode(tmp_path: Path,
     import keras
     import mlflow
 
-    from heartflow.pipelines.training import train_flow
+    import heartflow as hf
     from tests.conftest import heart_csv, heart_spec
 
     heart_csv(tmp_path / "heart.csv", rows=120)
     spec = heart_spec(tmp_path / "s.yaml", epochs=2)
     spec.write_text(spec.read_text().replace("activation: relu", "activation: squareplus"))
-    train_flow(str(spec), verbose=False)
+    hf.run(str(spec))
     local = mlflow.artifacts.download_artifacts("models:/heart-test/1", dst_path=str(tmp_path))
     network = next(Path(local).rglob("network.keras"))
     with zipfile.ZipFile(network) as archive:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from heartflow.tracking import registry as registry
+from heartflow.tracking import registry
 from tests.conftest import cli, heart_csv, heart_spec
 
 pytestmark = pytest.mark.slow

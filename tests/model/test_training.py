@@ -190,3 +190,49 @@ def test_streamed_metrics_match_exact_metrics() -> None:
         assert streamed[name] == pytest.approx(exact[name], rel=1e-9)
     assert streamed["roc_auc"] == pytest.approx(exact["roc_auc"], abs=1e-4)
     assert streamed["pr_auc"] == pytest.approx(exact["pr_auc"], abs=2e-3)
+
+
+def test_per_run_settings_do_not_leak_into_the_next_run() -> None:
+    """A sweep worker runs a cpu trial, then a mixed-precision one, then a plain one."""
+    import keras
+    import tensorflow as tf
+
+    from heartflow.model.devices import device_scope
+
+    x, y = _blobs()
+    visible = tf.config.get_visible_devices()
+    cpu = spec_of()
+    cpu.train.device, cpu.train.epochs = "cpu", 2
+    with device_scope(cpu.train.device):
+        first = train_model(cpu, 2, x, y)
+    assert "CPU" in first.model.weights[0].value.device
+    assert tf.config.get_visible_devices() == visible  # nothing hidden for later runs
+    mixed = spec_of()
+    mixed.train.mixed_precision, mixed.train.epochs = True, 2
+    second = train_model(mixed, 2, x, y)
+    assert second.model.get_layer("hidden_1").compute_dtype == "float16"
+    assert keras.mixed_precision.global_policy().name == "float32"
+    plain = spec_of()
+    plain.train.epochs = 2
+    third = train_model(plain, 2, x, y)
+    assert third.model.get_layer("hidden_1").compute_dtype == "float32"
+
+
+def test_validation_accuracy_uses_the_specs_threshold() -> None:
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    rng = np.random.default_rng(3)
+    y, p = rng.integers(0, 2, 200), rng.random(200)
+    scores = M.epoch_metrics("binary", 0.7)(y.reshape(-1, 1).astype(float), p.reshape(-1, 1))
+    assert scores["accuracy"] == pytest.approx(accuracy_score(y, p >= 0.7))
+    assert scores["auc"] == pytest.approx(roc_auc_score(y, p))
+
+
+def test_regression_cannot_monitor_a_classification_metric() -> None:
+    from heartflow.errors import SpecError
+
+    text = SPEC.format(units=1, activation="linear", loss="mse",
+                       hidden="{units: 4, activation: relu}", target="y")
+    text = text.replace("seed: 1}", "seed: 1, early_stopping: {monitor: val_auc}}")
+    with pytest.raises(SpecError, match=r"train.early_stopping.monitor: val_auc is not"):
+        load_spec_text(text, "s.yaml")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from heartflow.tracking import registry as registry
+from heartflow.tracking import registry
 from tests.conftest import (
     cli,
     free_port,
@@ -57,6 +57,11 @@ def test_first_model_becomes_champion_with_recorded_decision(tmp_path, prefect_s
     assert version.tags["heartflow.promotion.reason"] == "no champion yet"
     run = _client().get_run(outcome["run_id"])
     assert run.data.tags["heartflow.promotion.promoted"] == "True"
+    # A retried register step finds the version its run already created.
+    again = registry.register_version(f"runs:/{outcome['run_id']}/model", MODEL,
+                                      outcome["run_id"], {})
+    assert again == "1"
+    assert len(_client().search_model_versions(f"name='{MODEL}'")) == 1
 
 
 def test_better_model_is_promoted_worse_and_equal_are_not(tmp_path, prefect_server) -> None:

@@ -1,0 +1,1 @@
+"""Tests of heartflow's data layer."""

@@ -1,0 +1,1 @@
+"""Tests of the pipelines/ flows (run, sweeps, baselines, deployments, faults)."""

@@ -1,0 +1,1 @@
+"""Tests of heartflow's runtime layer."""

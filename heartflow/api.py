@@ -177,6 +177,30 @@ def compare(target: str, metric: str | None = None) -> Comparison:
     return Comparison(*rows_for(target, metric))
 
 
+def evaluate(model_uri: str, data: str, *, site: str | None = None,
+             decision_thresholds: tuple[float, ...] | None = None,
+             report: str | None = None, plugins: list[str] | None = None):
+    """Judge a binary risk model on another site's rows: discrimination, calibration (slope,
+    intercept, reliability), threshold figures and net benefit, each with a 95% interval.
+
+    ``data`` is a named data set (``uci-va``, ``uci-switzerland``, ...) or a CSV path; the
+    model's own preprocessing, missing codes and outcome rule are applied. Recorded as an
+    MLflow run and a tag on the model version; ``report`` writes an HTML report.
+    """
+    from heartflow.evaluation.clinical import DEFAULT_DECISION_THRESHOLDS
+    from heartflow.model.plugins import load_plugins
+    from heartflow.runtime.gc_pause import imports_without_gc
+    from heartflow.runtime.quiet_import import apply_quiet_defaults, import_tensorflow
+
+    apply_quiet_defaults()
+    load_plugins(plugins)
+    with imports_without_gc():
+        import_tensorflow()
+        from heartflow.tracking.site_evaluation import evaluate_site
+    return evaluate_site(model_uri, data, site,
+                         tuple(decision_thresholds or DEFAULT_DECISION_THRESHOLDS), report)
+
+
 class Model:
     """A registered or logged heartflow model: raw records in, predictions out."""
 

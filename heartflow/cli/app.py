@@ -224,6 +224,43 @@ def predict(model_uri: Annotated[str, typer.Argument(help="e.g. models:/heart-di
 
 @app.command()
 @handles_errors
+def evaluate(model_uri: Annotated[str, typer.Argument(help="e.g. models:/uci-cleveland/1")],
+             data: Annotated[str, typer.Argument(
+                 help="A named data set (uci-va, uci-switzerland, ...) or a CSV path.")],
+             site: Annotated[str | None, typer.Option(help="Site name for the record.")] = None,
+             output: Annotated[str | None, typer.Option("-o", "--output",
+                                                        help="Write an HTML report here.")]
+             = None,
+             thresholds: Annotated[str | None, typer.Option(
+                 help="Decision thresholds for net benefit, e.g. 0.1,0.2,0.3.")] = None,
+             plugin: PluginOpt = None) -> None:
+    """Judge a risk model on another site: discrimination, calibration, net benefit (95% CIs)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from heartflow import api
+
+    chosen = tuple(float(x) for x in thresholds.split(",")) if thresholds else None
+    result = api.evaluate(model_uri, data, site=site, decision_thresholds=chosen,
+                          report=output, plugins=plugin)
+    r = result.report
+    table = Table(title=f"{model_uri} on {result.site}: {r.rows} rows scored "
+                        f"({r.rows_with_missing} with imputed values, "
+                        f"{result.rows_without_outcome} without an outcome)")
+    for column in ("figure", "value", "95% interval"):
+        table.add_column(column)
+    for row in r.table():
+        table.add_row(*row)
+    console = Console() if sys.stdout.isatty() else Console(width=120)
+    console.print(table)
+    for note in r.notes:
+        console.print(f"note: {note}")
+    console.print(f"MLflow run {result.run_id}" + (f"; report written to {output}"
+                                                   if output else ""))
+
+
+@app.command()
+@handles_errors
 def models(name: Annotated[str | None, typer.Argument(help="Registered model name.")] = None,
            json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List registered versions: run, spec, test metrics, aliases, created."""

@@ -35,7 +35,7 @@ def print_versions(rows: list[dict[str, object]], console: Console | None = None
     console = console or _console()
     table = Table(title="registered models")
     for column in ("model", "version", "aliases", "spec", "test roc_auc [95%]",
-                   "test accuracy [95%]", "run", "created"):
+                   "test accuracy [95%]", "other sites", "run", "created"):
         table.add_column(column)
     for row in rows:
         metrics = row["metrics"] or {}
@@ -43,6 +43,7 @@ def print_versions(rows: list[dict[str, object]], console: Console | None = None
         table.add_row(str(row["name"]), str(row["version"]), ",".join(row["aliases"]),
                       str(row["spec"]), _fmt(metrics, "roc_auc"),
                       _fmt(metrics, "accuracy"),
+                      "\n".join(f"{s}: {v}" for s, v in (row.get("sites") or {}).items()),
                       str(row["run_id"] or "")[:12], created)
     console.print(table)
 

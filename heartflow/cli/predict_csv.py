@@ -26,7 +26,7 @@ def predict_csv(model_uri: str, input_csv: str, output: str | None,
     if extra:
         sys.stderr.write(f"note: ignoring column(s) the model does not use: {', '.join(extra)}\n")
     typed = prepare_features(frame, meta["numeric"], meta["categorical"], meta["na_values"],
-                             table.where, input_csv)
+                             table.where, input_csv, meta.get("missing_codes"))
     unseen = model.scorer.encoder.unseen_levels(typed)
     if unseen:
         sys.stderr.write("note: categories not seen in training (encoded as all zeros): "
@@ -34,7 +34,8 @@ def predict_csv(model_uri: str, input_csv: str, output: str | None,
     missing_cells = int(typed.isna().sum().sum())
     if missing_cells:
         sys.stderr.write(f"note: {missing_cells} missing value(s) filled by the training rule "
-                         "(numeric median, categorical mode)\n")
+                         "(numeric median, categorical mode); column 'imputed' counts them "
+                         "per row\n")
     result = model.scorer.predict(typed)
     out = frame.copy()
     for column in result.columns:

@@ -40,13 +40,19 @@ class Dataset:
 
 def prepare_features(frame: pd.DataFrame, numeric: list[str], categorical: list[str],
                      na_values: list[str], where=lambda i: f"row {i + 1}",
-                     label: str = "") -> pd.DataFrame:
-    """Convert raw cells of the feature columns into typed columns (same rule everywhere)."""
+                     label: str = "",
+                     missing_codes: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """Convert raw cells of the feature columns into typed columns (same rule everywhere).
+
+    ``missing_codes`` adds per-column codes that mean "not measured" (``chol: ["0"]``).
+    """
+    codes = missing_codes or {}
     out = {}
     for name in numeric:
-        out[name] = numeric_column(frame[name], name, na_values, where, label)
+        out[name] = numeric_column(frame[name], name, [*na_values, *codes.get(name, [])],
+                                   where, label)
     for name in categorical:
-        out[name] = categorical_column(frame[name], na_values)
+        out[name] = categorical_column(frame[name], [*na_values, *codes.get(name, [])])
     result = pd.DataFrame(index=range(len(frame)))
     for name, values in out.items():
         result[name] = pd.Series(values, dtype=object if name in categorical else np.float64)
@@ -87,7 +93,7 @@ def dataset_from_table(table: RawTable, spec: Spec, sha256: str = "",
     require_columns(table, [*feats.numeric, *feats.categorical, target.column,
                             *([data.id] if data.id else [])], data.delimiter)
     features = prepare_features(table.frame, feats.numeric, feats.categorical, data.na_values,
-                                table.where, table.source)
+                                table.where, table.source, data.missing_codes)
     _check_features(features, feats.numeric, feats.categorical, table.source)
     y, classes = _target(table, data, spec)
     keys = row_keys(table.frame, data.id)
@@ -152,6 +158,32 @@ def _target(table: RawTable, data: DataSpec, spec: Spec) -> tuple[np.ndarray, li
                         f"units; set model.output.units: {len(levels)}")
     index = {level: i for i, level in enumerate(levels)}
     return np.array([index[v] for v in labels], dtype=np.int64), levels
+
+
+def binary_outcome(table: RawTable, column: str, positive: object,
+                   na_values: list[str]) -> np.ndarray:
+    """A model's 0/1 outcome for other rows (another site): 1.0, 0.0, or NaN where missing.
+
+    ``positive`` is the model's own rule (``'> 0'``, a value, or None for 0/1 labels).
+    """
+    require_columns(table, [column])
+    raw = table.frame[column]
+    missing = is_missing(raw, na_values)
+    present = np.flatnonzero(~missing)
+    sub = RawTable(frame=table.frame.iloc[present].reset_index(drop=True), source=table.source,
+                   first_line=table.first_line)
+    sub.where = lambda i: table.where(int(present[i]))  # type: ignore[method-assign]
+    cells = sub.frame[column]
+    labels = categorical_column(cells, na_values)
+    if positive is not None:
+        labels = _binarise(labels, TargetSpec(column=column, positive=positive), cells, sub)
+    odd = sorted(set(labels) - {"0", "1"}, key=level_sort_key)
+    if odd:
+        raise DataError(f"{table.source}: outcome column {column!r} holds {odd[:5]}; the "
+                        "model's rule gives 0/1 outcomes only")
+    y = np.full(len(raw), np.nan)
+    y[present] = (labels == "1").astype(np.float64)
+    return y
 
 
 def _binarise(labels: np.ndarray, target: TargetSpec, raw: pd.Series,

@@ -54,6 +54,23 @@ NAMED_DATASETS: dict[str, NamedDataset] = {
         relative_paths=("uci-heart/processed.cleveland.data", "processed.cleveland.data"),
         columns=UCI_COLUMNS,
         description="UCI processed Cleveland file (303 rows, no header, '?' missing, num 0-4)."),
+    "uci-switzerland": NamedDataset(
+        name="uci-switzerland", filename="processed.switzerland.data",
+        url="https://archive.ics.uci.edu/ml/machine-learning-databases/heart-disease/"
+            "processed.switzerland.data",
+        sha256="834a405ccf5b66ab4056bb77794adc8df0b7125186454c0a1d002d33c6c3b314",
+        relative_paths=("uci-heart/processed.switzerland.data",
+                        "processed.switzerland.data"),
+        columns=UCI_COLUMNS,
+        description="UCI processed Zurich/Basel file (123 rows; chol 0 means not measured)."),
+    "uci-va": NamedDataset(
+        name="uci-va", filename="processed.va.data",
+        url="https://archive.ics.uci.edu/ml/machine-learning-databases/heart-disease/"
+            "processed.va.data",
+        sha256="e7c93d8d0d2acdadfa4c5e8de768e2191e7f618b952e29623f1f0d5949ff6b8f",
+        relative_paths=("uci-heart/processed.va.data", "processed.va.data"),
+        columns=UCI_COLUMNS,
+        description="UCI processed V.A. Long Beach file (200 rows; chol 0 means not measured)."),
 }
 
 

@@ -94,8 +94,9 @@ def require_columns(table: RawTable, needed: list[str], delimiter: str = ",") ->
 
 
 def is_missing(values: pd.Series, na_values: list[str]) -> np.ndarray:
-    """Boolean mask of cells that count as missing (NaN/None or an NA token)."""
-    tokens = set(na_values)
+    """Boolean mask of cells that count as missing: NaN/None, an empty cell (always, whatever
+    ``na_values`` says), or an NA token."""
+    tokens = {*na_values, ""}
     out = np.zeros(len(values), dtype=bool)
     for i, v in enumerate(values.to_numpy(dtype=object)):
         if v is None or (isinstance(v, float) and math.isnan(v)):

@@ -175,3 +175,67 @@ def sweep_plots(results: list[dict], metric: str, axes: dict[str, list], folder:
         paths.append(path)
     return paths
 
+
+
+def reliability_diagram(y: np.ndarray, p: np.ndarray, path: str, title: str = "",
+                        bins: int = 10) -> str:
+    """Observed outcome rate against mean predicted risk in equal-count bins (scikit-learn's
+    calibration_curve), with the rows' risks as a histogram below."""
+    from sklearn.calibration import calibration_curve
+
+    plt = _pyplot()
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=[3, 1], sharex=True)
+    observed, predicted = calibration_curve(y, p, n_bins=min(bins, max(2, len(y) // 5)),
+                                            strategy="quantile")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    ax.plot(predicted, observed, marker="o", label="model")
+    ax.set_ylabel("observed outcome rate")
+    ax.set_title(title or "Reliability diagram")
+    ax.legend(loc="upper left")
+    hist.hist(p, bins=20, range=(0, 1), color="tab:blue", alpha=0.7)
+    hist.set_xlabel("predicted risk")
+    hist.set_ylabel("rows")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def decision_curve(y: np.ndarray, p: np.ndarray, path: str, title: str = "",
+                   thresholds: np.ndarray | None = None) -> str:
+    """Net benefit of the model against treating everyone and no one, over thresholds."""
+    from heartflow.evaluation.clinical import net_benefit, treat_all_benefit
+
+    plt = _pyplot()
+    grid = np.linspace(0.01, 0.8, 80) if thresholds is None else thresholds
+    prevalence = float(np.mean(y))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(grid, [net_benefit(y, p, t) for t in grid], label="model")
+    ax.plot(grid, [treat_all_benefit(prevalence, t) for t in grid], label="treat all")
+    ax.axhline(0.0, color="black", linewidth=1, label="treat none")
+    ax.set_ylim(min(-0.05, -0.1 * prevalence), max(prevalence, 0.05) * 1.1)
+    ax.set_xlabel("threshold probability")
+    ax.set_ylabel("net benefit")
+    ax.set_title(title or "Decision curve")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def roc_plot(y: np.ndarray, p: np.ndarray, path: str, title: str = "") -> str:
+    """One ROC curve with its AUC."""
+    plt = _pyplot()
+    fpr, tpr = _thin(*M.roc_curve(y, p))
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(fpr, tpr, label=f"AUC {M.roc_auc(np.asarray(y) > 0.5, p):.3f}")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title or "ROC curve")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

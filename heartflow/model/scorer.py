@@ -39,6 +39,8 @@ def model_meta(spec: Any, encoder: TabularEncoder, classes: list[str],
             "numeric": encoder.numeric, "categorical": encoder.categorical,
             "na_values": encoder.na_values, "threshold": spec.evaluate.threshold,
             "classes": classes, "target": spec.data.target_spec.column,
+            "target_positive": spec.data.target_spec.positive,
+            "missing_codes": dict(spec.data.missing_codes),
             "input_width": encoder.width, "plugins": list(plugins or [])}
 
 
@@ -80,7 +82,8 @@ class Scorer:
         if missing:
             raise DataError(f"input lacks required column(s): {', '.join(missing)}")
         return prepare_features(frame.reset_index(drop=True), self.meta["numeric"],
-                                self.meta["categorical"], self.meta["na_values"])
+                                self.meta["categorical"], self.meta["na_values"],
+                                missing_codes=self.meta.get("missing_codes"))
 
     def output(self, typed: pd.DataFrame) -> np.ndarray:
         """The network's output for typed feature columns (probabilities or values)."""
@@ -88,17 +91,23 @@ class Scorer:
         return out if self.task == "multiclass" else out.reshape(-1)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Probabilities and predicted class (or the predicted value for regression)."""
-        out = self.output(self.typed(frame))
+        """Probabilities and predicted class (or the predicted value for regression), and how
+        many of each row's feature values were missing and imputed by the training rule."""
+        typed = self.typed(frame)  # idempotent on frames that are typed already
+        out = self.output(typed)
+        imputed = typed[[*self.meta["numeric"], *self.meta["categorical"]]].isna().sum(
+            axis=1).to_numpy(np.int64)
         if self.task == "binary":
             proba = out.astype(np.float64)
-            return pd.DataFrame({"probability": proba,
-                                 "prediction": (proba >= self.meta["threshold"]).astype(
-                                     np.int64)})
-        if self.task == "multiclass":
+            result = pd.DataFrame({"probability": proba,
+                                   "prediction": (proba >= self.meta["threshold"]).astype(
+                                       np.int64)})
+        elif self.task == "multiclass":
             classes = self.meta["classes"]
             result = pd.DataFrame(out.astype(np.float64),
                                   columns=[f"probability_{c}" for c in classes])
             result["prediction"] = [classes[i] for i in out.argmax(axis=1)]
-            return result
-        return pd.DataFrame({"prediction": out.astype(np.float64)})
+        else:
+            result = pd.DataFrame({"prediction": out.astype(np.float64)})
+        result["imputed"] = imputed
+        return result

@@ -113,6 +113,9 @@ class DataSpec(_Section):
                                       description="Column names for a file without header.")
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     na_values: list[str] = Field(default_factory=lambda: ["", "?", "NA", "NaN"])
+    missing_codes: dict[str, list[str]] = Field(
+        default_factory=dict, description="Per-column codes that mean 'not measured' (e.g. "
+        "chol: ['0'] in the Swiss and VA files); the model applies them at every site.")
     id: str | None = Field(default=None, description="A column that identifies a row; the "
                            "split hashes it (else the row's content), so rows keep their part "
                            "when the data grows.")
@@ -135,6 +138,10 @@ class DataSpec(_Section):
         if self.id is not None and self.id in (col, *self.features.categorical,
                                                *self.features.numeric):
             raise ValueError(f"the id column {self.id!r} is also the target or a feature")
+        strangers = sorted(set(self.missing_codes) - {*self.features.categorical,
+                                                       *self.features.numeric})
+        if strangers:
+            raise ValueError(f"missing_codes names columns that are not features: {strangers}")
         return self
 
 

@@ -42,13 +42,15 @@ def signature(meta: dict[str, Any]):
 
     inputs = Schema([ColSpec(AnyType(), name) for name in [*meta["numeric"],
                                                            *meta["categorical"]]])
+    imputed = ColSpec("long", "imputed")  # feature values missing in the row, imputed
     if meta["task"] == "binary":
-        outputs = Schema([ColSpec("double", "probability"), ColSpec("long", "prediction")])
+        outputs = Schema([ColSpec("double", "probability"), ColSpec("long", "prediction"),
+                          imputed])
     elif meta["task"] == "multiclass":
         outputs = Schema([*(ColSpec("double", f"probability_{c}") for c in meta["classes"]),
-                          ColSpec("string", "prediction")])
+                          ColSpec("string", "prediction"), imputed])
     else:
-        outputs = Schema([ColSpec("double", "prediction")])
+        outputs = Schema([ColSpec("double", "prediction"), imputed])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 

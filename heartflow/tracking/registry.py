@@ -308,6 +308,10 @@ def list_versions(name: str | None = None) -> list[dict[str, object]]:
                          "spec": v.tags.get("heartflow.spec_name", ""),
                          "metrics": metrics, "aliases": sorted(aliases.get(str(v.version), [])),
                          "created": v.creation_timestamp,
+                         "sites": {k.removeprefix("heartflow.site."): val
+                                   for k, val in v.tags.items()
+                                   if k.startswith("heartflow.site.") and
+                                   not k.endswith(".run")},
                          "decision": v.tags.get("heartflow.promotion.reason", "")})
     rows.sort(key=lambda r: (r["name"], -int(r["version"])))
     return rows

@@ -78,7 +78,7 @@ ERRORS: list[tuple[str, bytes, list[str]]] = [
      ["'chol'", "row 8", "line 9", "'high'", "not a number"]),
     ("three_class_target", three_class_target().encode(), ["'target'", "3 classes", "positive"]),
     ("one_class_target", one_class_target().encode(), ["'target'", "only one class"]),
-    ("too_few_rows", table(rows(4)[:3]).encode(), ["too few"]),
+    ("too_few_rows", table(rows(4)[:3]).encode(), ["3 rows are not enough", "train 3 rows (at least 20 needed)", "min_rows"]),
     ("empty_file", b"", ["empty"]),
     ("whitespace_only", b"   \n\n", ["empty"]),
     ("header_only", (HEADER + "\n").encode(), ["no data rows"]),

@@ -1,0 +1,173 @@
+"""Clinical evaluation of a binary risk model: discrimination, calibration and net benefit,
+each with a 95% interval and the number of rows it rests on.
+
+- Calibration-in-the-large (intercept) and calibration slope: logistic recalibration of the
+  outcome on logit(p) (statsmodels GLM, Wald intervals), as in Van Calster et al.,
+  "Calibration: the Achilles heel of predictive analytics" (BMC Medicine, 2019). Ideal:
+  intercept 0, slope 1; a slope below 1 means the risks are too extreme.
+- Expected calibration error over ten equal-count bins of predicted risk.
+- Sensitivity, specificity, PPV and NPV at the model's threshold.
+- Net benefit (Vickers & Elkin, 2006) at each declared threshold t:
+  TP/n - FP/n * t / (1 - t), against treating everyone and no one (0).
+Intervals other than the GLM's are percentile bootstraps (heartflow.evaluation.intervals).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from heartflow.evaluation import metrics as M
+
+EPS = 1e-6
+DEFAULT_DECISION_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
+    return np.log(q / (1 - q))
+
+
+def calibration_intercept_slope(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """Intercept (slope fixed at 1, logit(p) as offset) and slope, with 95% Wald intervals."""
+    import statsmodels.api as sm
+
+    y = np.asarray(y, dtype=np.float64)
+    z = _logit(p)
+    nan = {k: math.nan for k in ("intercept", "intercept_low", "intercept_high", "slope",
+                                 "slope_low", "slope_high")}
+    if len(np.unique(y)) < 2:
+        return nan
+    out = dict(nan)
+    try:
+        large = sm.GLM(y, np.ones((len(y), 1)), family=sm.families.Binomial(), offset=z).fit()
+        low, high = large.conf_int(0.05)[0]
+        out.update(intercept=float(large.params[0]), intercept_low=float(low),
+                   intercept_high=float(high))
+        fitted = sm.GLM(y, sm.add_constant(z, has_constant="add"),
+                        family=sm.families.Binomial()).fit()
+        low, high = fitted.conf_int(0.05)[1]
+        out.update(slope=float(fitted.params[1]), slope_low=float(low), slope_high=float(high))
+    except (np.linalg.LinAlgError, ValueError):
+        pass  # separation: undefined, reported as such
+    return out
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Mean |observed - predicted| over equal-count bins of predicted risk, weighted by size."""
+    y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    if not len(y):
+        return math.nan
+    order = np.argsort(p, kind="mergesort")
+    total = 0.0
+    for chunk in np.array_split(order, min(bins, len(y))):
+        if len(chunk):
+            total += len(chunk) * abs(y[chunk].mean() - p[chunk].mean())
+    return total / len(y)
+
+
+def net_benefit(y: np.ndarray, p: np.ndarray, threshold: float) -> float:
+    """Net benefit of treating those with risk >= threshold."""
+    y, p = np.asarray(y) > 0.5, np.asarray(p)
+    n = len(y)
+    treat = p >= threshold
+    tp, fp = np.sum(treat & y), np.sum(treat & ~y)
+    return float(tp / n - fp / n * threshold / (1 - threshold))
+
+
+def treat_all_benefit(prevalence: float, threshold: float) -> float:
+    """Net benefit of treating everyone."""
+    return prevalence - (1 - prevalence) * threshold / (1 - threshold)
+
+
+def at_threshold(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """Sensitivity, specificity, PPV and NPV (NaN where the denominator is 0)."""
+    y, pred = np.asarray(y) > 0.5, np.asarray(p) >= threshold
+    tp, fp = np.sum(pred & y), np.sum(pred & ~y)
+    fn, tn = np.sum(~pred & y), np.sum(~pred & ~y)
+
+    def ratio(a: float, b: float) -> float:
+        return float(a / b) if b else math.nan
+
+    return {"sensitivity": ratio(tp, tp + fn), "specificity": ratio(tn, tn + fp),
+            "ppv": ratio(tp, tp + fp), "npv": ratio(tn, tn + fn)}
+
+
+def _point(y: np.ndarray, p: np.ndarray, threshold: float,
+           decision_thresholds: tuple[float, ...]) -> dict[str, float]:
+    values = {"roc_auc": M.roc_auc(np.asarray(y) > 0.5, p),
+              "brier": float(np.mean((np.asarray(p) - np.asarray(y)) ** 2)),
+              "ece": expected_calibration_error(y, p),
+              "prevalence": float(np.mean(y)), "mean_risk": float(np.mean(p)),
+              **at_threshold(y, p, threshold)}
+    for t in decision_thresholds:
+        values[f"net_benefit@{t:g}"] = net_benefit(y, p, t)
+    return values
+
+
+@dataclass
+class ClinicalReport:
+    """Every figure of a clinical evaluation, with intervals and counts."""
+
+    values: dict[str, float]
+    intervals: dict[str, tuple[float, float]]
+    rows: int
+    rows_with_missing: int
+    threshold: float
+    decision_thresholds: tuple[float, ...]
+    notes: list[str] = field(default_factory=list)
+
+    def table(self) -> list[tuple[str, str, str]]:
+        """(figure, value, 95% interval) rows."""
+        out = []
+        for name, value in self.values.items():
+            low, high = self.intervals.get(name, (math.nan, math.nan))
+            shown = "undefined" if value != value else f"{value:.4f}"
+            ci = f"[{low:.4f}, {high:.4f}]" if low == low and high == high else ""
+            out.append((name, shown, ci))
+        return out
+
+    def as_metrics(self, prefix: str = "") -> dict[str, float]:
+        """Flat MLflow metrics (names without '@')."""
+        out = {}
+        for name, value in self.values.items():
+            key = prefix + name.replace("@", "_at_")
+            out[key] = value
+            if name in self.intervals:
+                out[f"{key}_ci_low"], out[f"{key}_ci_high"] = self.intervals[name]
+        out[f"{prefix}rows"] = float(self.rows)
+        out[f"{prefix}rows_with_missing"] = float(self.rows_with_missing)
+        return out
+
+
+def clinical_report(y: np.ndarray, p: np.ndarray, threshold: float = 0.5,
+                    decision_thresholds: tuple[float, ...] = DEFAULT_DECISION_THRESHOLDS,
+                    rows_with_missing: int = 0, seed: int = 0) -> ClinicalReport:
+    """Discrimination, calibration, threshold figures and net benefit for risks ``p``."""
+    from heartflow.evaluation.intervals import _bootstrap, _percentiles, _subset
+
+    y = np.asarray(y, dtype=np.float64).ravel()
+    p = np.clip(np.asarray(p, dtype=np.float64).ravel(), 0.0, 1.0)
+    values = _point(y, p, threshold, decision_thresholds)
+    names = list(values)
+    rows = _subset(len(y), seed)
+    ys, ps = y[rows], p[rows]
+    draws = _bootstrap(len(rows), lambda i: [_point(ys[i], ps[i], threshold,
+                                                    decision_thresholds)[n] for n in names],
+                       seed)
+    low, high = _percentiles(draws)
+    intervals = {n: (float(low[k]), float(high[k])) for k, n in enumerate(names)}
+    glm = calibration_intercept_slope(y, p)
+    for name in ("intercept", "slope"):
+        values[f"calibration_{name}"] = glm[name]
+        intervals[f"calibration_{name}"] = (glm[f"{name}_low"], glm[f"{name}_high"])
+    for t in decision_thresholds:
+        values[f"treat_all@{t:g}"] = treat_all_benefit(values["prevalence"], t)
+    notes = []
+    if len(np.unique(y)) < 2:
+        notes.append("only one outcome class among these rows: ROC AUC and calibration are "
+                     "undefined")
+    return ClinicalReport(values, intervals, len(y), rows_with_missing, threshold,
+                          tuple(decision_thresholds), notes)

@@ -1,0 +1,126 @@
+"""Clinical evaluation: each figure against an independent reference, and `heartflow evaluate`
+of the Cleveland model on the VA site end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from heartflow.evaluation.clinical import (
+    at_threshold,
+    calibration_intercept_slope,
+    clinical_report,
+    expected_calibration_error,
+    net_benefit,
+)
+from tests.conftest import ROOT, cli
+
+
+def _risks(n: int = 800, seed: int = 0, scale: float = 1.0, shift: float = 0.0):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 1.5, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(float)  # outcomes follow logit z
+    p = 1 / (1 + np.exp(-(scale * z + shift)))                 # a model's distorted risks
+    return y, p
+
+
+def test_calibration_slope_and_intercept_match_an_unpenalised_logistic_fit() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    y, p = _risks(scale=2.0, shift=-0.5)  # too extreme, too low
+    got = calibration_intercept_slope(y, p)
+    logit = np.log(p / (1 - p)).reshape(-1, 1)
+    reference = LogisticRegression(penalty=None, tol=1e-10, max_iter=1000).fit(logit, y)
+    assert got["slope"] == pytest.approx(reference.coef_[0][0], rel=1e-3)
+    assert got["slope"] < 1 and got["slope_low"] < got["slope"] < got["slope_high"]
+    # Calibration-in-the-large: the intercept with logit(p) as a fixed offset.
+    import statsmodels.api as sm
+
+    assert got["intercept"] > 0  # risks too low on average
+    offset = sm.Logit(y, np.ones(len(y)), offset=logit.ravel()).fit(disp=0)
+    assert got["intercept"] == pytest.approx(offset.params[0], rel=1e-4)
+    ideal = calibration_intercept_slope(*_risks(n=4000, seed=1))  # calibrated by design
+    assert ideal["slope"] == pytest.approx(1.0, abs=0.1)
+    assert ideal["intercept"] == pytest.approx(0.0, abs=0.1)
+
+
+def test_threshold_figures_net_benefit_and_ece_by_hand() -> None:
+    from sklearn.metrics import confusion_matrix
+
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 1, 0, 0], dtype=float)
+    p = np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.1, 0.4, 0.7, 0.05, 0.35])
+    tn, fp, fn, tp = confusion_matrix(y, p >= 0.5).ravel()
+    figures = at_threshold(y, p, 0.5)
+    assert figures == {"sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp),
+                       "ppv": tp / (tp + fp), "npv": tn / (tn + fn)}
+    # Net benefit at 0.2: treated = p >= 0.2 -> TP 4, FP 4 of 10 rows.
+    assert net_benefit(y, p, 0.2) == pytest.approx(4 / 10 - 4 / 10 * 0.2 / 0.8)
+    # ECE with 2 bins of 5 sorted rows: |mean y - mean p| weighted by size.
+    order = np.argsort(p)
+    low, high = order[:5], order[5:]
+    expected = (abs(y[low].mean() - p[low].mean()) + abs(y[high].mean() - p[high].mean())) / 2
+    assert expected_calibration_error(y, p, bins=2) == pytest.approx(expected)
+    report = clinical_report(y, p, 0.5, (0.2,))
+    assert report.values["treat_all@0.2"] == pytest.approx(0.4 - 0.6 * 0.25)
+    assert report.rows == 10 and all(k in report.intervals for k in ("roc_auc", "brier"))
+
+
+def test_one_outcome_class_is_reported_as_undefined() -> None:
+    report = clinical_report(np.ones(30), np.linspace(0.1, 0.9, 30))
+    assert math.isnan(report.values["roc_auc"]) and math.isnan(
+        report.values["calibration_slope"])
+    assert report.notes and dict((a, b) for a, b, _ in report.table())["roc_auc"] == \
+        "undefined"
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_cleveland_model_on_the_va_site(tmp_path: Path, shared_data: Path,
+                                        prefect_server) -> None:
+    trained = cli("run", "-q", str(ROOT / "specs/uci_cleveland_16.yaml"), cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    out = cli("evaluate", "models:/uci-cleveland/1", "uci-va", "--site", "va", "-o",
+              str(tmp_path / "va.html"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "200 rows scored" in out.stdout and "calibration_slope" in out.stdout
+    # Independent counts from the raw file: prevalence of num > 0, and rows with a missing
+    # feature ('?' anywhere, or chol written as 0 = not measured).
+    raw = pd.read_csv(shared_data / "uci-heart/processed.va.data", header=None, dtype=str)
+    features = raw.iloc[:, :13]
+    missing_rows = int(((features == "?").any(axis=1) | (raw[4] == "0")).sum())
+    prevalence = (raw[13].astype(int) > 0).mean()
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("uci-cleveland-evaluations")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.tags["heartflow.evaluation.model_version"] == "1"
+    assert run.data.tags["heartflow.evaluation.site"] == "va"
+    assert run.data.metrics["prevalence"] == pytest.approx(prevalence)
+    assert run.data.metrics["rows"] == 200
+    assert run.data.metrics["rows_with_missing"] == missing_rows
+    assert run.data.metrics["mean_risk"] < prevalence - 0.1  # under-predicts at VA
+    listed = json.loads(cli("models", "uci-cleveland", "--json", cwd=tmp_path).stdout)
+    assert listed[0]["sites"]["va"].startswith("AUC ")
+    report = (tmp_path / "va.html").read_text()
+    assert report.count("data:image/png;base64,") == 3 and "calibration_slope" in report
+    # Scoring never refuses a file because cells are empty (this model's na_values is
+    # ['?'] only); each row says how many of its values were imputed.
+    from heartflow.data.sources import UCI_COLUMNS
+
+    rows = raw.head(3).copy()
+    rows.columns = UCI_COLUMNS
+    rows.loc[0, "trestbps"] = ""
+    rows.to_csv(tmp_path / "three.csv", index=False)
+    scored = cli("predict", "models:/uci-cleveland/1", str(tmp_path / "three.csv"),
+                 cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr
+    result = pd.read_csv(__import__("io").StringIO(scored.stdout))
+    expected = [int(rows.iloc[i, :13].isin(["?", ""]).sum()) + int(rows.iloc[i, 4] == "0")
+                for i in range(3)]
+    assert result["imputed"].tolist() == expected

@@ -194,6 +194,7 @@ def execute(loaded: LoadedSpec, *, frame: FrameSource | None = None, verbose: bo
         input_width=data.width, parameters=count_parameters(spec, data.width),
         metrics=evaluation.metrics, test_rows=evaluation.test_rows, split=data.sizes(),
         intervals={k: list(v) for k, v in evaluation.intervals.items()},
+        calibration=evaluation.calibration,
         validation=evaluation.validation, validation_rows=evaluation.validation_rows,
         validation_output=evaluation.validation_output,
         validation_labels=evaluation.validation_labels,

@@ -37,6 +37,17 @@ class NamedDataset:
     also_accepted: tuple[str, ...] = ()
 
 
+UCI_FOLDER = "https://archive.ics.uci.edu/ml/machine-learning-databases/heart-disease/"
+
+
+def _uci_site(name: str, site: str, sha256: str, description: str) -> NamedDataset:
+    """One site of the UCI Heart Disease study, in UCI's processed 14-column form."""
+    filename = f"processed.{site}.data"
+    return NamedDataset(name=name, filename=filename, url=UCI_FOLDER + filename, sha256=sha256,
+                        relative_paths=(f"uci-heart/{filename}", filename),
+                        columns=UCI_COLUMNS, description=description)
+
+
 NAMED_DATASETS: dict[str, NamedDataset] = {
     "heart-csv": NamedDataset(
         name="heart-csv", filename="heart.csv",
@@ -46,31 +57,17 @@ NAMED_DATASETS: dict[str, NamedDataset] = {
         also_accepted=("3369f450e6fdbad6019755437f0228109cb457e62b8cf7c4b29799ba1f8fc884",
                        "91a0c6b8d59a1ec09d3c6c181be7fc707a0c3603fa8524cf41ca14b324b700d5"),
         description="Cleveland heart disease, Keras tutorial version (303 rows, target)."),
-    "uci-cleveland": NamedDataset(
-        name="uci-cleveland", filename="processed.cleveland.data",
-        url="https://archive.ics.uci.edu/ml/machine-learning-databases/heart-disease/"
-            "processed.cleveland.data",
-        sha256="a74b7efa387bc9d108d7d0115d831fe9b414b29ae7124f331b622b4efa0427c8",
-        relative_paths=("uci-heart/processed.cleveland.data", "processed.cleveland.data"),
-        columns=UCI_COLUMNS,
-        description="UCI processed Cleveland file (303 rows, no header, '?' missing, num 0-4)."),
-    "uci-switzerland": NamedDataset(
-        name="uci-switzerland", filename="processed.switzerland.data",
-        url="https://archive.ics.uci.edu/ml/machine-learning-databases/heart-disease/"
-            "processed.switzerland.data",
-        sha256="834a405ccf5b66ab4056bb77794adc8df0b7125186454c0a1d002d33c6c3b314",
-        relative_paths=("uci-heart/processed.switzerland.data",
-                        "processed.switzerland.data"),
-        columns=UCI_COLUMNS,
-        description="UCI processed Zurich/Basel file (123 rows; chol 0 means not measured)."),
-    "uci-va": NamedDataset(
-        name="uci-va", filename="processed.va.data",
-        url="https://archive.ics.uci.edu/ml/machine-learning-databases/heart-disease/"
-            "processed.va.data",
-        sha256="e7c93d8d0d2acdadfa4c5e8de768e2191e7f618b952e29623f1f0d5949ff6b8f",
-        relative_paths=("uci-heart/processed.va.data", "processed.va.data"),
-        columns=UCI_COLUMNS,
-        description="UCI processed V.A. Long Beach file (200 rows; chol 0 means not measured)."),
+    **{d.name: d for d in (
+        _uci_site("uci-cleveland", "cleveland",
+                  "a74b7efa387bc9d108d7d0115d831fe9b414b29ae7124f331b622b4efa0427c8",
+                  "UCI processed Cleveland file (303 rows, no header, '?' missing, num 0-4)."),
+        _uci_site("uci-switzerland", "switzerland",
+                  "834a405ccf5b66ab4056bb77794adc8df0b7125186454c0a1d002d33c6c3b314",
+                  "UCI processed Zurich/Basel file (123 rows; chol 0 means not measured)."),
+        _uci_site("uci-va", "va",
+                  "e7c93d8d0d2acdadfa4c5e8de768e2191e7f618b952e29623f1f0d5949ff6b8f",
+                  "UCI processed V.A. Long Beach file (200 rows; chol 0 means not measured)."),
+    )},
 }
 
 

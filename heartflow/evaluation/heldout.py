@@ -36,6 +36,7 @@ class Evaluation:
     validation_rows: int = 0
     validation_output: list = field(default_factory=list)  # per row, when few enough
     validation_labels: list = field(default_factory=list)
+    calibration: dict[str, float] = field(default_factory=dict)  # binary: slope, intercept...
 
     def as_metrics(self) -> dict[str, float]:
         """MLflow metrics: test_<m>, test_<m>_ci_low/_ci_high, validation_<m>."""
@@ -43,6 +44,7 @@ class Evaluation:
         for k, (low, high) in self.intervals.items():
             out[f"test_{k}_ci_low"], out[f"test_{k}_ci_high"] = low, high
         out.update({f"validation_{k}": v for k, v in self.validation.items()})
+        out.update({f"test_{k}": v for k, v in self.calibration.items()})
         return out
 
 
@@ -81,12 +83,28 @@ def evaluate(spec: Spec, model, x_test: np.ndarray, y_test: np.ndarray,
         if history:
             plots.append(P.learning_curves(history, f"{plot_dir}/learning_curves.png"))
         if spec.task == "binary":
-            plots += P.binary_plots(y_test, output.reshape(-1), spec.evaluate.threshold,
-                                    plot_dir)
+            p = output.reshape(-1)
+            plots += P.binary_plots(y_test, p, spec.evaluate.threshold, plot_dir)
+            plots.append(P.reliability_diagram(y_test, p, f"{plot_dir}/reliability.png",
+                                               "Reliability (test)"))
+            plots.append(P.decision_curve(y_test, p, f"{plot_dir}/decision_curve.png",
+                                          "Decision curve (test)"))
         elif spec.task == "multiclass":
             plots += P.multiclass_plots(y_test, output, classes or [], plot_dir)
+    calibration = {}
+    if spec.task == "binary":  # discrimination is not enough for a risk model
+        from heartflow.evaluation.clinical import clinical_report
+
+        report = clinical_report(y_test, _flat(spec, output), spec.evaluate.threshold,
+                                 bootstrap=False)
+        calibration = {k.replace("@", "_at_"): v for k, v in report.values.items()
+                       if k.startswith(("calibration_", "ece", "net_benefit", "mean_risk",
+                                        "prevalence"))}
+        for name in ("calibration_intercept", "calibration_slope"):
+            low, high = report.intervals[name]
+            calibration[f"{name}_ci_low"], calibration[f"{name}_ci_high"] = low, high
     return Evaluation(metrics=values, test_rows=len(y_test), plots=plots, intervals=intervals,
-                      **validation)
+                      calibration=calibration, **validation)
 
 
 def evaluate_streamed(spec: Spec, model, batches: Iterable[tuple[np.ndarray, np.ndarray]],

@@ -47,20 +47,7 @@ def _thin(a: np.ndarray, b: np.ndarray, points: int = 2000) -> tuple[np.ndarray,
 def binary_plots(y: np.ndarray, p: np.ndarray, threshold: float, folder: str) -> list[str]:
     """ROC curve, precision-recall curve and confusion matrix for a binary model."""
     plt = _pyplot()
-    paths = []
-    fpr, tpr = _thin(*M.roc_curve(y, p))
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot(fpr, tpr, label=f"AUC {M.roc_auc(y, p):.3f}")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title("ROC curve (test)")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    paths.append(os.path.join(folder, "roc_curve.png"))
-    fig.savefig(paths[-1], dpi=90)
-    plt.close(fig)
-
+    paths = [roc_plot(y, p, os.path.join(folder, "roc_curve.png"), "ROC curve (test)")]
     precision, recall = _thin(*M.pr_curve(y, p))
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.step(recall, precision, where="post",
@@ -179,14 +166,13 @@ def sweep_plots(results: list[dict], metric: str, axes: dict[str, list], folder:
 
 def reliability_diagram(y: np.ndarray, p: np.ndarray, path: str, title: str = "",
                         bins: int = 10) -> str:
-    """Observed outcome rate against mean predicted risk in equal-count bins (scikit-learn's
-    calibration_curve), with the rows' risks as a histogram below."""
-    from sklearn.calibration import calibration_curve
+    """Observed outcome rate against mean predicted risk in quantile bins (those of
+    scikit-learn's calibration_curve), with the rows' risks as a histogram below."""
+    from heartflow.evaluation.clinical import calibration_bins
 
     plt = _pyplot()
     fig, (ax, hist) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=[3, 1], sharex=True)
-    observed, predicted = calibration_curve(y, p, n_bins=min(bins, max(2, len(y) // 5)),
-                                            strategy="quantile")
+    observed, predicted, _counts = calibration_bins(y, p, min(bins, max(2, len(y) // 5)))
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
     ax.plot(predicted, observed, marker="o", label="model")
     ax.set_ylabel("observed outcome rate")

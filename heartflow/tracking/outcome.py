@@ -34,6 +34,7 @@ class RunOutcome:
     undecided: bool = False
     data_sha256: str = ""
     intervals: dict[str, list[float]] = field(default_factory=dict)  # test: [low, high], 95%
+    calibration: dict[str, float] = field(default_factory=dict)  # test rows, binary models
     validation: dict[str, float] = field(default_factory=dict)  # what runs are chosen by
     validation_rows: int = 0
     validation_output: list = field(default_factory=list)
@@ -70,6 +71,15 @@ class RunOutcome:
                 if value == value][:1]
         out += [(f"test {name}", self._test_figure(name, value))
                 for name, value in self.metrics.items()]
+        c = self.calibration
+        if "calibration_slope" in c:
+            out.append(("test calibration", f"slope {c['calibration_slope']:.2f} "
+                        f"[{c['calibration_slope_ci_low']:.2f}, "
+                        f"{c['calibration_slope_ci_high']:.2f}], intercept "
+                        f"{c['calibration_intercept']:+.2f} "
+                        f"[{c['calibration_intercept_ci_low']:+.2f}, "
+                        f"{c['calibration_intercept_ci_high']:+.2f}]; mean risk "
+                        f"{c['mean_risk']:.2f} vs prevalence {c['prevalence']:.2f}"))
         out += [(f"CV {name}", f"{mean:.4f} ± {ci:.4f}  ({self.cv_folds} folds, 95% CI)")
                 for name, (mean, ci) in self.cv.items()]
         first = next(iter(self.metrics), "")

@@ -70,6 +70,18 @@ def test_threshold_figures_net_benefit_and_ece_by_hand() -> None:
     assert report.rows == 10 and all(k in report.intervals for k in ("roc_auc", "brier"))
 
 
+def test_calibration_bins_are_scikit_learns() -> None:
+    from sklearn.calibration import calibration_curve
+
+    from heartflow.evaluation.clinical import calibration_bins
+
+    y, p = _risks(n=997, seed=5, scale=1.3)
+    observed, predicted, counts = calibration_bins(y, p, 10)
+    ref_observed, ref_predicted = calibration_curve(y, p, n_bins=10, strategy="quantile")
+    assert np.allclose(observed, ref_observed) and np.allclose(predicted, ref_predicted)
+    assert counts.sum() == 997
+
+
 def test_one_outcome_class_is_reported_as_undefined() -> None:
     report = clinical_report(np.ones(30), np.linspace(0.1, 0.9, 30))
     assert math.isnan(report.values["roc_auc"]) and math.isnan(

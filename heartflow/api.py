@@ -111,6 +111,7 @@ class SweepResult:
     """A finished sweep: its parent run, the ranked table and the trials' outcomes."""
 
     parent_run_id: str
+    experiment_id: str
     metric: str
     rows: list[dict[str, Any]]
     varied: list[str]
@@ -144,7 +145,8 @@ def sweep(path: str | os.PathLike[str], *, workers: int | None = None,
     from heartflow.tracking.compare import rows_for
 
     rows, metric, varied = rows_for(result["parent_run_id"])
-    return SweepResult(parent_run_id=result["parent_run_id"], metric=metric, rows=rows,
+    return SweepResult(parent_run_id=result["parent_run_id"],
+                       experiment_id=result["experiment_id"], metric=metric, rows=rows,
                        varied=varied, trials=result["trials"],
                        wall_seconds=result["wall_seconds"], workers=result["workers"],
                        choice=result.get("choice", {}))

@@ -179,7 +179,8 @@ def sweep(spec: Annotated[str, typer.Argument(help="A sweep file (sweep: base, a
                f"{workers or sweep_spec.workers} workers", err=True)
     result = api.sweep(spec, workers=workers, plugins=plugin, progress=True)
     if json_out:
-        typer.echo(json.dumps({"parent_run_id": result.parent_run_id, "metric": result.metric,
+        typer.echo(json.dumps({"parent_run_id": result.parent_run_id,
+                               "experiment_id": result.experiment_id, "metric": result.metric,
                                "wall_seconds": result.wall_seconds, "workers": result.workers,
                                "choice": result.choice, "trials": result.trials}, indent=1,
                               default=str))

@@ -52,6 +52,9 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
     os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="heartflow-prefect-home-"))
     os.environ["HEARTFLOW_CACHE_DIR"] = tempfile.mkdtemp(prefix="heartflow-cache-")
+    if os.environ.get("HEARTFLOW_DATA_DIR"):  # relative to where pytest started, not to the
+        os.environ["HEARTFLOW_DATA_DIR"] = os.path.abspath(  # folders tests move into
+            os.path.expanduser(os.environ["HEARTFLOW_DATA_DIR"]))
     if not os.environ.get("PREFECT_API_URL"):
         from heartflow.runtime.prefect_server import LocalPrefectServer
 

@@ -387,6 +387,9 @@ def main() -> None:
     from heartflow.runtime import fast_exit
 
     fast_exit.install()
+    for key in ("HEARTFLOW_DATA_DIR", "HEARTFLOW_CACHE_DIR"):  # relative to where the command
+        if os.environ.get(key):                               # started (workers move on)
+            os.environ[key] = os.path.abspath(os.path.expanduser(os.environ[key]))
     try:
         app()
     except SystemExit as exc:

@@ -21,8 +21,8 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Model", "compare", "evaluate", "load_model", "load_spec", "load_sweep", "run",
-           "sweep"]
+__all__ = ["Model", "compare", "evaluate", "load_model", "load_spec", "load_sweep",
+           "model_card", "recalibrate", "run", "sweep"]
 
 
 def __getattr__(name: str) -> Any:

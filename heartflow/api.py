@@ -189,7 +189,6 @@ def evaluate(model_uri: str, data: str, *, site: str | None = None,
     model's own preprocessing, missing codes and outcome rule are applied. Recorded as an
     MLflow run and a tag on the model version; ``report`` writes an HTML report.
     """
-    from heartflow.evaluation.clinical import DEFAULT_DECISION_THRESHOLDS
     from heartflow.model.plugins import load_plugins
     from heartflow.runtime.gc_pause import imports_without_gc
     from heartflow.runtime.quiet_import import apply_quiet_defaults, import_tensorflow
@@ -200,7 +199,7 @@ def evaluate(model_uri: str, data: str, *, site: str | None = None,
         import_tensorflow()
         from heartflow.tracking.site_evaluation import evaluate_site
     return evaluate_site(model_uri, data, site,
-                         tuple(decision_thresholds or DEFAULT_DECISION_THRESHOLDS), report)
+                         tuple(decision_thresholds) if decision_thresholds else None, report)
 
 
 class Model:
@@ -233,6 +232,34 @@ class Model:
 
     def __repr__(self) -> str:
         return f"heartflow.Model({self.uri!r}, {self.task}, {len(self.columns)} columns)"
+
+
+def recalibrate(model_uri: str, data: str, *, method: str = "logistic",
+                site: str | None = None, plugins: list[str] | None = None):
+    """Refit a binary model's calibration on a site's rows (``intercept``, ``logistic`` or
+    ``isotonic``) and register it as a new version whose pyfunc applies it. Returns the
+    before / after figures (after: on the fitting rows, and cross-fitted)."""
+    from heartflow.model.plugins import load_plugins
+    from heartflow.runtime.gc_pause import imports_without_gc
+    from heartflow.runtime.quiet_import import apply_quiet_defaults, import_tensorflow
+
+    apply_quiet_defaults()
+    load_plugins(plugins)
+    with imports_without_gc():
+        import_tensorflow()
+        from heartflow.tracking.recalibrate import recalibrate_site
+    return recalibrate_site(model_uri, data, method, site)
+
+
+def model_card(model_uri: str) -> str:
+    """The model card (markdown) of a registered version, from what the registry holds now:
+    its run, its data, and every site evaluated so far."""
+    from heartflow.runtime.quiet_import import apply_quiet_defaults
+
+    apply_quiet_defaults()
+    from heartflow.tracking.model_card import card_for_uri
+
+    return card_for_uri(model_uri)
 
 
 def load_model(uri: str, *, plugins: list[str] | None = None) -> Model:

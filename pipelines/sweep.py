@@ -132,7 +132,7 @@ def sweep_flow(sweep_path: str, workers: int | None = None, progress: bool = Tru
         parent.metrics({"sweep_wall_seconds": wall, "trials_failed": len(results) - len(ok)})
         spec = base.spec
         choice = choose([r["outcome"] for r in ok], metric, spec.task,
-                        spec.evaluate.threshold)
+                        spec.evaluate.decision_threshold)
         if choice["ranked"]:
             best_outcome = choice["ranked"][0]
             parent.metrics({f"best_{choice['source']}_{metric}":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import replace
 from typing import Any
 
 from prefect import flow, task
@@ -17,6 +18,7 @@ from heartflow.data.prepare import FrameSource, PreparedData, prepare
 from heartflow.data.sources import ResolvedSource
 from heartflow.evaluation.heldout import Evaluation, evaluate, evaluate_streamed, score_with
 from heartflow.evaluation.metrics import epoch_metrics
+from heartflow.evaluation.subgroups import subgroup_table
 from heartflow.model.devices import device_scope
 from heartflow.model.progress import EpochReporter
 from heartflow.model.training import TrainResult, fit_dataset
@@ -49,7 +51,7 @@ def train_task(loaded: LoadedSpec, data: PreparedData, verbose: bool) -> TrainRe
     try:
         with device_scope(spec.train.device):
             return fit_dataset(spec, data.width, batches, steps, x_val, y_val, reporter,
-                               epoch_metrics(spec.task, spec.evaluate.threshold))
+                               epoch_metrics(spec.task, spec.evaluate.decision_threshold))
     finally:
         reporter.close()
 
@@ -64,29 +66,90 @@ def log_training_task(result: TrainResult, recorder: tracking.Recorder) -> None:
     recorder.metrics({"train_seconds": result.seconds, "epochs_run": result.epochs_run})
 
 
+def settle_threshold(loaded: LoadedSpec, data: PreparedData, result: TrainResult,
+                     recorder: tracking.Recorder) -> tuple[LoadedSpec, str]:
+    """Fix the decision threshold (given, from the cost ratio, or least cost on validation
+    rows) before any test row is scored; record it and how it was set."""
+    from heartflow.evaluation.thresholds import resolve_threshold
+    from heartflow.model.scorer import network_output
+
+    spec = loaded.spec
+    if spec.task != "binary":
+        return loaded, ""
+    costs = spec.evaluate.costs
+    x_val, y_val = data.validation()
+    p_val = None
+    if costs is not None and costs.method == "validation" and x_val is not None:
+        p_val = network_output(result.model, x_val).reshape(-1)
+    threshold, how = resolve_threshold(costs, spec.evaluate.decision_threshold, y_val, p_val)
+    recorder.tags({"heartflow.threshold": f"{threshold:.6g}", "heartflow.threshold_rule": how})
+    if p_val is None:
+        return loaded, how
+    chosen = spec.model_copy(update={"evaluate": spec.evaluate.with_chosen_threshold(threshold)})
+    return replace(loaded, spec=chosen), how
+
+
 @task(name="evaluate", **RETRYING)
 def evaluate_task(loaded: LoadedSpec, data: PreparedData, result: TrainResult,
                   recorder: tracking.Recorder) -> Evaluation:
-    """Score the test rows; log test metrics and plots."""
+    """Score the test rows; log test metrics, plots and (binary) the clinical report."""
     spec = loaded.spec
     with tempfile.TemporaryDirectory(prefix="heartflow-plots-") as folder:
+        features, y, _keys = data.gate_rows()
         if data.streaming:
-            features, y, _keys = data.gate_rows()
             evaluation = evaluate_streamed(spec, result.model, data.test_batches(),
                                            result.history, folder,
                                            (data.encoder.transform(features), y),
-                                           data.validation())
+                                           data.validation(), features)
         else:
             x_test, y_test = next(data.test_batches())
             evaluation = evaluate(spec, result.model, x_test, y_test, result.history, folder,
-                                  data.classes, *data.validation())
+                                  data.classes, *data.validation(), test_features=features)
         recorder.directory(folder, "plots")
+        if evaluation.clinical is not None:
+            log_clinical_report(loaded, data, evaluation, recorder)
     recorder.metrics(evaluation.as_metrics())
     undefined = [k for k, v in evaluation.metrics.items() if v != v]
     if undefined:  # NaN is not logged as a metric: say so, and why
         recorder.tags({f"heartflow.undefined.test_{k}": UNDEFINED_REASON.get(k, "undefined")
                        for k in undefined})
     return evaluation
+
+
+def log_clinical_report(loaded: LoadedSpec, data: PreparedData, evaluation: Evaluation,
+                        recorder: tracking.Recorder) -> None:
+    """report.html (figures, subgroups, plots) and evaluation/subgroups.csv with the run."""
+    from heartflow.evaluation.report_html import render_report
+    from heartflow.evaluation.subgroups import subgroup_table
+
+    spec, report = loaded.spec, evaluation.clinical
+    assert report is not None
+    facts = [f"data: {data.source} (sha256 {data.sha256[:16]}...), {data.rows} rows; split "
+             + ", ".join(f"{k} {v}" for k, v in data.sizes().items()),
+             f"test rows scored once: {report.rows}; threshold "
+             f"{spec.evaluate.decision_threshold:.3g}"]
+    plots = {p.rsplit("/", 1)[-1].removesuffix(".png").replace("_", " "): p
+             for p in evaluation.plots}
+    recorder.text(render_report(f"{spec.name}: test rows", facts, report, plots,
+                                evaluation.subgroups), "report.html")
+    if evaluation.subgroups:
+        recorder.text(subgroup_table(evaluation.subgroups).to_csv(index=False),
+                      "evaluation/subgroups.csv")
+        recorder.metrics(subgroup_metrics(evaluation))
+
+
+def subgroup_metrics(evaluation: Evaluation) -> dict[str, float]:
+    """``subgroup/<column>/<level>/<figure>`` metrics (MLflow-safe names)."""
+    import re
+
+    out = {}
+    for g in evaluation.subgroups:
+        level = re.sub(r"[^A-Za-z0-9_.-]+", "_", g.level).strip("_") or "level"
+        key = f"subgroup/{g.column}/{level}"
+        out[f"{key}/rows"], out[f"{key}/cases"] = float(g.rows), float(g.cases)
+        for name in ("roc_auc", "calibration_slope", "calibration_intercept"):
+            out[f"{key}/{name}"] = g.report.values[name]
+    return out
 
 
 @task(name="cross-validate", **TASK_OPTIONS)
@@ -96,6 +159,9 @@ def cv_task(loaded: LoadedSpec, data: PreparedData, recorder: tracking.Recorder)
 
     summary = cross_validate_network(loaded.spec, data.development())
     recorder.metrics(summary.as_metrics())
+    pooled = summary.pooled_report()
+    if pooled is not None:  # every development row scored by a model that never saw it
+        recorder.metrics(pooled.as_metrics("cv_pooled_"))
     return summary
 
 
@@ -155,6 +221,9 @@ def register_task(loaded: LoadedSpec, data: PreparedData, result: TrainResult,
         promote.min_improvement, promote.min_gate_rows,
         baseline_scores if promote.must_beat_baselines else None)
     recorder.tags({"heartflow.registered_model": name, "heartflow.registered_version": version})
+    from heartflow.tracking.model_card import write_card
+
+    write_card(name, version)  # model_card.md and .html with this run
     return {"model_uri": uri, "model_name": name, "version": version,
             "promoted": decision.promoted, "decision": decision.reason,
             "gate_rows": decision.gate_rows, "undecided": decision.undecided}
@@ -181,6 +250,8 @@ def execute(loaded: LoadedSpec, *, frame: FrameSource | None = None, verbose: bo
         record_run_inputs(recorder, loaded, data, extra_tags)
         result = train_task(loaded, data, verbose)
         log_training_task(result, recorder)
+        loaded, rule = settle_threshold(loaded, data, result, recorder)
+        spec = loaded.spec
         evaluation = evaluate_task(loaded, data, result, recorder)
         summary = cv_task(loaded, data, recorder) if spec.evaluate.cv else None  # dev rows
         baselines = (baselines_task(loaded, data, recorder, parent_run_id)
@@ -209,6 +280,11 @@ def execute(loaded: LoadedSpec, *, frame: FrameSource | None = None, verbose: bo
         cv_folds=summary.folds if summary else 0, baselines=baselines,
         plots={p.rsplit("/", 1)[-1].removesuffix(".png"): f"plots/{p.rsplit('/', 1)[-1]}"
                for p in evaluation.plots},
+        threshold=spec.evaluate.decision_threshold if spec.task == "binary" else None,
+        threshold_rule=rule,
+        subgroups=(subgroup_table(evaluation.subgroups).to_dict("records")
+                   if evaluation.subgroups else []),
+        cv_pooled=summary.pooled_metrics() if summary else {},
         extra={"streaming": data.streaming, "rows": data.rows})
 
 

@@ -256,8 +256,75 @@ def evaluate(model_uri: Annotated[str, typer.Argument(help="e.g. models:/uci-cle
     console.print(table)
     for note in r.notes:
         console.print(f"note: {note}")
+    if result.subgroups:
+        from heartflow.cli.console import subgroup_rich_table
+
+        console.print(subgroup_rich_table(result.subgroups))
     console.print(f"MLflow run {result.run_id}" + (f"; report written to {output}"
                                                    if output else ""))
+
+
+@app.command()
+@handles_errors
+def recalibrate(model_uri: Annotated[str, typer.Argument(help="e.g. models:/uci-cleveland/1")],
+                data: Annotated[str, typer.Argument(
+                    help="The site's rows: a named data set (uci-va, ...) or a CSV path.")],
+                method: Annotated[str, typer.Option(
+                    help="intercept | logistic | isotonic")] = "logistic",
+                site: Annotated[str | None, typer.Option(help="Site name for the record.")]
+                = None,
+                plugin: PluginOpt = None) -> None:
+    """Refit a risk model's calibration on a site; register it as a new version."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from heartflow import api
+
+    result = api.recalibrate(model_uri, data, method=method, site=site, plugins=plugin)
+    table = Table(title=f"{model_uri} recalibrated ({method}) on {result.site}: "
+                        f"{result.before.rows} rows")
+    for column in ("figure", "before", "after (fitted rows)", "after (5-fold cross-fitted)"):
+        table.add_column(column)
+
+    def cell(report, name: str) -> str:
+        value = report.values[name]
+        low, high = report.intervals.get(name, (float("nan"), float("nan")))
+        ci = f" [{low:.3f}, {high:.3f}]" if low == low and high == high else ""
+        return "undefined" if value != value else f"{value:.3f}{ci}"
+
+    for name in ("roc_auc", "mean_risk", "prevalence", "calibration_intercept",
+                 "calibration_slope", "ece", "brier"):
+        table.add_row(name, cell(result.before, name), cell(result.after_fitted, name),
+                      cell(result.after_cross_fitted, name))
+    console = Console() if sys.stdout.isatty() else Console(width=140)
+    console.print(table)
+    rule = ", ".join(f"{k} {result.rule[k]:.4f}" for k in ("intercept", "slope")
+                     if k in result.rule)
+    console.print(f"rule: {method}{': ' + rule if rule else ''}")
+    if result.new_version:
+        name = result.new_model_uri.removeprefix("models:/").split("/")[0]
+        console.print(f"registered {result.new_model_uri} (not promoted; to serve it: "
+                      f"heartflow promote {name} {result.new_version})")
+    else:
+        console.print(f"logged {result.new_model_uri}")
+
+
+@app.command()
+@handles_errors
+def card(model_uri: Annotated[str, typer.Argument(help="e.g. models:/uci-cleveland/1")],
+         output: Annotated[str | None, typer.Option("-o", "--output",
+                                                    help="Write the markdown here.")] = None
+         ) -> None:
+    """The model card of a registered version (TRIPOD+AI items), as it stands now."""
+    from heartflow import api
+
+    text = api.model_card(model_uri)
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        typer.echo(f"model card written to {output}")
+    else:
+        typer.echo(text)
 
 
 @app.command()

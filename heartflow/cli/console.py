@@ -43,7 +43,9 @@ def print_versions(rows: list[dict[str, object]], console: Console | None = None
         table.add_row(str(row["name"]), str(row["version"]), ",".join(row["aliases"]),
                       str(row["spec"]), _fmt(metrics, "roc_auc"),
                       _fmt(metrics, "accuracy"),
-                      "\n".join(f"{s}: {v}" for s, v in (row.get("sites") or {}).items()),
+                      "\n".join([*([str(row["recalibration"])] if row.get("recalibration")
+                                   else []),
+                                 *(f"{s}: {v}" for s, v in (row.get("sites") or {}).items())]),
                       str(row["run_id"] or "")[:12], created)
     console.print(table)
 
@@ -54,3 +56,27 @@ def _fmt(metrics: dict, key: str) -> str:
     low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
     ci = f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
     return f"{metrics[key]:.4f}{ci}"
+
+
+def subgroup_rich_table(subgroups) -> Table:
+    """Subgroups with counts, AUC and calibration (95% intervals); small ones flagged."""
+    table = Table(title="subgroups")
+    for column in ("subgroup", "rows", "cases", "ROC AUC", "calibration slope", "intercept",
+                   "mean risk / prevalence", ""):
+        table.add_column(column)
+
+    def shown(report, name: str) -> str:
+        value = report.values.get(name, float("nan"))
+        low, high = report.intervals.get(name, (float("nan"), float("nan")))
+        if value != value:
+            return "undefined"
+        return f"{value:.3f}" + (f" [{low:.2f}, {high:.2f}]" if low == low and high == high
+                                 else "")
+
+    for g in subgroups:
+        r = g.report
+        table.add_row(g.name, str(g.rows), str(g.cases), shown(r, "roc_auc"),
+                      shown(r, "calibration_slope"), shown(r, "calibration_intercept"),
+                      f"{r.values['mean_risk']:.2f} / {r.values['prevalence']:.2f}",
+                      "too small to judge" if g.too_small else "")
+    return table

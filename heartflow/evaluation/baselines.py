@@ -69,19 +69,21 @@ def run_baseline(name: str, spec: Any, data: Any) -> BaselineResult:
     x_train, y_train = data.part("train")
     x_test, y_test = data.part("test")
     result = fit_score(name, spec.task, spec.train.seed, x_train, y_train, x_test, y_test,
-                       spec.evaluate.threshold, spec.metrics)
+                       spec.evaluate.decision_threshold, spec.metrics)
     x_val, y_val = data.part("validation")
     if len(x_val):  # the development-row figure runs are ranked by
         result.validation = fit_score(name, spec.task, spec.train.seed, x_train, y_train,
-                                      x_val, y_val, spec.evaluate.threshold,
+                                      x_val, y_val, spec.evaluate.decision_threshold,
                                       spec.metrics).metrics
     if spec.evaluate.cv is not None:
         from heartflow.evaluation.cv import cross_validate
 
-        def fit_and_score(xtr, ytr, xval, yval, xte, yte):
-            return fit_score(name, spec.task, spec.train.seed, xtr, ytr, xte, yte,
-                             spec.evaluate.threshold, spec.metrics).metrics
+        def fit_and_predict(xtr, ytr, xval, yval, xte):
+            model = make_baseline(name, spec.task, spec.train.seed)
+            model.fit(xtr, ytr.astype(np.int64))
+            proba = model.predict_proba(xte)
+            return proba[:, 1] if spec.task == "binary" else proba
 
-        result.cv = cross_validate(spec, data.development(), fit_and_score,
+        result.cv = cross_validate(spec, data.development(), fit_and_predict,
                                    use_validation=False)
     return result

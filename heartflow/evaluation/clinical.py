@@ -21,15 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from heartflow.evaluation import metrics as M
+from heartflow.model.recalibration import logit
+from heartflow.spec.schema import ThresholdCosts
 
-EPS = 1e-6
 DEFAULT_DECISION_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5)
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    q = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
-    return np.log(q / (1 - q))
 
 
 def calibration_intercept_slope(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -40,7 +35,7 @@ def calibration_intercept_slope(y: np.ndarray, p: np.ndarray) -> dict[str, float
     from statsmodels.genmod.generalized_linear_model import GLM  # not statsmodels.api: 1 s
 
     y = np.asarray(y, dtype=np.float64)
-    z = _logit(p)
+    z = logit(p)
     nan = {k: math.nan for k in ("intercept", "intercept_low", "intercept_high", "slope",
                                  "slope_low", "slope_high")}
     if len(np.unique(y)) < 2:
@@ -80,8 +75,19 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     """Mean |observed - predicted| over the quantile bins of predicted risk, by bin size."""
     if not len(y):
         return math.nan
-    observed, predicted, counts = calibration_bins(y, p, bins)
-    return float(np.sum(counts * np.abs(observed - predicted)) / np.sum(counts))
+    return float(_ece(np.asarray(y, dtype=np.float64)[None], np.asarray(p, dtype=np.float64)[None],
+                      bins)[0])
+
+
+def _ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> np.ndarray:
+    """ECE of each row of (resamples, rows) arrays, with the bins of :func:`calibration_bins`."""
+    k, n = p.shape
+    inner = np.percentile(p, np.linspace(0, 100, bins + 1)[1:-1], axis=1).T  # (k, bins-1)
+    ids = (p[:, :, None] > inner[:, None, :]).sum(axis=2) + bins * np.arange(k)[:, None]
+    np.bincount(ids.ravel(), minlength=k * bins).reshape(k, bins)
+    gap = (np.bincount(ids.ravel(), weights=(y - p).ravel(), minlength=k * bins)
+           .reshape(k, bins))
+    return np.abs(gap).sum(axis=1) / n  # sum over bins of count * |observed - predicted| / n
 
 
 def net_benefit(y: np.ndarray, p: np.ndarray, threshold: float) -> float:
@@ -111,16 +117,34 @@ def at_threshold(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, fl
             "ppv": ratio(tp, tp + fp), "npv": ratio(tn, tn + fn)}
 
 
-def _point(y: np.ndarray, p: np.ndarray, threshold: float,
-           decision_thresholds: tuple[float, ...]) -> dict[str, float]:
-    values = {"roc_auc": M.roc_auc(np.asarray(y) > 0.5, p),
-              "brier": float(np.mean((np.asarray(p) - np.asarray(y)) ** 2)),
-              "ece": expected_calibration_error(y, p),
-              "prevalence": float(np.mean(y)), "mean_risk": float(np.mean(p)),
-              **at_threshold(y, p, threshold)}
+def _figures(y: np.ndarray, p: np.ndarray, threshold: float,
+             decision_thresholds: tuple[float, ...], costs: ThresholdCosts | None
+             ) -> dict[str, np.ndarray]:
+    """Every bootstrapped figure for each row of (resamples, rows) arrays at once."""
+    from scipy.stats import rankdata
+
+    n = y.shape[1]
+    case = y > 0.5
+    cases = case.sum(axis=1)
+    non_cases = n - cases
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ranks = rankdata(p, axis=1)
+        auc = ((ranks * case).sum(axis=1) - cases * (cases + 1) / 2) / (cases * non_cases)
+        treat = p >= threshold
+        tp, fp = (treat & case).sum(axis=1), (treat & ~case).sum(axis=1)
+        fn, tn = cases - tp, non_cases - fp
+        out = {"roc_auc": auc, "brier": np.mean((p - y) ** 2, axis=1), "ece": _ece(y, p),
+               "prevalence": cases / n, "mean_risk": p.mean(axis=1),
+               "sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp),
+               "ppv": tp / (tp + fp), "npv": tn / (tn + fn)}
     for t in decision_thresholds:
-        values[f"net_benefit@{t:g}"] = net_benefit(y, p, t)
-    return values
+        chosen = p >= t
+        out[f"net_benefit@{t:g}"] = ((chosen & case).sum(axis=1) / n
+                                     - (chosen & ~case).sum(axis=1) / n * t / (1 - t))
+    if costs is not None:
+        out["expected_cost"] = (costs.false_negative_cost * fn
+                                + costs.false_positive_cost * fp) / n
+    return {k: np.where(np.isfinite(v), v, np.nan).astype(np.float64) for k, v in out.items()}
 
 
 @dataclass
@@ -160,28 +184,33 @@ class ClinicalReport:
 
 def clinical_report(y: np.ndarray, p: np.ndarray, threshold: float = 0.5,
                     decision_thresholds: tuple[float, ...] = DEFAULT_DECISION_THRESHOLDS,
-                    rows_with_missing: int = 0, seed: int = 0,
-                    bootstrap: bool = True) -> ClinicalReport:
+                    rows_with_missing: int = 0, seed: int = 0, bootstrap: bool = True,
+                    costs: ThresholdCosts | None = None) -> ClinicalReport:
     """Discrimination, calibration, threshold figures and net benefit for risks ``p``.
 
     Without ``bootstrap`` only the calibration intercept and slope carry intervals (the
-    GLM's): the cheap form every training run logs.
+    GLM's). With ``costs``, the expected cost per row of the threshold is reported too.
     """
-    from heartflow.evaluation.intervals import _bootstrap, _percentiles, _subset
+    from heartflow.evaluation.intervals import _percentiles, _resamples, _subset
 
     y = np.asarray(y, dtype=np.float64).ravel()
     p = np.clip(np.asarray(p, dtype=np.float64).ravel(), 0.0, 1.0)
-    values = _point(y, p, threshold, decision_thresholds)
-    names = list(values)
+    point = _figures(y[None], p[None], threshold, tuple(decision_thresholds), costs)
+    values = {name: float(v[0]) for name, v in point.items()}
     intervals: dict[str, tuple[float, float]] = {}
-    if bootstrap:
+    if bootstrap and len(y):
         rows = _subset(len(y), seed)
         ys, ps = y[rows], p[rows]
-        draws = _bootstrap(len(rows), lambda i: [_point(ys[i], ps[i], threshold,
-                                                        decision_thresholds)[n]
-                                                 for n in names], seed)
-        low, high = _percentiles(draws)
-        intervals = {n: (float(low[k]), float(high[k])) for k, n in enumerate(names)}
+        rng = np.random.default_rng(seed)
+        draws: list[np.ndarray] = []
+        total = _resamples(len(rows))
+        block = max(1, min(total, 2_000_000 // max(1, len(rows))))
+        for start in range(0, total, block):
+            idx = rng.integers(0, len(rows), (min(block, total - start), len(rows)))
+            figures = _figures(ys[idx], ps[idx], threshold, tuple(decision_thresholds), costs)
+            draws.append(np.column_stack([figures[name] for name in values]))
+        low, high = _percentiles(np.vstack(draws))
+        intervals = {n: (float(low[k]), float(high[k])) for k, n in enumerate(values)}
     glm = calibration_intercept_slope(y, p)
     for name in ("intercept", "slope"):
         values[f"calibration_{name}"] = glm[name]

@@ -25,6 +25,26 @@ class CVSummary:
     """Per-metric fold scores and their summary."""
 
     scores: dict[str, list[float]] = field(default_factory=dict)
+    pooled_y: np.ndarray | None = None  # binary: labels of the development rows
+    pooled_p: np.ndarray | None = None  # their out-of-fold risks (first repeat: each row once)
+
+    pooled_threshold: float = 0.5
+
+    def pooled_report(self):
+        """The clinical report of the pooled out-of-fold risks (binary), or None."""
+        if self.pooled_y is None or self.pooled_p is None:
+            return None
+        from heartflow.evaluation.clinical import clinical_report
+
+        return clinical_report(self.pooled_y, self.pooled_p, self.pooled_threshold)
+
+    def pooled_metrics(self) -> dict[str, float]:
+        """Pooled out-of-fold figures and the rows they rest on."""
+        report = self.pooled_report()
+        if report is None:
+            return {}
+        values = {k.replace("@", "_at_"): v for k, v in report.values.items()}
+        return {**values, "rows": float(report.rows)}
 
     def mean(self, metric: str) -> float:
         """Mean over folds."""
@@ -100,10 +120,13 @@ def _carve_validation(rows: np.ndarray, y: np.ndarray, fraction: float, seed: in
 
 
 def cross_validate(spec: Spec, dataset: Dataset,
-                   fit_and_score: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                            np.ndarray, np.ndarray], dict[str, float]],
+                   fit_and_predict: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                              np.ndarray], np.ndarray],
                    use_validation: bool = True) -> CVSummary:
-    """Run ``fit_and_score(xtr, ytr, xval, yval, xte, yte)`` on every fold."""
+    """Score ``fit_and_predict(xtr, ytr, xval, yval, xte)`` (the output for ``xte``) on every
+    fold with the spec's metrics; binary outputs of the first repeat are also pooled."""
+    from heartflow.evaluation import metrics as M
+
     cv = spec.evaluate.cv
     assert cv is not None
     split = spec.data.split
@@ -114,6 +137,7 @@ def cross_validate(spec: Spec, dataset: Dataset,
     feats = spec.data.features
     if classification:
         check_folds(y, cv.folds, cv.repeats, split.seed, split.stratify, split.min_per_class)
+    pooled = np.full(len(y), np.nan) if spec.task == "binary" else None
     for i, (train_rows, test_rows) in enumerate(folds(y, cv.folds, cv.repeats, split.seed,
                                                       split.stratify and classification)):
         fit_rows, val_rows = _carve_validation(train_rows, y, fraction if classification
@@ -121,10 +145,18 @@ def cross_validate(spec: Spec, dataset: Dataset,
         encoder = TabularEncoder(list(feats.numeric), list(feats.categorical),
                                  list(spec.data.na_values)).fit(dataset.features, fit_rows)
         x = encoder.transform(dataset.features)
-        scores = fit_and_score(x[fit_rows], y[fit_rows], x[val_rows], y[val_rows],
-                               x[test_rows], y[test_rows])
+        output = np.asarray(fit_and_predict(x[fit_rows], y[fit_rows], x[val_rows], y[val_rows],
+                                            x[test_rows]))
+        output = output if spec.task == "multiclass" else output.reshape(-1)
+        scores = M.compute(spec.task, y[test_rows], output, spec.evaluate.decision_threshold,
+                           spec.metrics)
         for metric, value in scores.items():
             summary.scores.setdefault(metric, []).append(value)
+        if pooled is not None and i < cv.folds:
+            pooled[test_rows] = output
+    if pooled is not None:
+        summary.pooled_y, summary.pooled_p = y.astype(np.float64), pooled
+        summary.pooled_threshold = spec.evaluate.decision_threshold
     return summary
 
 
@@ -136,14 +168,12 @@ def cross_validate_network(spec: Spec, dataset: Dataset) -> CVSummary:
     from heartflow.model.scorer import network_output
     from heartflow.model.training import train_model
 
-    per_epoch = M.epoch_metrics(spec.task, spec.evaluate.threshold)
+    per_epoch = M.epoch_metrics(spec.task, spec.evaluate.decision_threshold)
 
-    def fit_and_score(xtr, ytr, xval, yval, xte, yte):
+    def fit_and_predict(xtr, ytr, xval, yval, xte):
         keras.backend.clear_session()
         fitted = train_model(spec, xtr.shape[1], xtr, ytr, xval if len(xval) else None,
                              yval if len(yval) else None, validation_metrics=per_epoch)
-        out = network_output(fitted.model, xte)
-        return M.compute(spec.task, yte, out if spec.task == "multiclass" else out.reshape(-1),
-                         spec.evaluate.threshold, spec.metrics)
+        return network_output(fitted.model, xte)
 
-    return cross_validate(spec, dataset, fit_and_score)
+    return cross_validate(spec, dataset, fit_and_predict)

@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 
 from heartflow.evaluation import metrics as M
+from heartflow.evaluation.clinical import ClinicalReport
 from heartflow.evaluation.intervals import bootstrap_intervals
+from heartflow.evaluation.subgroups import Subgroup
 from heartflow.model.scorer import network_output
 from heartflow.spec.schema import Spec
 
@@ -37,6 +39,8 @@ class Evaluation:
     validation_output: list = field(default_factory=list)  # per row, when few enough
     validation_labels: list = field(default_factory=list)
     calibration: dict[str, float] = field(default_factory=dict)  # binary: slope, intercept...
+    clinical: ClinicalReport | None = None  # binary, in-memory: the whole clinical report
+    subgroups: list[Subgroup] = field(default_factory=list)
 
     def as_metrics(self) -> dict[str, float]:
         """MLflow metrics: test_<m>, test_<m>_ci_low/_ci_high, validation_<m>."""
@@ -58,7 +62,7 @@ def validation_scores(spec: Spec, model, x_val: np.ndarray | None,
     if x_val is None or not len(x_val):
         return {}
     output = _flat(spec, network_output(model, x_val))
-    values = M.compute(spec.task, y_val, output, spec.evaluate.threshold, spec.metrics)
+    values = M.compute(spec.task, y_val, output, spec.evaluate.decision_threshold, spec.metrics)
     few = len(output) <= VALIDATION_OUTPUT_ROWS
     return {"validation": values, "validation_rows": len(output),
             "validation_output": output.tolist() if few else [],
@@ -68,13 +72,15 @@ def validation_scores(spec: Spec, model, x_val: np.ndarray | None,
 def evaluate(spec: Spec, model, x_test: np.ndarray, y_test: np.ndarray,
              history: dict[str, list[float]] | None = None, plot_dir: str | None = None,
              classes: list[str] | None = None, x_val: np.ndarray | None = None,
-             y_val: np.ndarray | None = None) -> Evaluation:
-    """Metrics on in-memory test rows (with intervals), validation metrics, and plots."""
+             y_val: np.ndarray | None = None,
+             test_features: pd.DataFrame | None = None) -> Evaluation:
+    """Metrics on in-memory test rows (with intervals), validation metrics, and plots;
+    for a binary model also the clinical report, per subgroup of ``test_features``."""
     output = network_output(model, x_test)
-    values = M.compute(spec.task, y_test, _flat(spec, output), spec.evaluate.threshold,
-                       spec.metrics)
-    intervals = bootstrap_intervals(spec.task, y_test, _flat(spec, output),
-                                    spec.evaluate.threshold, spec.metrics, seed=spec.train.seed)
+    threshold = spec.evaluate.decision_threshold
+    values = M.compute(spec.task, y_test, _flat(spec, output), threshold, spec.metrics)
+    intervals = bootstrap_intervals(spec.task, y_test, _flat(spec, output), threshold,
+                                    spec.metrics, seed=spec.train.seed)
     validation = validation_scores(spec, model, x_val, y_val)
     plots: list[str] = []
     if plot_dir:
@@ -84,27 +90,50 @@ def evaluate(spec: Spec, model, x_test: np.ndarray, y_test: np.ndarray,
             plots.append(P.learning_curves(history, f"{plot_dir}/learning_curves.png"))
         if spec.task == "binary":
             p = output.reshape(-1)
-            plots += P.binary_plots(y_test, p, spec.evaluate.threshold, plot_dir)
+            curve = spec.evaluate.decision_curve
+            plots += P.binary_plots(y_test, p, threshold, plot_dir)
             plots.append(P.reliability_diagram(y_test, p, f"{plot_dir}/reliability.png",
                                                "Reliability (test)"))
             plots.append(P.decision_curve(y_test, p, f"{plot_dir}/decision_curve.png",
-                                          "Decision curve (test)"))
+                                          "Decision curve (test)",
+                                          np.linspace(curve.low, curve.high, 80)))
         elif spec.task == "multiclass":
             plots += P.multiclass_plots(y_test, output, classes or [], plot_dir)
-    calibration = {}
+    extra: dict[str, Any] = {}
     if spec.task == "binary":  # discrimination is not enough for a risk model
-        from heartflow.evaluation.clinical import clinical_report
-
-        report = clinical_report(y_test, _flat(spec, output), spec.evaluate.threshold,
-                                 bootstrap=False)
-        calibration = {k.replace("@", "_at_"): v for k, v in report.values.items()
-                       if k.startswith(("calibration_", "ece", "net_benefit", "mean_risk",
-                                        "prevalence"))}
-        for name in ("calibration_intercept", "calibration_slope"):
-            low, high = report.intervals[name]
-            calibration[f"{name}_ci_low"], calibration[f"{name}_ci_high"] = low, high
+        extra = clinical_fields(spec, y_test, output.reshape(-1), test_features)
     return Evaluation(metrics=values, test_rows=len(y_test), plots=plots, intervals=intervals,
-                      calibration=calibration, **validation)
+                      **extra, **validation)
+
+
+CLINICAL_PREFIXES = ("calibration_", "ece", "net_benefit", "mean_risk", "prevalence",
+                     "expected_cost")
+
+
+def clinical_fields(spec: Spec, y: np.ndarray, p: np.ndarray,
+                    features: pd.DataFrame | None) -> dict[str, Any]:
+    """The clinical report of test rows (and their subgroups) as Evaluation fields."""
+    from heartflow.evaluation.clinical import clinical_report
+    from heartflow.evaluation.subgroups import subgroup_reports
+
+    ev = spec.evaluate
+    report_at = tuple(ev.decision_curve.report_at)
+    report = clinical_report(y, p, ev.decision_threshold, report_at, seed=spec.train.seed,
+                             costs=ev.costs)
+    calibration = {}
+    for name, value in report.values.items():
+        if name.startswith(CLINICAL_PREFIXES):
+            key = name.replace("@", "_at_")
+            calibration[key] = value
+            if name in report.intervals:
+                calibration[f"{key}_ci_low"], calibration[f"{key}_ci_high"] = (
+                    report.intervals[name])
+    subgroups = []
+    if ev.subgroups and features is not None:
+        subgroups = subgroup_reports(features, y, p, ev.subgroup_specs, ev.decision_threshold,
+                                     report_at, ev.min_subgroup_rows, spec.train.seed,
+                                     ev.costs)
+    return {"calibration": calibration, "clinical": report, "subgroups": subgroups}
 
 
 def evaluate_streamed(spec: Spec, model, batches: Iterable[tuple[np.ndarray, np.ndarray]],
@@ -112,15 +141,16 @@ def evaluate_streamed(spec: Spec, model, batches: Iterable[tuple[np.ndarray, np.
                       plot_dir: str | None = None,
                       test_sample: tuple[np.ndarray, np.ndarray] | None = None,
                       validation: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
-                      ) -> Evaluation:
+                      test_features: pd.DataFrame | None = None) -> Evaluation:
     """Binary metrics over test rows that arrive in blocks, in constant memory.
 
-    Intervals come from ``test_sample`` (encoded rows drawn uniformly from the test part).
+    Intervals and the clinical report come from ``test_sample`` (encoded rows drawn
+    uniformly from the test part; ``test_features`` are the same rows, typed).
     """
     import tensorflow as tf
 
     forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    totals = M.BinaryAccumulator(spec.evaluate.threshold)
+    totals = M.BinaryAccumulator(spec.evaluate.decision_threshold)
     for x, y in batches:
         totals.update(y, forward(x).numpy())
     everything = totals.result()
@@ -131,19 +161,22 @@ def evaluate_streamed(spec: Spec, model, batches: Iterable[tuple[np.ndarray, np.
         if history:
             plots.append(P.learning_curves(history, f"{plot_dir}/learning_curves.png"))
         plots += P.accumulated_plots(totals, plot_dir)
-    intervals = {}
+    intervals, extra = {}, {}
     if test_sample is not None:
         x_s, y_s = test_sample
-        intervals = bootstrap_intervals(spec.task, y_s, _flat(spec, network_output(model, x_s)),
-                                        spec.evaluate.threshold, spec.metrics,
-                                        seed=spec.train.seed)
+        p_s = _flat(spec, network_output(model, x_s))
+        intervals = bootstrap_intervals(spec.task, y_s, p_s, spec.evaluate.decision_threshold,
+                                        spec.metrics, seed=spec.train.seed)
+        extra = clinical_fields(spec, y_s, p_s, test_features)
+        extra["clinical"].notes.append(f"clinical figures from a uniform sample of {len(y_s)} "
+                                       f"of the {totals.n} streamed test rows")
     return Evaluation(metrics={name: everything[name] for name in spec.metrics},
-                      test_rows=totals.n, plots=plots, intervals=intervals,
+                      test_rows=totals.n, plots=plots, intervals=intervals, **extra,
                       **validation_scores(spec, model, *validation))
 
 
 def score_with(scorer: Any, features: pd.DataFrame, y: np.ndarray, spec: Spec,
                metric: str) -> float:
     """One metric of a loaded model (a Scorer, with its own encoder) on typed rows."""
-    return M.compute(spec.task, y, scorer.output(features), spec.evaluate.threshold,
+    return M.compute(spec.task, y, scorer.output(features), spec.evaluate.decision_threshold,
                      [metric])[metric]

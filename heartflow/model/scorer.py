@@ -37,11 +37,16 @@ def model_meta(spec: Any, encoder: TabularEncoder, classes: list[str],
     """What the scorer needs besides weights and encoder: columns, task, threshold, plugins."""
     return {"format": "heartflow.meta/1", "spec_name": spec.name, "task": spec.task,
             "numeric": encoder.numeric, "categorical": encoder.categorical,
-            "na_values": encoder.na_values, "threshold": spec.evaluate.threshold,
+            "na_values": encoder.na_values, "threshold": spec.evaluate.decision_threshold,
             "classes": classes, "target": spec.data.target_spec.column,
             "target_positive": spec.data.target_spec.positive,
             "missing_codes": dict(spec.data.missing_codes),
-            "input_width": encoder.width, "plugins": list(plugins or [])}
+            "input_width": encoder.width, "plugins": list(plugins or []),
+            "evaluate": {  # how heartflow evaluate judges this model on other sites
+                "report_at": list(spec.evaluate.decision_curve.report_at),
+                "subgroups": [g.model_dump() for g in spec.evaluate.subgroup_specs],
+                "min_subgroup_rows": spec.evaluate.min_subgroup_rows,
+                "costs": spec.evaluate.costs.model_dump() if spec.evaluate.costs else None}}
 
 
 class Scorer:
@@ -88,7 +93,13 @@ class Scorer:
     def output(self, typed: pd.DataFrame) -> np.ndarray:
         """The network's output for typed feature columns (probabilities or values)."""
         out = network_output(self.network, self.encoder.transform(typed))
-        return out if self.task == "multiclass" else out.reshape(-1)
+        if self.task == "multiclass":
+            return out
+        if self.meta.get("recalibration"):  # a site's recalibration (heartflow recalibrate)
+            from heartflow.model.recalibration import apply_recalibration
+
+            return apply_recalibration(out.reshape(-1), self.meta["recalibration"])
+        return out.reshape(-1)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Probabilities and predicted class (or the predicted value for regression), and how

@@ -96,6 +96,33 @@ def check_streamable(loaded: LoadedSpec, path: str) -> None:
                       f"{message}")
 
 
+def _evaluation_problems(spec: Spec) -> list[tuple[tuple[str | int, ...], str]]:
+    """Cost-derived thresholds and subgroups: binary risk models, declared columns."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    ev = spec.evaluate
+    if ev.costs is not None and spec.task != "binary":
+        out.append((("evaluate", "threshold"), "a threshold from error costs is for binary "
+                    "(sigmoid) outputs; for several classes weight them with "
+                    "train.class_weight"))
+    if (ev.costs is not None and ev.costs.method == "validation"
+            and spec.data.split.validation == 0):
+        out.append((("evaluate", "threshold", "method"), "choosing the threshold on "
+                    "validation rows needs data.split.validation above 0; or use "
+                    "method: cost_ratio"))
+    features = spec.data.features
+    for i, group in enumerate(ev.subgroup_specs):
+        loc: tuple[str | int, ...] = ("evaluate", "subgroups", i)
+        if group.column not in (*features.numeric, *features.categorical):
+            out.append((loc, f"subgroup column {group.column!r} is not a feature of this "
+                        "spec; declare it under data.features (numeric or categorical)"))
+        elif group.bins is not None and group.column not in features.numeric:
+            out.append((loc, f"bins split a numeric column; {group.column!r} is categorical "
+                        "(its levels are the subgroups: write just the column name)"))
+    if spec.task != "binary" and ev.subgroups:
+        out.append((("evaluate", "subgroups"), "subgroup reports are for binary risk models"))
+    return out
+
+
 def semantic_problems(spec: Spec) -> list[tuple[tuple[str | int, ...], str]]:
     """Cross-field rules pydantic field types cannot express, as (location, message)."""
     out: list[tuple[tuple[str | int, ...], str]] = []
@@ -138,6 +165,7 @@ def semantic_problems(spec: Spec) -> list[tuple[tuple[str | int, ...], str]]:
     if spec.register.promote.must_beat_baselines and not spec.evaluate.baselines:
         out.append((("register", "promote", "must_beat_baselines"),
                     "must_beat_baselines needs evaluate.baselines (e.g. [logistic_regression])"))
+    out.extend(_evaluation_problems(spec))
     es = spec.train.early_stopping
     if es and task == "regression" and es.monitor in ("val_auc", "val_accuracy"):
         out.append((("train", "early_stopping", "monitor"),

@@ -7,12 +7,13 @@ builder, trainer and evaluator read them. Unknown keys are errors.
 from __future__ import annotations
 
 import difflib
+import itertools
 import operator
 import re
 import warnings
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from heartflow.spec import vocabulary as V
 
@@ -245,13 +246,111 @@ class CVSpec(_Section):
     repeats: int = Field(default=1, ge=1, le=50)
 
 
+class ThresholdCosts(_Section):
+    """A decision threshold derived from what each kind of error costs (binary outputs)."""
+
+    false_negative_cost: float = Field(gt=0.0, description="Cost of missing a case.")
+    false_positive_cost: float = Field(default=1.0, gt=0.0,
+                                       description="Cost of treating a non-case.")
+    method: Literal["cost_ratio", "validation"] = Field(
+        default="cost_ratio",
+        description="cost_ratio: t = FP cost / (FP cost + FN cost), right for calibrated "
+        "risks; validation: the threshold with the least expected cost on validation rows.")
+
+    @property
+    def ratio_threshold(self) -> float:
+        """The threshold at which treating and not treating cost the same, for true risks."""
+        return self.false_positive_cost / (self.false_positive_cost + self.false_negative_cost)
+
+
+class DecisionCurveSpec(_Section):
+    """Thresholds of the decision curve and those whose net benefit is reported."""
+
+    low: float = Field(default=0.01, gt=0.0, lt=1.0)
+    high: float = Field(default=0.6, gt=0.0, lt=1.0)
+    report_at: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3, 0.5],
+                                   min_length=1)
+
+    @field_validator("report_at")
+    @classmethod
+    def _probabilities(cls, v: list[float]) -> list[float]:
+        for t in v:
+            if not 0.0 < t < 1.0:
+                raise ValueError(f"a risk threshold strictly between 0 and 1, got {t}")
+        return v
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DecisionCurveSpec:
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class SubgroupSpec(_Section):
+    """A subgroup column: its levels, or bands of a numeric column (``bins`` are edges)."""
+
+    column: str = Field(min_length=1)
+    bins: list[float] | None = Field(default=None, min_length=2, description="Band edges, "
+                                     "e.g. [0, 50, 60, 120]: [0, 50), [50, 60), [60, 120).")
+
+    @field_validator("bins")
+    @classmethod
+    def _increasing(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and any(b <= a for a, b in itertools.pairwise(v)):
+            raise ValueError(f"band edges must increase, got {v}")
+        return v
+
+
 class EvaluateSpec(_Section):
     """How the model is judged on held-out rows."""
 
     metrics: list[str] | None = None
-    threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    threshold: float | ThresholdCosts = Field(
+        default=0.5, description="A risk threshold in (0, 1), or {false_negative_cost: 3} to "
+        "derive it from error costs.")
     baselines: list[str] = Field(default_factory=list)
     cv: CVSpec | None = None
+    decision_curve: DecisionCurveSpec = Field(default_factory=DecisionCurveSpec)
+    subgroups: list[str | SubgroupSpec] = Field(
+        default_factory=list, description="Columns to report by: 'sex', or {column: age, "
+        "bins: [0, 50, 60, 120]}.")
+    min_subgroup_rows: int = Field(default=30, ge=1, description="Subgroups with fewer rows "
+                                   "(or fewer than 5 of either outcome) are flagged too small "
+                                   "to judge.")
+    _chosen_threshold: float | None = PrivateAttr(default=None)
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, v: float | ThresholdCosts) -> float | ThresholdCosts:
+        if isinstance(v, float) and not 0.0 < v < 1.0:
+            raise ValueError(f"a threshold strictly between 0 and 1, got {v}")
+        return v
+
+    @property
+    def decision_threshold(self) -> float:
+        """The threshold in force: as given, from the cost ratio, or chosen on validation rows
+        (set by the run once the model is trained)."""
+        if self._chosen_threshold is not None:
+            return self._chosen_threshold
+        if isinstance(self.threshold, ThresholdCosts):
+            return self.threshold.ratio_threshold
+        return float(self.threshold)
+
+    @property
+    def costs(self) -> ThresholdCosts | None:
+        """Error costs, when the threshold is derived from them."""
+        return self.threshold if isinstance(self.threshold, ThresholdCosts) else None
+
+    def with_chosen_threshold(self, value: float) -> EvaluateSpec:
+        """A copy whose decision threshold is ``value`` (chosen on validation rows)."""
+        copy = self.model_copy(deep=True)
+        copy._chosen_threshold = float(value)
+        return copy
+
+    @property
+    def subgroup_specs(self) -> list[SubgroupSpec]:
+        """Every subgroup as a :class:`SubgroupSpec`."""
+        return [SubgroupSpec(column=g) if isinstance(g, str) else g for g in self.subgroups]
 
     @field_validator("baselines")
     @classmethod

@@ -57,14 +57,23 @@ def signature(meta: dict[str, Any]):
 def log_model(run_id: str, experiment_id: str, spec: Spec, encoder: TabularEncoder, network,
               classes: list[str], example: pd.DataFrame) -> str:
     """Save network, encoder and meta and log them as a pyfunc; returns the model URI."""
+    from heartflow.model.activations import plugin_modules
+
+    plugins = plugin_modules([layer.activation for layer in spec.model.hidden])
+    return log_scorer(run_id, experiment_id, Scorer(encoder, network,
+                                                    model_meta(spec, encoder, classes, plugins)),
+                      example)
+
+
+def log_scorer(run_id: str, experiment_id: str, scorer: Scorer, example: pd.DataFrame) -> str:
+    """Log a Scorer (network, encoder, meta; plugin code) as a pyfunc; returns the model URI."""
     import mlflow.pyfunc
     from mlflow.models import Model
 
-    from heartflow.model.activations import plugin_modules
     from heartflow.model.plugins import plugin_code_paths
 
-    plugins = plugin_modules([layer.activation for layer in spec.model.hidden])
-    meta = model_meta(spec, encoder, classes, plugins)
+    encoder, network, meta = scorer.encoder, scorer.network, scorer.meta
+    plugins = list(meta.get("plugins", []))
     with tempfile.TemporaryDirectory(prefix="heartflow-model-") as tmp:
         keras_path = os.path.join(tmp, "network.keras")
         network.save(keras_path)

@@ -44,6 +44,10 @@ class RunOutcome:
     cv_folds: int = 0
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
     plots: dict[str, str] = field(default_factory=dict)  # name -> artifact path in the run
+    threshold: float | None = None  # binary: the decision threshold in force
+    threshold_rule: str = ""  # how it was set (given, cost ratio, least cost on validation)
+    subgroups: list[dict[str, object]] = field(default_factory=list)  # test rows, per subgroup
+    cv_pooled: dict[str, float] = field(default_factory=dict)  # pooled out-of-fold, binary
     extra: dict[str, object] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
@@ -80,8 +84,29 @@ class RunOutcome:
                         f"[{c['calibration_intercept_ci_low']:+.2f}, "
                         f"{c['calibration_intercept_ci_high']:+.2f}]; mean risk "
                         f"{c['mean_risk']:.2f} vs prevalence {c['prevalence']:.2f}"))
+        if self.threshold is not None and self.threshold_rule:
+            shown = f"{self.threshold:.3f}: {self.threshold_rule}"
+            if "expected_cost" in c:
+                shown += (f"; expected cost per test row {c['expected_cost']:.3f} "
+                          f"[{c['expected_cost_ci_low']:.3f}, {c['expected_cost_ci_high']:.3f}]")
+            out.append(("threshold", shown))
+        for g in self.subgroups:
+            flag = "  TOO SMALL TO JUDGE" if g["too_small"] else ""
+            auc = g["roc_auc"]
+            shown = "undefined" if auc != auc else (
+                f"{auc:.3f} [{g['roc_auc_ci_low']:.3f}, {g['roc_auc_ci_high']:.3f}]")
+            out.append((f"subgroup {g['subgroup']}",
+                        f"AUC {shown}, slope {g['calibration_slope']:.2f}, risk "
+                        f"{g['mean_risk']:.2f} vs prevalence {g['prevalence']:.2f} "
+                        f"(n={g['rows']}, {g['cases']} cases){flag}"))
         out += [(f"CV {name}", f"{mean:.4f} ± {ci:.4f}  ({self.cv_folds} folds, 95% CI)")
                 for name, (mean, ci) in self.cv.items()]
+        if self.cv_pooled:
+            p = self.cv_pooled
+            out.append(("CV pooled out-of-fold", f"AUC {p['roc_auc']:.3f}, slope "
+                        f"{p['calibration_slope']:.2f}, intercept "
+                        f"{p['calibration_intercept']:+.2f} (n={int(p['rows'])} development "
+                        "rows, first repeat)"))
         first = next(iter(self.metrics), "")
         for base, scores in self.baselines.items():
             shown = "  ".join(f"{k} {scores[k]:.4f}" for k in list(self.metrics)[:2]

@@ -117,6 +117,21 @@ def alias_version(name: str, alias: str) -> str | None:
         return None
 
 
+SITE_TAG = "heartflow.site."  # version tags: heartflow.site.<site> (summary), .<site>.run
+
+
+def model_version(uri: str) -> tuple[str | None, str | None]:
+    """(name, version) of a ``models:/name/3`` or ``models:/name@alias`` URI."""
+    if not uri.startswith("models:/"):
+        return None, None
+    rest = uri.removeprefix("models:/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        return name, alias_version(name, alias)
+    name, _, version = rest.partition("/")
+    return name, version or None
+
+
 def _better(new: float, old: float, metric: str, margin: float) -> bool:
     gain = new - old if metric in V.HIGHER_IS_BETTER else old - new
     return gain >= margin if margin > 0 else gain > 0
@@ -308,11 +323,14 @@ def list_versions(name: str | None = None) -> list[dict[str, object]]:
                          "spec": v.tags.get("heartflow.spec_name", ""),
                          "metrics": metrics, "aliases": sorted(aliases.get(str(v.version), [])),
                          "created": v.creation_timestamp,
-                         "sites": {k.removeprefix("heartflow.site."): val
+                         "sites": {k.removeprefix(SITE_TAG): val
                                    for k, val in v.tags.items()
-                                   if k.startswith("heartflow.site.") and
+                                   if k.startswith(SITE_TAG) and
                                    not k.endswith(".run")},
-                         "decision": v.tags.get("heartflow.promotion.reason", "")})
+                         "decision": v.tags.get("heartflow.promotion.reason", ""),
+                         "recalibration": (f"v{v.tags['heartflow.recalibrated_from']} "
+                                           f"recalibrated: {v.tags['heartflow.recalibration']}"
+                                           if "heartflow.recalibrated_from" in v.tags else "")})
     rows.sort(key=lambda r: (r["name"], -int(r["version"])))
     return rows
 

@@ -14,6 +14,8 @@ from heartflow.spec.loading import LoadedSpec
 from heartflow.tracking.registry import MANIFEST_ARTIFACT
 from heartflow.tracking.runs import Recorder, environment_tags, flatten
 
+POPULATION_ARTIFACT = "data/population.json"
+
 
 def spec_hash(loaded: LoadedSpec) -> str:
     """sha256 of the resolved spec (defaults filled in), as canonical JSON."""
@@ -49,6 +51,17 @@ def record_run_inputs(recorder: Recorder, loaded: LoadedSpec, data: Any,
                   "spec/resolved.yaml")
     recorder.text(json.dumps(data.encoder.to_dict(), indent=1, sort_keys=True),
                   "preprocessing/encoder.json")
+    dataset = getattr(data, "dataset", None)
+    if dataset is not None:  # in memory: who the rows are (read by the model card)
+        from heartflow.data.summary import population_summary
+
+        feats = spec.data.features
+        parts = {name: getattr(data.split, name) for name in ("train", "validation", "test")}
+        recorder.text(json.dumps(population_summary(dataset.features, dataset.y,
+                                                    list(feats.numeric),
+                                                    list(feats.categorical), parts,
+                                                    spec.task == "binary"), indent=1),
+                      POPULATION_ARTIFACT)
     manifest = data.manifest()
     if manifest is not None:  # which rows trained, validated and tested (the fair gate)
         recorder.text(manifest.to_csv(index=False), MANIFEST_ARTIFACT)

@@ -9,8 +9,6 @@ on the model version itself, which `heartflow models` shows.
 
 from __future__ import annotations
 
-import base64
-import html
 import os
 import tempfile
 import time
@@ -23,10 +21,11 @@ from heartflow.data.dataset import binary_outcome, prepare_features
 from heartflow.data.sources import NAMED_DATASETS, file_sha256, resolve_source
 from heartflow.data.table import read_csv
 from heartflow.errors import DataError
-from heartflow.evaluation.clinical import DEFAULT_DECISION_THRESHOLDS, ClinicalReport
+from heartflow.evaluation.clinical import ClinicalReport
+from heartflow.evaluation.subgroups import Subgroup, subgroup_reports, subgroup_table
+from heartflow.spec.schema import SubgroupSpec, ThresholdCosts
+from heartflow.tracking import registry
 from heartflow.tracking import runs as tracking
-
-SITE_TAG = "heartflow.site."  # model-version tags: heartflow.site.<site>.<figure>
 
 
 @dataclass
@@ -43,6 +42,8 @@ class SiteEvaluation:
     rows_without_outcome: int
     run_id: str = ""
     plots: dict[str, str] = field(default_factory=dict)  # name -> local PNG path
+    subgroups: list[Subgroup] = field(default_factory=list)
+    card: str = ""  # the version's model card after this evaluation (markdown)
 
     def summary(self) -> str:
         """One line for the model version's tag and `heartflow models`."""
@@ -51,57 +52,38 @@ class SiteEvaluation:
                 f"intercept {v['calibration_intercept']:+.2f}, risk {v['mean_risk']:.2f} vs "
                 f"prevalence {v['prevalence']:.2f} (n={self.report.rows})")
 
-    def html(self) -> str:
-        """A self-contained HTML report: the table and the plots."""
-        rows = "".join(f"<tr><td>{html.escape(a)}</td><td>{b}</td><td>{c}</td></tr>"
-                       for a, b, c in self.report.table())
-        images = "".join(
-            f"<figure><img src='data:image/png;base64,{_b64(path)}'/><figcaption>"
-            f"{html.escape(name)}</figcaption></figure>" for name, path in self.plots.items())
-        notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.report.notes)
-        title = f"{self.model_uri} on {self.site}"
-        return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-                f"</title></head><body><h1>{html.escape(title)}</h1>"
-                f"<p>data: {html.escape(self.source)} (sha256 {self.data_sha256[:16]}...), "
-                f"{self.report.rows} rows scored, {self.report.rows_with_missing} with missing "
-                f"values imputed, {self.rows_without_outcome} without an outcome (not "
-                f"judged); threshold {self.report.threshold}</p><ul>{notes}</ul>"
-                f"<table border='1' cellpadding='4'><tr><th>figure</th><th>value</th>"
-                f"<th>95% interval</th></tr>{rows}</table>{images}</body></html>")
+    def html(self, sections: list[tuple[str, str]] | None = None) -> str:
+        """A self-contained HTML report: facts, figures, subgroups, plots."""
+        from heartflow.evaluation.report_html import render_report
+
+        facts = [f"data: {self.source} (sha256 {self.data_sha256[:16]}...)",
+                 f"{self.report.rows} rows scored, {self.report.rows_with_missing} with missing "
+                 f"values imputed by the training rule, {self.rows_without_outcome} without an "
+                 f"outcome (not judged); threshold {self.report.threshold:.3g}"]
+        if self.card:
+            import html
+
+            sections = [*(sections or []), ("Model card", "<pre style='white-space:pre-wrap'>"
+                                            f"{html.escape(self.card)}</pre>")]
+        return render_report(f"{self.model_uri} on {self.site}", facts, self.report,
+                             self.plots, self.subgroups, sections)
 
 
-def _b64(path: str) -> str:
-    with open(path, "rb") as fh:
-        return base64.b64encode(fh.read()).decode()
+@dataclass
+class SiteRows:
+    """A site's rows as the model sees them: typed features and outcomes of judged rows."""
+
+    source: str
+    sha256: str
+    default_site: str
+    features: Any  # pandas DataFrame: typed feature columns, rows with an outcome
+    y: np.ndarray
+    rows_without_outcome: int
 
 
-def _model_version(uri: str) -> tuple[str | None, str | None]:
-    """(name, version) of a ``models:/name/3`` or ``models:/name@alias`` URI."""
-    if not uri.startswith("models:/"):
-        return None, None
-    rest = uri.removeprefix("models:/")
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        from heartflow.tracking.registry import alias_version
-
-        return name, alias_version(name, alias)
-    name, _, version = rest.partition("/")
-    return name, version or None
-
-
-def evaluate_site(model_uri: str, data: str, site: str | None = None,
-                  decision_thresholds: tuple[float, ...] = DEFAULT_DECISION_THRESHOLDS,
-                  report_path: str | None = None) -> SiteEvaluation:
-    """Score ``data`` (a named data set or a CSV path) with the model and record the result."""
-    from heartflow.evaluation import plots as P
-    from heartflow.evaluation.clinical import clinical_report
-    from heartflow.tracking.logged_model import load_scorer
-
-    scorer = load_scorer(model_uri)
-    meta = scorer.meta
-    if meta["task"] != "binary":
-        raise DataError(f"{model_uri} is a {meta['task']} model; clinical evaluation is for "
-                        "binary risk models")
+def read_site(meta: dict[str, Any], data: str) -> SiteRows:
+    """Read ``data`` (a named data set or a CSV path) with the model's own rules: missing
+    codes, types, outcome rule; rows without an outcome are counted and set apart."""
     named = NAMED_DATASETS.get(data)
     resolved = resolve_source(data, os.getcwd())
     table = read_csv(resolved.path, columns=named.columns if named else None,
@@ -113,15 +95,48 @@ def evaluate_site(model_uri: str, data: str, site: str | None = None,
     judged = ~np.isnan(y)
     if not judged.any():
         raise DataError(f"{table.source}: no row has an outcome in column {meta['target']!r}")
-    p = scorer.output(typed)[judged]
-    y = y[judged]
-    with_missing = int(typed.iloc[np.flatnonzero(judged)].isna().any(axis=1).sum())
-    report = clinical_report(y, p, float(meta["threshold"]), tuple(decision_thresholds),
-                             with_missing)
-    name, version = _model_version(model_uri)
-    site = site or (named.name if named else os.path.basename(str(resolved.path)))
-    result = SiteEvaluation(model_uri, name, version, site, str(resolved.path),
-                            file_sha256(resolved.path), report, int((~judged).sum()))
+    return SiteRows(str(resolved.path), file_sha256(resolved.path),
+                    named.name if named else os.path.basename(str(resolved.path)),
+                    typed.iloc[np.flatnonzero(judged)].reset_index(drop=True), y[judged],
+                    int((~judged).sum()))
+
+
+def binary_scorer(model_uri: str):
+    """The model's Scorer; a DataError unless it is a binary risk model."""
+    from heartflow.tracking.logged_model import load_scorer
+
+    scorer = load_scorer(model_uri)
+    if scorer.task != "binary":
+        raise DataError(f"{model_uri} is a {scorer.task} model; clinical evaluation and "
+                        "recalibration are for binary risk models")
+    return scorer
+
+
+def evaluate_site(model_uri: str, data: str, site: str | None = None,
+                  decision_thresholds: tuple[float, ...] | None = None,
+                  report_path: str | None = None) -> SiteEvaluation:
+    """Score ``data`` (a named data set or a CSV path) with the model and record the result."""
+    from heartflow.evaluation import plots as P
+    from heartflow.evaluation.clinical import clinical_report
+
+    scorer = binary_scorer(model_uri)
+    meta = scorer.meta
+    rows = read_site(meta, data)
+    judged_rows, y = rows.features, rows.y
+    p = scorer.output(judged_rows)
+    with_missing = int(judged_rows.isna().any(axis=1).sum())
+    how = meta.get("evaluate", {})
+    report_at = tuple(decision_thresholds or how.get("report_at") or (0.05, 0.1, 0.2, 0.3, 0.5))
+    costs = ThresholdCosts(**how["costs"]) if how.get("costs") else None
+    threshold = float(meta["threshold"])
+    report = clinical_report(y, p, threshold, report_at, with_missing, costs=costs)
+    groups = [SubgroupSpec(**g) for g in how.get("subgroups", [])]
+    name, version = registry.model_version(model_uri)
+    site = site or rows.default_site
+    result = SiteEvaluation(model_uri, name, version, site, rows.source, rows.sha256, report,
+                            rows.rows_without_outcome)
+    result.subgroups = subgroup_reports(judged_rows, y, p, groups, threshold, report_at,
+                                        int(how.get("min_subgroup_rows", 30)), costs=costs)
     folder = tempfile.mkdtemp(prefix="heartflow-evaluate-")
     label = f"{name or model_uri} v{version} on {site}" if version else f"{model_uri} on {site}"
     result.plots = {
@@ -153,10 +168,16 @@ def _record(result: SiteEvaluation, folder: str) -> None:
         recorder.metrics(result.report.as_metrics())
         recorder.directory(folder, "plots")
         recorder.text(result.html(), "report.html")
+        if result.subgroups:
+            recorder.text(subgroup_table(result.subgroups).to_csv(index=False),
+                          "evaluation/subgroups.csv")
         result.run_id = recorder.run_id
     if result.version:
         client = tracking.client()
         client.set_model_version_tag(result.model_name, result.version,
-                                     f"{SITE_TAG}{result.site}", result.summary())
+                                     f"{registry.SITE_TAG}{result.site}", result.summary())
         client.set_model_version_tag(result.model_name, result.version,
-                                     f"{SITE_TAG}{result.site}.run", result.run_id)
+                                     f"{registry.SITE_TAG}{result.site}.run", result.run_id)
+        from heartflow.tracking.model_card import write_card
+
+        result.card = write_card(result.model_name, result.version)  # now shows this site

@@ -1,0 +1,73 @@
+"""One self-contained HTML page for a clinical evaluation: facts, the figures with their
+intervals, subgroups, plots (embedded PNGs) and any further sections (a model card).
+Used by every run's report and by ``heartflow evaluate``."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+
+from heartflow.evaluation.clinical import ClinicalReport
+from heartflow.evaluation.subgroups import SHOWN, Subgroup
+
+STYLE = ("body{font-family:sans-serif;max-width:60em;margin:auto}"
+         "table{border-collapse:collapse}td,th{border:1px solid #999;padding:3px 6px}"
+         ".small{color:#a00}img{max-width:45em}")
+
+
+def _b64(path: str) -> str:
+    with open(path, "rb") as fh:
+        return base64.b64encode(fh.read()).decode()
+
+
+def _cell(value: float, interval: tuple[float, float] | None) -> str:
+    if value != value:
+        return "undefined"
+    shown = f"{value:.3f}"
+    if interval and all(math.isfinite(b) for b in interval):
+        shown += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+    return shown
+
+
+def figures_table(report: ClinicalReport) -> str:
+    """The figures with 95% intervals, as an HTML table."""
+    rows = "".join(f"<tr><td>{html.escape(a)}</td><td>{b}</td><td>{c}</td></tr>"
+                   for a, b, c in report.table())
+    return (f"<table><tr><th>figure</th><th>value</th><th>95% interval</th></tr>{rows}"
+            "</table>")
+
+
+def subgroups_table(subgroups: list[Subgroup]) -> str:
+    """Subgroups with counts, the main figures and intervals; small ones flagged."""
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in ("subgroup", "rows", "cases", *SHOWN))
+    body = []
+    for g in subgroups:
+        cells = "".join(f"<td>{_cell(g.report.values.get(n, math.nan), g.report.intervals.get(n))}"
+                        "</td>" for n in SHOWN)
+        flag = " class='small' title='too small to judge'" if g.too_small else ""
+        mark = " (too small to judge)" if g.too_small else ""
+        body.append(f"<tr{flag}><td>{html.escape(g.name)}{mark}</td><td>{g.rows}</td>"
+                    f"<td>{g.cases}</td>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def render_report(title: str, facts: list[str], report: ClinicalReport,
+                  plots: dict[str, str], subgroups: list[Subgroup] | None = None,
+                  sections: list[tuple[str, str]] | None = None) -> str:
+    """The whole page; ``sections`` are (heading, HTML) pairs appended at the end."""
+    facts_html = "".join(f"<li>{html.escape(f)}</li>" for f in [*facts, *report.notes])
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+             f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+             f"<ul>{facts_html}</ul><h2>Figures</h2>{figures_table(report)}"]
+    if subgroups:
+        parts.append(f"<h2>Subgroups</h2>{subgroups_table(subgroups)}")
+    if plots:
+        parts.append("<h2>Plots</h2>" + "".join(
+            f"<figure><img src='data:image/png;base64,{_b64(path)}' alt='{html.escape(name)}'/>"
+            f"<figcaption>{html.escape(name)}</figcaption></figure>"
+            for name, path in plots.items()))
+    for heading, body in sections or []:
+        parts.append(f"<h2>{html.escape(heading)}</h2>{body}")
+    parts.append("</body></html>")
+    return "".join(parts)

@@ -82,7 +82,7 @@ def settle_threshold(loaded: LoadedSpec, data: PreparedData, result: TrainResult
     if costs is not None and costs.method == "validation" and x_val is not None:
         p_val = network_output(result.model, x_val).reshape(-1)
     threshold, how = resolve_threshold(costs, spec.evaluate.decision_threshold, y_val, p_val)
-    recorder.tags({"heartflow.threshold": f"{threshold:.6g}", "heartflow.threshold_rule": how})
+    recorder.tags({"heartflow.threshold": repr(float(threshold)), "heartflow.threshold_rule": how})
     if p_val is None:
         return loaded, how
     chosen = spec.model_copy(update={"evaluate": spec.evaluate.with_chosen_threshold(threshold)})

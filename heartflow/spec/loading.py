@@ -259,8 +259,9 @@ def _fields_at(raw_loc: tuple[Any, ...]) -> list[str]:
         field = model.model_fields.get(part) if _is_model(model) else None
         if field is None:
             # a union tag such as 'TargetSpec': follow it by class name
-            from heartflow.spec import models as M
-            candidate = getattr(M, str(part), None)
+            from heartflow.spec import schema
+
+            candidate = getattr(schema, str(part), None)
             if _is_model(candidate):
                 model = candidate
             continue

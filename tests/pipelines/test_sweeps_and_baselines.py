@@ -153,6 +153,11 @@ def test_baselines_and_cross_validation(tmp_path: Path, prefect_server) -> None:
     client = _client()
     run = client.get_run(outcome["run_id"])
     assert run.data.metrics["cv_roc_auc_mean"] == pytest.approx(mean)
+    # Pooled out-of-fold: every development row scored once, by a model that never saw it.
+    pooled = outcome["cv_pooled"]
+    assert pooled["rows"] == outcome["split"]["train"] + outcome["split"]["validation"]
+    assert run.data.metrics["cv_pooled_roc_auc"] == pytest.approx(pooled["roc_auc"])
+    assert run.data.metrics["cv_pooled_rows"] == pooled["rows"]
     siblings = client.search_runs([run.info.experiment_id],
                                   filter_string="tags.`heartflow.baseline` != ''")
     assert len(siblings) == 3

@@ -164,3 +164,37 @@ def test_flow_logs_and_task_states_reach_an_external_prefect_server(
                 break
             assert time.monotonic() < deadline, (states, logs)
             time.sleep(0.5)
+
+
+def test_threshold_chosen_on_validation_rows_for_least_cost(tmp_path: Path,
+                                                            prefect_server) -> None:
+    import numpy as np
+    from sklearn.metrics import confusion_matrix
+
+    import heartflow as hf
+
+    heart_csv(tmp_path / "heart.csv", rows=300)
+    spec = heart_spec(tmp_path / "s.yaml", epochs=5)
+    spec.write_text(spec.read_text() + "evaluate:\n  threshold: {false_negative_cost: 4, "
+                    "method: validation}\n")
+    outcome = hf.run(str(spec))
+    y = np.asarray(outcome.validation_labels)
+    p = np.asarray(outcome.validation_output)
+    assert len(y) == outcome.split["validation"]
+
+    def cost(t: float) -> float:  # per validation row, FN cost 4, FP cost 1
+        _tn, fp, fn, _tp = confusion_matrix(y, p >= t, labels=[0, 1]).ravel()
+        return (4 * fn + fp) / len(y)
+
+    # Every way of splitting the rows: treat those with risk >= each distinct risk, or nobody.
+    best = min(cost(t) for t in [*np.unique(p), 1.01])
+    assert cost(outcome.threshold) == pytest.approx(best)
+    assert "validation rows" in outcome.threshold_rule
+    run = _client().get_run(outcome.run_id)
+    assert float(run.data.tags["heartflow.threshold"]) == pytest.approx(outcome.threshold)
+    assert "test_expected_cost" in run.data.metrics
+    # The registered model decides with that threshold.
+    frame = __import__("pandas").read_csv(tmp_path / "heart.csv").drop(columns=["target"])
+    scored = hf.load_model(outcome.model_uri).predict(frame.head(50))
+    assert ((scored["probability"] >= outcome.threshold).astype(int)
+            == scored["prediction"]).all()

@@ -136,3 +136,67 @@ def test_cleveland_model_on_the_va_site(tmp_path: Path, shared_data: Path,
     expected = [int(rows.iloc[i, :13].isin(["?", ""]).sum()) + int(rows.iloc[i, 4] == "0")
                 for i in range(3)]
     assert result["imputed"].tolist() == expected
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_recalibration_on_va_and_the_model_card(tmp_path: Path, shared_data: Path,
+                                                prefect_server) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+    from sklearn.metrics import roc_auc_score
+
+    trained = cli("run", "-q", str(ROOT / "specs/uci_cleveland_16.yaml"), cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    client = MlflowClient()
+    run = client.get_run(client.get_model_version("uci-cleveland", "1").run_id)
+    # The spec states a false negative costs 3 false positives: threshold 1 / (1 + 3).
+    assert float(run.data.tags["heartflow.threshold"]) == pytest.approx(0.25)
+    assert "cost ratio" in run.data.tags["heartflow.threshold_rule"]
+    subgroups = pd.read_csv(mlflow.artifacts.download_artifacts(
+        f"runs:/{run.info.run_id}/evaluation/subgroups.csv"))
+    test_rows = int(run.data.tags["heartflow.split.test"])
+    by_sex = subgroups[subgroups.subgroup.str.startswith("sex=")]
+    assert by_sex.rows.sum() == test_rows  # every test row in exactly one sex subgroup
+    assert (subgroups.too_small == (subgroups.rows < 30) | (subgroups.cases < 5)
+            | (subgroups.rows - subgroups.cases < 5)).all()
+
+    assert cli("evaluate", "models:/uci-cleveland/1", "uci-va", "--site", "va",
+               cwd=tmp_path).returncode == 0
+    out = cli("recalibrate", "models:/uci-cleveland/1", "uci-va", "--site", "va", "--method",
+              "intercept", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "registered models:/uci-cleveland/2" in out.stdout
+    assert cli("evaluate", "models:/uci-cleveland/2", "uci-va", "--site", "va",
+               cwd=tmp_path).returncode == 0
+    experiment = client.get_experiment_by_name("uci-cleveland-evaluations")
+    evaluations = {r.data.tags["heartflow.evaluation.model_version"]: r.data.metrics
+                   for r in client.search_runs([experiment.experiment_id],
+                                               "tags.`heartflow.evaluation.site` = 'va'")}
+    before, after = evaluations["1"], evaluations["2"]
+    assert abs(before["mean_risk"] - before["prevalence"]) > 0.2
+    assert abs(after["mean_risk"] - after["prevalence"]) < 0.03
+    assert after["roc_auc"] == pytest.approx(before["roc_auc"], abs=1e-9)
+    # The registered pyfunc applies the rule to raw rows: logit p2 = a + logit p1.
+    raw = pd.read_csv(shared_data / "uci-heart/processed.va.data", header=None, dtype=str)
+    from heartflow.data.sources import UCI_COLUMNS
+
+    raw.columns = UCI_COLUMNS
+    p1 = mlflow.pyfunc.load_model("models:/uci-cleveland/1").predict(raw)["probability"]
+    p2 = mlflow.pyfunc.load_model("models:/uci-cleveland/2").predict(raw)["probability"]
+    intercept = float(client.get_run(client.get_model_version(
+        "uci-cleveland", "2").run_id).data.params["intercept"])
+    z1 = np.log(p1 / (1 - p1))
+    assert p2.to_numpy() == pytest.approx(1 / (1 + np.exp(-(intercept + z1))), abs=1e-6)
+    y = (raw["num"].astype(int) > 0).to_numpy()
+    assert roc_auc_score(y, p2) == pytest.approx(roc_auc_score(y, p1), abs=1e-9)
+    # Model cards: logged with each version, kept current, sections mapped to TRIPOD+AI.
+    card = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/model_card.md")
+    for section in ("Intended use", "Data provenance", "Population", "Missing data",
+                    "Performance", "Subgroups", "External validation", "Limitations"):
+        assert f"## {section}" in card
+    assert "*TRIPOD+AI 23a" in card and run.data.tags["heartflow.data_sha256"] in card
+    assert f"| va | 200 | {before['roc_auc']:.3f}" in card
+    assert "Miscalibrated at va" in card
+    recalibrated = cli("card", "models:/uci-cleveland/2", cwd=tmp_path).stdout
+    assert "Recalibrated from version 1: intercept on va (200 rows)" in recalibrated

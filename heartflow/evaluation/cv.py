@@ -29,6 +29,7 @@ class CVSummary:
     pooled_p: np.ndarray | None = None  # their out-of-fold risks (first repeat: each row once)
 
     pooled_threshold: float = 0.5
+    epochs_run: list[int] = field(default_factory=list)  # per fold, when trained together
 
     def pooled_report(self):
         """The clinical report of the pooled out-of-fold risks (binary), or None."""
@@ -119,56 +120,110 @@ def _carve_validation(rows: np.ndarray, y: np.ndarray, fraction: float, seed: in
     return np.setdiff1d(rows, val_rows), val_rows
 
 
-def cross_validate(spec: Spec, dataset: Dataset,
-                   fit_and_predict: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                              np.ndarray], np.ndarray],
-                   use_validation: bool = True) -> CVSummary:
-    """Score ``fit_and_predict(xtr, ytr, xval, yval, xte)`` (the output for ``xte``) on every
-    fold with the spec's metrics; binary outputs of the first repeat are also pooled."""
-    from heartflow.evaluation import metrics as M
+@dataclass
+class Fold:
+    """One fold: the rows that fit, validate (early stopping) and are held out, and the
+    encoder fitted on the fitting rows."""
 
+    fit_rows: np.ndarray
+    val_rows: np.ndarray
+    test_rows: np.ndarray
+    encoder: TabularEncoder
+
+
+def plan_folds(spec: Spec, dataset: Dataset, use_validation: bool = True) -> list[Fold]:
+    """Every (repeat, fold) of ``evaluate.cv``, each with its own encoder."""
     cv = spec.evaluate.cv
     assert cv is not None
     split = spec.data.split
-    summary = CVSummary()
     y = dataset.y
     classification = spec.task != "regression"
     fraction = split.validation / max(1e-9, 1 - split.test) if use_validation else 0.0
     feats = spec.data.features
     if classification:
         check_folds(y, cv.folds, cv.repeats, split.seed, split.stratify, split.min_per_class)
-    pooled = np.full(len(y), np.nan) if spec.task == "binary" else None
+    out = []
     for i, (train_rows, test_rows) in enumerate(folds(y, cv.folds, cv.repeats, split.seed,
                                                       split.stratify and classification)):
         fit_rows, val_rows = _carve_validation(train_rows, y, fraction if classification
                                                else 0.0, split.seed + 1000 + i)
         encoder = TabularEncoder(list(feats.numeric), list(feats.categorical),
                                  list(spec.data.na_values)).fit(dataset.features, fit_rows)
-        x = encoder.transform(dataset.features)
-        output = np.asarray(fit_and_predict(x[fit_rows], y[fit_rows], x[val_rows], y[val_rows],
-                                            x[test_rows]))
+        out.append(Fold(fit_rows, val_rows, test_rows, encoder))
+    return out
+
+
+def summarise(spec: Spec, y: np.ndarray, plan: list[Fold], outputs: list[np.ndarray]
+              ) -> CVSummary:
+    """Each fold's metrics on its held-out rows; binary risks of the first repeat pooled."""
+    from heartflow.evaluation import metrics as M
+
+    summary = CVSummary()
+    folds_per_repeat = spec.evaluate.cv.folds if spec.evaluate.cv else len(plan)
+    pooled = np.full(len(y), np.nan) if spec.task == "binary" else None
+    for i, (fold, output) in enumerate(zip(plan, outputs, strict=True)):
+        output = np.asarray(output)
         output = output if spec.task == "multiclass" else output.reshape(-1)
-        scores = M.compute(spec.task, y[test_rows], output, spec.evaluate.decision_threshold,
-                           spec.metrics)
+        scores = M.compute(spec.task, y[fold.test_rows], output,
+                           spec.evaluate.decision_threshold, spec.metrics)
         for metric, value in scores.items():
             summary.scores.setdefault(metric, []).append(value)
-        if pooled is not None and i < cv.folds:
-            pooled[test_rows] = output
+        if pooled is not None and i < folds_per_repeat:
+            pooled[fold.test_rows] = output
     if pooled is not None:
         summary.pooled_y, summary.pooled_p = y.astype(np.float64), pooled
         summary.pooled_threshold = spec.evaluate.decision_threshold
     return summary
 
 
+def cross_validate(spec: Spec, dataset: Dataset,
+                   fit_and_predict: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                              np.ndarray], np.ndarray],
+                   use_validation: bool = True) -> CVSummary:
+    """Score ``fit_and_predict(xtr, ytr, xval, yval, xte)`` (the output for ``xte``) on every
+    fold with the spec's metrics, one fold after another."""
+    y = dataset.y
+    plan = plan_folds(spec, dataset, use_validation)
+    outputs = []
+    for fold in plan:
+        x = fold.encoder.transform(dataset.features)
+        outputs.append(fit_and_predict(x[fold.fit_rows], y[fold.fit_rows], x[fold.val_rows],
+                                       y[fold.val_rows], x[fold.test_rows]))
+    return summarise(spec, y, plan, outputs)
+
+
 def cross_validate_network(spec: Spec, dataset: Dataset) -> CVSummary:
-    """The spec's network refitted and scored on every fold (encoder refitted per fold)."""
+    """The spec's network refitted and scored on every fold (encoder refitted per fold).
+
+    With ``evaluate.cv.together`` (the default) the folds' networks train at once in one
+    compiled program (:mod:`heartflow.model.together`); otherwise one after another.
+    """
+    from heartflow.evaluation import metrics as M
+    from heartflow.model.together import fit_together, fits_together
+
+    cv = spec.evaluate.cv
+    assert cv is not None
+    per_epoch = M.epoch_metrics(spec.task, spec.evaluate.decision_threshold)
+    plan = plan_folds(spec, dataset)
+    widths = [fold.encoder.width for fold in plan]
+    if not (cv.together and fits_together(len(plan), len(dataset.y), max(widths))):
+        return cross_validate(spec, dataset, _sequential_network(spec, per_epoch))
+    x = np.zeros((len(plan), len(dataset.y), max(widths)), dtype=np.float32)
+    for m, fold in enumerate(plan):  # a fold whose rows lack a level is narrower: pad 0s
+        x[m, :, :widths[m]] = fold.encoder.transform(dataset.features)
+    result = fit_together(spec, x, dataset.y, [f.fit_rows for f in plan],
+                          [f.val_rows for f in plan], per_epoch)
+    outputs = [result.outputs[m][fold.test_rows] for m, fold in enumerate(plan)]
+    summary = summarise(spec, dataset.y, plan, outputs)
+    summary.epochs_run = result.epochs_run
+    return summary
+
+
+def _sequential_network(spec: Spec, per_epoch):
     import keras
 
-    from heartflow.evaluation import metrics as M
     from heartflow.model.scorer import network_output
     from heartflow.model.training import train_model
-
-    per_epoch = M.epoch_metrics(spec.task, spec.evaluate.decision_threshold)
 
     def fit_and_predict(xtr, ytr, xval, yval, xte):
         keras.backend.clear_session()
@@ -176,4 +231,4 @@ def cross_validate_network(spec: Spec, dataset: Dataset) -> CVSummary:
                              yval if len(yval) else None, validation_metrics=per_epoch)
         return network_output(fitted.model, xte)
 
-    return cross_validate(spec, dataset, fit_and_predict)
+    return fit_and_predict

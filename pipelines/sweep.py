@@ -96,13 +96,11 @@ def sweep_flow(sweep_path: str, workers: int | None = None, progress: bool = Tru
                        **{f"sweep.axis.{k}": str(v) for k, v in sweep.section.axes.items()}})
         parent.text(open(sweep.path, encoding="utf-8").read(), "spec/sweep.yaml")
         cores = available_cores()
-        threads = max(1, cores // n_workers)
-        # One worker per core (or fewer workers): each worker gets a core of its own.
+        threads = max(1, cores // n_workers)  # workers x threads = the cores we may use
         pin = 1 < n_workers <= cores and os.path.isdir("/proc/self/task")
-        claims = tempfile.TemporaryDirectory(prefix="heartflow-cores-") if pin else None
+        parent.params({"sweep.threads_per_worker": str(threads), "sweep.cores": str(cores)})
         runner = ProcessPoolTaskRunner(max_workers=n_workers, initializer=init_worker,
-                                       initargs=(threads, claims.name if claims else None,
-                                                 list(plugins or [])))
+                                       initargs=(threads, pin, list(plugins or [])))
         start = time.perf_counter()
         with runner:
             futures = [runner.submit(trial_task, {
@@ -125,8 +123,6 @@ def sweep_flow(sweep_path: str, workers: int | None = None, progress: bool = Tru
                     _progress(len(results), len(futures), sum(not r["ok"] for r in results),
                               best, metric)
         wall = time.perf_counter() - start
-        if claims is not None:
-            claims.cleanup()
         results.sort(key=lambda r: r["number"])
         ok = [r for r in results if r["ok"]]
         parent.metrics({"sweep_wall_seconds": wall, "trials_failed": len(results) - len(ok)})

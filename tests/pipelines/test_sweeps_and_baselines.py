@@ -120,20 +120,62 @@ def test_sweep_runs_trials_in_parallel_under_one_parent(tmp_path: Path, prefect_
     assert csv_out.splitlines()[0].startswith("rank,run,kind,status,model.hidden.0.units")
 
 
-PIN = ("import json, os, sys\n"
-       "from heartflow.pipelines.sweep_workers import pin_to_free_core\n"
-       "pin_to_free_core(sys.argv[1])\n"
-       "print(json.dumps(sorted(os.sched_getaffinity(0))))")
+CLAIM = ("import json, os, sys\n"
+         "from heartflow.pipelines.sweep_workers import claim_cores\n"
+         "claim_cores(int(sys.argv[1]))\n"
+         "print(json.dumps(sorted(os.sched_getaffinity(0))), flush=True)\n"
+         "sys.stdin.read()\n")  # hold the claim until told to exit
+
+
+def _claimers(count: int, threads: int, env: dict[str, str]) -> list[list[int]]:
+    """Start ``count`` live claiming processes (as workers of concurrent sweeps would be)."""
+    procs = [subprocess.Popen([sys.executable, "-c", CLAIM, str(threads)], env=env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+             for _ in range(count)]
+    seen = []
+    try:
+        for proc in procs:  # one at a time: each has claimed before the next starts
+            seen.append(json.loads(proc.stdout.readline()))
+    finally:
+        for proc in procs:
+            proc.communicate("", timeout=30)
+    return seen
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux CPU affinity")
-def test_sweep_workers_each_claim_a_core_of_their_own(tmp_path: Path) -> None:
+def test_workers_of_concurrent_sweeps_never_share_a_core(tmp_path: Path) -> None:
     cores = sorted(os.sched_getaffinity(0))
-    seen = [json.loads(subprocess.run([sys.executable, "-c", PIN, str(tmp_path)],
-                                      capture_output=True, text=True, check=True).stdout)
-            for _ in range(len(cores) + 1)]
+    env = {**os.environ, "HEARTFLOW_CLAIMS_DIR": str(tmp_path)}
+    seen = []
+    procs = []
+    try:
+        for _ in range(len(cores) + 1):  # more workers than cores, as two sweeps would start
+            proc = subprocess.Popen([sys.executable, "-c", CLAIM, "1"], env=env, text=True,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            procs.append(proc)
+            seen.append(json.loads(proc.stdout.readline()))
+    finally:
+        for proc in procs:
+            proc.communicate("", timeout=30)
     assert seen[:-1] == [[core] for core in cores]  # one worker per core, none shared
-    assert seen[-1] == cores  # a worker with no core left is not pinned
+    assert seen[-1] == cores  # no core left: not pinned, never doubled up
+    # Claims end with their process: a worker started afterwards gets the first core again.
+    assert _claimers(1, 1, env) == [cores[:1]]
+
+
+def test_cores_are_capped_by_the_cgroup_quota(tmp_path: Path) -> None:
+    from heartflow.pipelines.sweep_workers import available_cores, cgroup_cpu_limit
+
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        os.cpu_count()
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_limit(str(tmp_path)) is None
+    assert available_cores(str(tmp_path)) == affinity
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs: 2 threads may run
+    assert cgroup_cpu_limit(str(tmp_path)) == 1.5
+    assert available_cores(str(tmp_path)) == min(affinity, 2)
+    (tmp_path / "cpu.max").write_text("50000 100000\n")
+    assert available_cores(str(tmp_path)) == 1
 
 
 @pytest.mark.slow

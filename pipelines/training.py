@@ -49,7 +49,12 @@ def train_task(loaded: LoadedSpec, data: PreparedData, verbose: bool) -> TrainRe
     x_val, y_val = data.validation()
     reporter = EpochReporter(spec.train.epochs, enabled=verbose)
     try:
-        with device_scope(spec.train.device):
+        from heartflow.model.builder import count_parameters
+        from heartflow.model.devices import choose_device, visible_devices
+
+        device, _why = choose_device(spec.train.device, count_parameters(spec, data.width),
+                                     len(visible_devices()["gpu"]))
+        with device_scope(device):
             return fit_dataset(spec, data.width, batches, steps, x_val, y_val, reporter,
                                epoch_metrics(spec.task, spec.evaluate.decision_threshold))
     finally:

@@ -25,6 +25,7 @@ def spec_hash(loaded: LoadedSpec) -> str:
 
 def run_tags(loaded: LoadedSpec, data: Any) -> dict[str, object]:
     """Run tags: data fingerprint, split sizes, versions, seed, devices."""
+    from heartflow.model.builder import count_parameters
     from heartflow.model.devices import device_tags
 
     return {"heartflow.spec_name": loaded.spec.name, "heartflow.spec_path": loaded.path,
@@ -37,7 +38,8 @@ def run_tags(loaded: LoadedSpec, data: Any) -> dict[str, object]:
             "heartflow.input_width": data.width,
             "heartflow.missing_rule": "see preprocessing/encoder.json (median/mode/unseen=zeros)",
             "mlflow.note.content": loaded.spec.description or "",
-            **environment_tags(), **device_tags(loaded.spec.train.device)}
+            **environment_tags(), **device_tags(loaded.spec.train.device,
+                                                  count_parameters(loaded.spec, data.width))}
 
 
 def record_run_inputs(recorder: Recorder, loaded: LoadedSpec, data: Any,

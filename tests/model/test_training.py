@@ -236,3 +236,21 @@ def test_regression_cannot_monitor_a_classification_metric() -> None:
     text = text.replace("seed: 1}", "seed: 1, early_stopping: {monitor: val_auc}}")
     with pytest.raises(SpecError, match=r"train.early_stopping.monitor: val_auc is not"):
         load_spec_text(text, "s.yaml")
+
+
+def test_device_auto_picks_the_cpu_for_small_networks_and_the_gpu_for_wide_ones() -> None:
+    from heartflow.model.builder import count_parameters
+    from heartflow.model.devices import choose_device
+
+    small, wide = spec_of(), spec_of()
+    small.model.hidden[0].units = 16
+    wide.model.hidden = [wide.model.hidden[0].model_copy(update={"units": 256})
+                         for _ in range(2)]
+    n_small, n_wide = count_parameters(small, 29), count_parameters(wide, 29)
+    assert n_small == 29 * 16 + 16 + 16 + 1  # the teaching network: 497
+    assert n_wide == 29 * 256 + 256 + 256 * 256 + 256 + 256 + 1
+    assert choose_device("auto", n_small, gpus=1)[0] == "cpu"
+    assert choose_device("auto", n_wide, gpus=1)[0] == "gpu"
+    assert choose_device("auto", n_wide, gpus=0) == ("cpu", "auto: no GPU visible")
+    assert choose_device("cpu", n_wide, gpus=1)[0] == "cpu"
+    assert "parameters" in choose_device("auto", n_small, gpus=1)[1]

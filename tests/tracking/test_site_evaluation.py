@@ -153,6 +153,8 @@ def test_recalibration_on_va_and_the_model_card(tmp_path: Path, shared_data: Pat
     # The spec states a false negative costs 3 false positives: threshold 1 / (1 + 3).
     assert float(run.data.tags["heartflow.threshold"]) == pytest.approx(0.25)
     assert "cost ratio" in run.data.tags["heartflow.threshold_rule"]
+    assert run.data.tags["heartflow.device.used"] == "cpu"  # no GPU here; the reason says so
+    assert run.data.tags["heartflow.device.reason"].startswith("auto: ")
     subgroups = pd.read_csv(mlflow.artifacts.download_artifacts(
         f"runs:/{run.info.run_id}/evaluation/subgroups.csv"))
     test_rows = int(run.data.tags["heartflow.split.test"])

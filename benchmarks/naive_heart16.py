@@ -1,7 +1,8 @@
 """The reference: the plain Keras script a user would write for heart_16, without tracking.
 
 load + encode (29 inputs) + model.fit on numpy arrays + evaluate test ROC AUC.
-Run as a whole process: `python benchmarks/naive_heart16.py PATH_TO_heart.csv`.
+Run as a whole process: `python benchmarks/naive_heart16.py PATH_TO_heart.csv [EPOCHS
+[BATCH]]` (defaults 100 and 32; the streaming comparison uses 1 and 1024 on a large file).
 Prints JSON: fit seconds, test AUC, whole-process seconds.
 """
 
@@ -22,7 +23,7 @@ CATEGORICAL = ["sex", "cp", "fbs", "restecg", "exang", "ca", "thal"]
 NUMERIC = ["age", "trestbps", "chol", "thalach", "oldpeak", "slope"]
 
 
-def main(path: str, epochs: int = 100, seed: int = 42) -> dict:
+def main(path: str, epochs: int = 100, batch_size: int = 32, seed: int = 42) -> dict:
     frame = pd.read_csv(path)
     y = frame["target"].to_numpy(dtype="float32")
     rng = np.random.default_rng(seed)
@@ -40,7 +41,7 @@ def main(path: str, epochs: int = 100, seed: int = 42) -> dict:
     model.compile(optimizer=keras.optimizers.Adam(0.001), loss="binary_crossentropy",
                   metrics=["accuracy"])
     fit_start = time.perf_counter()
-    model.fit(x[train], y[train], batch_size=32, epochs=epochs, verbose=0)
+    model.fit(x[train], y[train], batch_size=batch_size, epochs=epochs, verbose=0)
     fit_seconds = time.perf_counter() - fit_start
     auc = roc_auc_score(y[test], model.predict(x[test], verbose=0).ravel())
     return {"inputs": int(x.shape[1]), "parameters": int(model.count_params()),
@@ -48,6 +49,6 @@ def main(path: str, epochs: int = 100, seed: int = 42) -> dict:
 
 
 if __name__ == "__main__":
-    result = main(sys.argv[1])
+    result = main(sys.argv[1], *(int(a) for a in sys.argv[2:4]))
     result["process_seconds"] = time.perf_counter() - START
     print(json.dumps(result))

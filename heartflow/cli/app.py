@@ -371,12 +371,14 @@ def ui(port: Annotated[int, typer.Option(help="Port.")] = 5000,
     """Open the MLflow UI on the current tracking store (binds 127.0.0.1 by default)."""
     import subprocess
 
-    from heartflow.tracking.runs import tracking_uri
+    from heartflow.tracking.runs import runs_page, tracking_uri
 
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     cmd = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port),
            "--backend-store-uri", tracking_uri(), "--workers", "1"]
-    typer.echo(f"MLflow UI on http://{host}:{port} (Ctrl-C stops it)")
+    typer.echo(f"MLflow UI on http://{host}:{port} (Ctrl-C stops it); an experiment's runs "
+               f"with their data, source and figures: "
+               f"{runs_page(f'http://{host}:{port}', '<id>')}")
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 

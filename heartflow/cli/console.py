@@ -11,7 +11,7 @@ from rich.table import Table
 
 def print_outcome(outcome, console: Console | None = None) -> None:
     """The end-of-run summary."""
-    from heartflow.tracking.runs import redact, tracking_uri
+    from heartflow.tracking.runs import redact, runs_page, tracking_uri
 
     console = console or _console()
     table = Table(title=f"heartflow run: {outcome.spec_name}", show_header=False)
@@ -21,9 +21,9 @@ def print_outcome(outcome, console: Console | None = None) -> None:
         table.add_row(what, value)
     console.print(table)
     uri = redact(tracking_uri())
-    console.print(f"Open the MLflow UI:  mlflow ui --backend-store-uri {uri}  "
-                  f"(then http://127.0.0.1:5000/#/experiments/{outcome.experiment_id}/runs/"
-                  f"{outcome.run_id})")
+    page = runs_page("http://127.0.0.1:5000", outcome.experiment_id)
+    console.print(f"Open the MLflow UI:  heartflow ui  (or mlflow ui --backend-store-uri {uri})"
+                  f", then {page}  (this run: .../runs/{outcome.run_id})")
 
 
 def _console() -> Console:

@@ -83,14 +83,16 @@ def _binary_target(raw: pd.Series, target: TargetSpec, na: set[str], where: str,
                             f"{raw.iloc[i]!r} is not a number (target rule "
                             f"'{comparison[0]} {comparison[1]:g}')")
         return COMPARISONS[comparison[0]](values, comparison[1]).astype(np.float32)
+    distinct = raw.unique()  # normalise each distinct text once, not once per row
+    normal = dict(zip(distinct, map(normalize_level, distinct), strict=True))
     if target.positive is not None:
-        return (raw.map(normalize_level) == normalize_level(target.positive)).to_numpy(
-            np.float32)
-    levels = set(raw.map(normalize_level).unique())
+        positive = normalize_level(target.positive)
+        return raw.isin([v for v in distinct if normal[v] == positive]).to_numpy(np.float32)
+    levels = set(normal.values())
     if not levels <= {"0", "1"}:
         raise DataError(f"{where}: target has values {sorted(levels)[:5]}; a sigmoid output "
                         "needs 0/1 (or data.target.positive)")
-    return (raw.map(normalize_level) == "1").to_numpy(np.float32)
+    return raw.isin([v for v in distinct if normal[v] == "1"]).to_numpy(np.float32)
 
 
 def scan(spec: Spec, path: str, columns: list[str] | None, chunk_rows: int = 100_000,

@@ -12,7 +12,7 @@ import yaml
 
 from heartflow.spec.loading import LoadedSpec
 from heartflow.tracking.registry import MANIFEST_ARTIFACT
-from heartflow.tracking.runs import Recorder, environment_tags, flatten
+from heartflow.tracking.runs import Recorder, environment_tags, flatten, set_default_view
 
 POPULATION_ARTIFACT = "data/population.json"
 
@@ -38,8 +38,24 @@ def run_tags(loaded: LoadedSpec, data: Any) -> dict[str, object]:
             "heartflow.input_width": data.width,
             "heartflow.missing_rule": "see preprocessing/encoder.json (median/mode/unseen=zeros)",
             "mlflow.note.content": loaded.spec.description or "",
+            "mlflow.source.name": loaded.path, "mlflow.source.type": "LOCAL",
             **environment_tags(), **device_tags(loaded.spec.train.device,
                                                   count_parameters(loaded.spec, data.width))}
+
+
+def dataset_input(loaded: LoadedSpec, data: Any) -> tuple[str, str, str, dict[str, Any], int]:
+    """(name, digest, source, schema, rows) of the run's data for MLflow's dataset input:
+    named after the file, its digest the data sha256, its schema the spec's typed columns."""
+    import os
+
+    feats = loaded.spec.data.features
+    target = loaded.spec.data.target_spec.column
+    schema = {"mlflow_colspec": [
+        *({"name": c, "type": "double"} for c in feats.numeric),
+        *({"name": c, "type": "string"} for c in feats.categorical),
+        {"name": target, "type": "string"}]}
+    name = os.path.basename(str(data.source)) or loaded.spec.data.source
+    return name, data.sha256, str(data.source), schema, int(data.rows)
 
 
 def record_run_inputs(recorder: Recorder, loaded: LoadedSpec, data: Any,
@@ -48,6 +64,8 @@ def record_run_inputs(recorder: Recorder, loaded: LoadedSpec, data: Any,
     spec = loaded.spec
     recorder.params(flatten(spec.model_dump(mode="json", by_alias=True)))
     recorder.tags({**run_tags(loaded, data), **(extra_tags or {})})
+    recorder.dataset(*dataset_input(loaded, data))
+    set_default_view(recorder.experiment_id, spec.promotion_metric)
     recorder.text(loaded.text, "spec/spec.yaml")
     recorder.text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False),
                   "spec/resolved.yaml")

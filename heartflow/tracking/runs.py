@@ -137,14 +137,24 @@ def check_reachable() -> None:
                             "MLFLOW_TRACKING_URI to use the local store") from None
 
 
+# MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, token
+# usage); heartflow's experiments are model training.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id(name: str) -> str:
-    """Id of the experiment called ``name``, created if needed (safe under races)."""
+    """Id of the experiment called ``name``, created if needed (safe under races), tagged
+    as model training for MLflow's UI."""
     c = client()
     found = _retrying(c.get_experiment_by_name, name)
     if found is not None:
+        if found.tags.get("mlflow.experimentKind") is None:  # made by an older heartflow
+            for key, value in EXPERIMENT_KIND.items():
+                _retrying(c.set_experiment_tag, found.experiment_id, key, value)
         return found.experiment_id
     try:
-        return _retrying(c.create_experiment, name, artifact_location=_artifact_root(name))
+        return _retrying(c.create_experiment, name, artifact_location=_artifact_root(name),
+                         tags=EXPERIMENT_KIND)
     except Exception:
         found = c.get_experiment_by_name(name)
         if found is None:
@@ -165,6 +175,31 @@ def _artifact_root(name: str) -> str | None:
 
     folder = Path(os.path.abspath(uri.removeprefix("sqlite:///"))).parent
     return (folder / "mlruns" / name).as_uri()
+
+
+VIEW_KEY = "heartflow"  # the runs page opened with ?viewStateShareKey=heartflow
+
+
+def set_default_view(experiment: str, metric: str) -> None:
+    """A saved view of the experiment's runs page that shows the work: the dataset, source
+    and model columns, the validation, CV and test figures of ``metric``, ranked by the
+    validation figure (runs are chosen on development rows). Stored the way MLflow's own
+    "share view" stores one (an experiment tag read by ``?viewStateShareKey=``)."""
+    import json
+
+    columns = ["attributes.`Dataset`", "attributes.`Source`", "attributes.`Models`",
+               f"metrics.`validation_{metric}`", f"metrics.`cv_{metric}_mean`",
+               f"metrics.`test_{metric}`", f"metrics.`test_{metric}_ci_low`",
+               f"metrics.`test_{metric}_ci_high`"]
+    state = {"selectedColumns": columns, "orderByKey": f"metrics.`validation_{metric}`",
+             "orderByAsc": False, "searchFilter": "", "runsExpanded": {}}
+    _retrying(client().set_experiment_tag, experiment, f"mlflow.sharedViewState.{VIEW_KEY}",
+              json.dumps(state))
+
+
+def runs_page(base_url: str, experiment: str) -> str:
+    """The experiment's runs page in that view."""
+    return f"{base_url}/#/experiments/{experiment}/runs?viewStateShareKey={VIEW_KEY}"
 
 
 class Recorder:
@@ -204,6 +239,20 @@ class Recorder:
                  if value == value]  # skip NaN
         for i in range(0, len(items), 1000):
             _retrying(self.client.log_batch, self.run_id, metrics=items[i:i + 1000])
+
+    def dataset(self, name: str, digest: str, source: str, schema: dict[str, Any],
+                rows: int, context: str = "training") -> None:
+        """Record the run's data as an MLflow dataset input (the UI's Dataset column)."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        source_type = "http" if source.startswith(("http://", "https://")) else "local"
+        dataset = Dataset(name=name, digest=digest[:36], source_type=source_type,
+                          source=json.dumps({"uri": source}), schema=json.dumps(schema),
+                          profile=json.dumps({"num_rows": rows}))
+        _retrying(self.client.log_inputs, self.run_id, datasets=[DatasetInput(
+            dataset, tags=[InputTag(key="mlflow.data.context", value=context)])])
 
     def text(self, text: str, artifact_file: str) -> None:
         """Store a text artifact."""

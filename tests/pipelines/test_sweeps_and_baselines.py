@@ -270,13 +270,27 @@ def test_mlflow_ui_shows_sweep_children_and_metrics_in_a_browser(tmp_path: Path,
                      if line.split()[3] == "0A"]
         assert f"0100007F:{port:04X}" in listening  # `heartflow ui` binds loopback only
         experiment = result["experiment_id"]
-        parent = result["parent_run_id"]
-        search = urllib.parse.quote(f"tags.mlflow.parentRunId = '{parent}'")
-        runs_page = _dom(f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs"
-                         f"?searchFilter={search}&orderByKey=metrics.%60test_roc_auc%60")
-        assert "2 matching runs" in runs_page, runs_page[:2000]
+        # The experiment opens as model training (not GenAI), in heartflow's view: the
+        # dataset, source and figure columns, sweep children listed, ranked by validation.
+        from heartflow.tracking.runs import runs_page as page_of
+
+        url = page_of(f"http://127.0.0.1:{port}", experiment)
+        runs_page = _dom(url)
+        assert "Model training" in runs_page and "Training runs" in runs_page, runs_page[:2000]
+        assert "3 matching runs" in runs_page  # the parent and its two children
         assert all(name in runs_page for name in names)
-        assert "test_roc_auc" in runs_page
+        assert "heart.csv (" in runs_page  # the Dataset column: name (digest)
+        assert "base.yaml" in runs_page  # the Source column: the spec
+        shown = runs_page.split("Models", 1)[1]
+        assert "test_roc_auc" in shown.split("Hide run", 1)[0]  # a metric column's header
+        value = _client().get_run(children[0]).data.metrics["test_roc_auc"]
+        assert str(value)[:6] in runs_page  # ...and its values
+        subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+                        "--no-first-run", f"--user-data-dir={tempfile.mkdtemp()}",
+                        "--window-size=1500,700", "--virtual-time-budget=20000",
+                        f"--screenshot={tmp_path / 'runs.png'}", url],
+                       capture_output=True, timeout=120)
+        assert (tmp_path / "runs.png").stat().st_size > 10_000
         ids = urllib.parse.quote(json.dumps(children))
         compare_page = _dom(f"http://127.0.0.1:{port}/#/compare-runs?runs={ids}"
                             f"&experiments=%5B%22{experiment}%22%5D")

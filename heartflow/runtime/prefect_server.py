@@ -154,6 +154,9 @@ def _drain_prefect_clients() -> None:
 _SHARED: LocalPrefectServer | None = None
 
 
+LOCAL_SERVER_ENV = "HEARTFLOW_LOCAL_PREFECT_SERVER"
+
+
 def start_local_server() -> LocalPrefectServer | None:
     """Start this process's local Prefect server (once) unless ``PREFECT_API_URL`` names one.
 
@@ -166,8 +169,10 @@ def start_local_server() -> LocalPrefectServer | None:
     if os.environ.get("PREFECT_API_URL"):
         return None
     _SHARED = LocalPrefectServer().start()
-    # Sweep worker processes inherit the address through the environment.
+    # Sweep worker processes inherit the address through the environment, and the mark
+    # that it is this machine's own server (not one other hosts share).
     os.environ["PREFECT_API_URL"] = _SHARED.api_url
+    os.environ[LOCAL_SERVER_ENV] = "1"
     return _SHARED
 
 

@@ -232,3 +232,46 @@ def test_mlflow_models_serve_answers_like_heartflow_predict(champion: Path,
     got = [row["probability"] for row in served]
     assert got == pytest.approx(expected, abs=1e-6)
     assert len(got) == 6
+
+
+def test_four_concurrent_runs_on_separate_hosts_leave_the_best_champion(
+        tmp_path: Path, prefect_server) -> None:
+    """Four `heartflow run`s at once, each from its own folder with its own temp dir (so no
+    file lock is shared, as on four hosts), against one MLflow store and one Prefect
+    server: the server's concurrency limit orders the gate, and `champion` ends on the
+    version that scores best on the shared test rows."""
+    heart_csv(tmp_path / "heart.csv", rows=300)
+    variants = [{"epochs": 1, "lr": 0.0005, "hidden": [2], "seed": 3},
+                {"epochs": 5, "lr": 0.003, "hidden": [4], "seed": 4},
+                {"epochs": 40, "lr": 0.01, "hidden": [8], "seed": 5},
+                {"epochs": 15, "lr": 0.01, "hidden": [16], "seed": 6}]
+    procs = []
+    env = {k: v for k, v in os.environ.items() if k != "HEARTFLOW_LOCAL_PREFECT_SERVER"}
+    for i, variant in enumerate(variants):
+        host = tmp_path / f"host{i}"
+        (host / "tmp").mkdir(parents=True)
+        spec = heart_spec(host / "spec.yaml", source=str(tmp_path / "heart.csv"), **variant)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "heartflow", "run", "-q", "--json", str(spec)], cwd=host,
+            env={**env, "TMPDIR": str(host / "tmp")}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True))
+    outcomes = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+        outcomes.append(json.loads(out))
+    assert sorted(o["version"] for o in outcomes) == ["1", "2", "3", "4"]
+    client = _client()
+    scores = {o["version"]: o["metrics"]["roc_auc"] for o in outcomes}  # same test rows
+    champion = client.get_model_version_by_alias(MODEL, "champion").version
+    assert scores[str(champion)] == max(scores.values()), (champion, scores)
+    # The decisions were taken one at a time: each compared itself with the champion
+    # of the moment, and exactly one version made it without a champion to beat.
+    reasons = [client.get_model_version(MODEL, v).tags.get("heartflow.promotion.reason", "")
+               for v in scores]
+    assert sum("no champion yet" in r for r in reasons) == 1, reasons
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as prefect:
+        names = [limit.name for limit in prefect.read_global_concurrency_limits(limit=200)]
+    assert any(n.startswith("heartflow-registry-") for n in names)

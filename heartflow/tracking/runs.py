@@ -187,12 +187,13 @@ def set_default_view(experiment: str, metric: str) -> None:
     "share view" stores one (an experiment tag read by ``?viewStateShareKey=``)."""
     import json
 
-    columns = ["attributes.`Dataset`", "attributes.`Source`", "attributes.`Models`",
-               f"metrics.`validation_{metric}`", f"metrics.`cv_{metric}_mean`",
+    columns = [f"metrics.`validation_{metric}`", f"metrics.`cv_{metric}_mean`",
                f"metrics.`test_{metric}`", f"metrics.`test_{metric}_ci_low`",
-               f"metrics.`test_{metric}_ci_high`"]
-    state = {"selectedColumns": columns, "orderByKey": f"metrics.`validation_{metric}`",
-             "orderByAsc": False, "searchFilter": "", "runsExpanded": {}}
+               f"metrics.`test_{metric}_ci_high`", "attributes.`Dataset`",
+               "attributes.`Source`", "attributes.`Models`"]
+    state = {"selectedColumns": columns, "columnOrder": columns,
+             "orderByKey": f"metrics.`validation_{metric}`", "orderByAsc": False,
+             "searchFilter": "", "runsExpanded": {}}
     _retrying(client().set_experiment_tag, experiment, f"mlflow.sharedViewState.{VIEW_KEY}",
               json.dumps(state))
 

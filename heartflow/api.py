@@ -133,15 +133,17 @@ class SweepResult:
 
 
 def sweep(path: str | os.PathLike[str], *, workers: int | None = None,
-          plugins: list[str] | None = None, progress: bool = False) -> SweepResult:
-    """Run every trial of a sweep file in worker processes, each an MLflow child run."""
+          plugins: list[str] | None = None, progress: bool = False,
+          pool: str | None = None) -> SweepResult:
+    """Run every trial of a sweep file, each an MLflow child run: in worker processes of
+    this machine, or (``pool``) as flow runs for a Prefect work pool's workers."""
     sweep_spec = load_sweep(path, plugins=plugins)
 
     with _flow_engine(tensorflow=False):
         from heartflow.pipelines.sweep import sweep_flow
 
         result = sweep_flow(sweep_spec.path, workers=workers, progress=progress,
-                            plugins=list(plugins or []))
+                            plugins=list(plugins or []), pool=pool)
     from heartflow.tracking.compare import rows_for
 
     rows, metric, varied = rows_for(result["parent_run_id"])

@@ -22,6 +22,12 @@ from heartflow.tracking.compare import choose, selection_score
 @task(name="trial", **TASK_OPTIONS)
 def trial_task(number: int, spec_path: str, spec_text: str, overrides: dict[str, Any],
                parent_run_id: str) -> dict[str, Any]:
+    """One trial in a worker process of this machine."""
+    return run_trial(number, spec_path, spec_text, overrides, parent_run_id)
+
+
+def run_trial(number: int, spec_path: str, spec_text: str, overrides: dict[str, Any],
+              parent_run_id: str) -> dict[str, Any]:
     """Run one trial; a failure is recorded (FAILED child run) and returned, not raised."""
     from heartflow.data.sources import check_spec_source
     from heartflow.pipelines.training import execute
@@ -75,12 +81,39 @@ def _progress(done: int, total: int, failed: int, best: tuple[float, str] | None
     sys.stderr.flush()
 
 
+class _Tally:
+    """Trials as they finish: the best so far on development rows, and the progress line."""
+
+    def __init__(self, metric: str, total: int, progress: bool) -> None:
+        from heartflow.spec.vocabulary import HIGHER_IS_BETTER
+
+        self.metric, self.total, self.progress = metric, total, progress
+        self.higher = metric in HIGHER_IS_BETTER
+        self.done: list[dict[str, Any]] = []
+        self.best: tuple[float, str] | None = None
+
+    def add(self, result: dict[str, Any]) -> dict[str, Any]:
+        self.done.append(result)
+        score = selection_score(result["outcome"], self.metric)[0] if result["ok"] \
+            else float("nan")
+        if score == score:  # defined on development rows
+            label = ", ".join(f"{k}={v}" for k, v in result["overrides"].items()
+                              if k != "register.enabled")
+            if self.best is None or (score > self.best[0] if self.higher
+                                     else score < self.best[0]):
+                self.best = (score, label)
+        if self.progress:
+            _progress(len(self.done), self.total, sum(not r["ok"] for r in self.done),
+                      self.best, self.metric)
+        return result
+
+
 @flow(name="heartflow-sweep", persist_result=False, validate_parameters=False)
 def sweep_flow(sweep_path: str, workers: int | None = None, progress: bool = True,
-               plugins: list[str] | None = None) -> dict[str, Any]:
-    """Run every trial of a sweep file under one MLflow parent run."""
+               plugins: list[str] | None = None, pool: str | None = None) -> dict[str, Any]:
+    """Run every trial of a sweep file under one MLflow parent run: in worker processes
+    of this machine, or (``pool``) as flow runs that the work pool's workers pick up."""
     from heartflow.spec.sweep import load_sweep
-    from heartflow.spec.vocabulary import HIGHER_IS_BETTER
 
     sweep = load_sweep(sweep_path)
     metric = sweep.metric
@@ -95,33 +128,28 @@ def sweep_flow(sweep_path: str, workers: int | None = None, progress: bool = Tru
                        "sweep.metric": metric, "sweep.base": base.path,
                        **{f"sweep.axis.{k}": str(v) for k, v in sweep.section.axes.items()}})
         parent.text(open(sweep.path, encoding="utf-8").read(), "spec/sweep.yaml")
-        cores = available_cores()
-        threads = max(1, cores // n_workers)  # workers x threads = the cores we may use
-        pin = 1 < n_workers <= cores and os.path.isdir("/proc/self/task")
-        parent.params({"sweep.threads_per_worker": str(threads), "sweep.cores": str(cores)})
-        runner = ProcessPoolTaskRunner(max_workers=n_workers, initializer=init_worker,
-                                       initargs=(threads, pin, list(plugins or [])))
+        payloads = [{"number": t.number, "spec_path": base.path, "spec_text": base.text,
+                     "overrides": {**t.overrides, "register.enabled": sweep.section.register},
+                     "parent_run_id": parent.run_id} for t in sweep.trials]
+        tally = _Tally(metric, len(payloads), progress)
         start = time.perf_counter()
-        with runner:
-            futures = [runner.submit(trial_task, {
-                "number": t.number, "spec_path": base.path, "spec_text": base.text,
-                "overrides": {**t.overrides, "register.enabled": sweep.section.register},
-                "parent_run_id": parent.run_id}) for t in sweep.trials]
-            best: tuple[float, str] | None = None
-            higher = metric in HIGHER_IS_BETTER
-            for future in as_completed(futures):
-                result = future.result()
-                results.append(result)
-                score = selection_score(result["outcome"], metric)[0] if result["ok"] \
-                    else float("nan")
-                if score == score:  # defined on development rows
-                    label = ", ".join(f"{k}={v}" for k, v in result["overrides"].items()
-                                      if k != "register.enabled")
-                    if best is None or (score > best[0] if higher else score < best[0]):
-                        best = (score, label)
-                if progress:
-                    _progress(len(results), len(futures), sum(not r["ok"] for r in results),
-                              best, metric)
+        if pool:
+            from heartflow.pipelines.sweep_pool import run_on_pool
+
+            parent.params({"sweep.pool": pool})
+            results = run_on_pool(pool, payloads, parent.run_id, tally.add)
+        else:
+            cores = available_cores()
+            threads = max(1, cores // n_workers)  # workers x threads = the cores we may use
+            pin = 1 < n_workers <= cores and os.path.isdir("/proc/self/task")
+            parent.params({"sweep.threads_per_worker": str(threads),
+                           "sweep.cores": str(cores)})
+            runner = ProcessPoolTaskRunner(max_workers=n_workers, initializer=init_worker,
+                                           initargs=(threads, pin, list(plugins or [])))
+            with runner:
+                futures = [runner.submit(trial_task, payload) for payload in payloads]
+                for future in as_completed(futures):
+                    results.append(tally.add(future.result()))
         wall = time.perf_counter() - start
         results.sort(key=lambda r: r["number"])
         ok = [r for r in results if r["ok"]]
@@ -144,7 +172,7 @@ def sweep_flow(sweep_path: str, workers: int | None = None, progress: bool = Tru
                 sweep_plots(ok, metric, sweep.section.axes, folder)
                 parent.directory(folder, "plots")
     return {"parent_run_id": parent.run_id, "experiment_id": parent.experiment_id,
-            "metric": metric, "wall_seconds": wall, "workers": n_workers,
+            "metric": metric, "wall_seconds": wall, "workers": n_workers, "pool": pool,
             "trials": results, "choice": {k: v for k, v in choice.items() if k != "ranked"}}
 
 

@@ -169,15 +169,18 @@ def sweep(spec: Annotated[str, typer.Argument(help="A sweep file (sweep: base, a
           workers: Annotated[int | None, typer.Option(
               help="Worker processes (default: the sweep's, else CPU count).")] = None,
           plugin: PluginOpt = None,
+          pool: Annotated[str | None, typer.Option(
+              help="Send each trial to this Prefect work pool's workers (any machines) "
+                   "instead of local processes.")] = None,
           json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Run every trial of a sweep in parallel worker processes (MLflow child runs)."""
     from heartflow import api
 
     sweep_spec = api.load_sweep(spec, plugins=plugin)  # validates every trial first
     signal.signal(signal.SIGTERM, _on_sigterm)
-    typer.echo(f"sweep {sweep_spec.name}: {len(sweep_spec.trials)} trials, "
-               f"{workers or sweep_spec.workers} workers", err=True)
-    result = api.sweep(spec, workers=workers, plugins=plugin, progress=True)
+    where = f"work pool {pool}" if pool else f"{workers or sweep_spec.workers} workers"
+    typer.echo(f"sweep {sweep_spec.name}: {len(sweep_spec.trials)} trials, {where}", err=True)
+    result = api.sweep(spec, workers=workers, plugins=plugin, progress=True, pool=pool)
     if json_out:
         typer.echo(json.dumps({"parent_run_id": result.parent_run_id,
                                "experiment_id": result.experiment_id, "metric": result.metric,

@@ -295,15 +295,24 @@ def is_interrupt(exc: BaseException) -> bool:
         type(exc).__name__ == "TerminationSignal"
 
 
+def _terminate(recorder: Recorder, status: str) -> None:
+    """End the run. With a tracking server MLflow prints "View run ... at: URL" on
+    stdout here; it goes to stderr, so stdout stays the command's own (e.g. --json)."""
+    import sys
+
+    with contextlib.redirect_stdout(sys.stderr):
+        _retrying(recorder.client.set_terminated, recorder.run_id, status)
+
+
 def _end(recorder: Recorder, status: str, reason: str | None) -> None:
     with contextlib.suppress(Exception):
         if reason:
             recorder.tags({"heartflow.status_reason": reason[:5000]})
     if status == "FINISHED":
-        _retrying(recorder.client.set_terminated, recorder.run_id, status)
+        _terminate(recorder, status)
         return
     try:  # the original error matters more than a failure to record it
-        _retrying(recorder.client.set_terminated, recorder.run_id, status)
+        _terminate(recorder, status)
     except Exception as exc:
         import sys
 

@@ -1,0 +1,118 @@
+"""`heartflow sweep --pool NAME`: each trial a flow run for a Prefect work pool's workers.
+
+Any number of ``prefect worker start --pool NAME`` processes, on any machines that have
+heartflow installed and reach the same Prefect and MLflow servers, pick the trials up.
+The trial flow is referenced by module path (no code upload); the sweep's spec travels
+as a parameter, the tracking URI and data folder as job variables. Each trial writes its
+outcome as JSON into the parent MLflow run (``trials/trial-NN.json``): the servers are
+the only thing the sweep and its workers share. The parent waits for every flow run,
+reads the outcomes back, and tags each child run with the worker that ran it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prefect import flow
+
+from heartflow.tracking import runs as tracking
+
+TRIAL_FLOW = "heartflow-sweep-trial"
+ENTRYPOINT = "heartflow.pipelines.sweep_pool.sweep_trial_flow"
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def _artifact(number: int) -> str:
+    return f"trials/trial-{number:02d}.json"
+
+
+@flow(name=TRIAL_FLOW, persist_result=False, validate_parameters=False)
+def sweep_trial_flow(trial: dict[str, Any]) -> None:
+    """One trial of a sweep, run by a work pool's worker; the outcome goes to MLflow."""
+    from heartflow.pipelines.sweep import run_trial
+
+    result = run_trial(**trial)
+    tracking.client().log_text(trial["parent_run_id"], json.dumps(result, default=str),
+                               _artifact(trial["number"]))
+
+
+def ensure_deployment(pool: str) -> str:
+    """Create or update the trial deployment for ``pool``; returns its name."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments.runner import EntrypointType
+
+    from heartflow.errors import HeartflowError
+    from heartflow.pipelines.deployments import job_environment, require_server
+
+    require_server()
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(pool)
+        except Exception:
+            raise HeartflowError(f"work pool {pool!r} does not exist on the Prefect server; "
+                                 f"create it with `prefect work-pool create {pool} --type "
+                                 "process` and start workers with `prefect worker start "
+                                 f"--pool {pool}`") from None
+    deployment = sweep_trial_flow.to_deployment(
+        name=pool, work_pool_name=pool, job_variables={"env": job_environment()},
+        entrypoint_type=EntrypointType.MODULE_PATH, tags=["heartflow", "sweep"],
+        description="One trial of a heartflow sweep (submitted by `heartflow sweep --pool`)")
+    deployment.apply(work_pool_name=pool)
+    return f"{TRIAL_FLOW}/{pool}"
+
+
+def run_on_pool(pool: str, payloads: list[dict[str, Any]], parent_run_id: str,
+                on_result: Callable[[dict[str, Any]], dict[str, Any]],
+                timeout: float = 6 * 3600, poll: float = 2.0) -> list[dict[str, Any]]:
+    """Submit every trial as a flow run of the pool's deployment; gather the outcomes."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    name = ensure_deployment(pool)
+    pending = {}
+    for payload in payloads:
+        run = run_deployment(name, parameters={"trial": payload}, timeout=0,
+                             as_subflow=False, flow_run_name=f"trial-{payload['number']:02d}",
+                             tags=["heartflow", "sweep"])
+        pending[run.id] = payload
+    results = []
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while pending and time.monotonic() < deadline:
+            for run_id, payload in list(pending.items()):
+                run = client.read_flow_run(run_id)
+                if run.state is None or run.state.type.value not in FINAL:
+                    continue
+                del pending[run_id]
+                worker = (run.labels or {}).get("prefect.worker.name", "")
+                results.append(on_result(_gathered(payload, run, worker, parent_run_id)))
+            if pending:
+                time.sleep(poll)
+    for payload in pending.values():  # never picked up: no worker on the pool?
+        results.append(on_result({"number": payload["number"], "overrides":
+                                  payload["overrides"], "ok": False, "run_id": None,
+                                  "error": f"not run within {timeout:.0f} s: is a worker "
+                                           f"polling pool {pool!r}?", "seconds": timeout}))
+    return results
+
+
+def _gathered(payload: dict[str, Any], run: Any, worker: str,
+              parent_run_id: str) -> dict[str, Any]:
+    """The trial's outcome as it wrote it to MLflow, tagged with the worker that ran it."""
+    import mlflow.artifacts
+
+    try:
+        result = json.loads(mlflow.artifacts.load_text(
+            f"runs:/{parent_run_id}/{_artifact(payload['number'])}"))
+    except Exception:
+        return {"number": payload["number"], "overrides": payload["overrides"], "ok": False,
+                "run_id": None, "error": f"flow run {run.id} ended {run.state.name} without "
+                f"an outcome", "seconds": 0.0, "worker": worker}
+    result["worker"] = worker
+    child = result.get("outcome", {}).get("run_id") or result.get("run_id")
+    if child and worker:
+        tracking.client().set_tag(child, "heartflow.worker", worker)
+    return result

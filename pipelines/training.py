@@ -167,7 +167,34 @@ def cv_task(loaded: LoadedSpec, data: PreparedData, recorder: tracking.Recorder)
     pooled = summary.pooled_report()
     if pooled is not None:  # every development row scored by a model that never saw it
         recorder.metrics(pooled.as_metrics("cv_pooled_"))
+        log_pooled_report(loaded, summary, pooled, recorder)
     return summary
+
+
+def log_pooled_report(loaded: LoadedSpec, summary, pooled, recorder: tracking.Recorder) -> None:
+    """report_cv.html: the clinical report of the pooled out-of-fold risks, with plots."""
+    import numpy as np
+
+    from heartflow.evaluation import plots as P
+    from heartflow.evaluation.report_html import render_report
+
+    spec = loaded.spec
+    y, p = summary.pooled_y, summary.pooled_p
+    curve = spec.evaluate.decision_curve
+    with tempfile.TemporaryDirectory(prefix="heartflow-cv-plots-") as folder:
+        plots = {"reliability (pooled out-of-fold)": P.reliability_diagram(
+                     y, p, f"{folder}/cv_reliability.png", "Reliability (pooled out-of-fold)"),
+                 "decision curve (pooled out-of-fold)": P.decision_curve(
+                     y, p, f"{folder}/cv_decision_curve.png",
+                     "Decision curve (pooled out-of-fold)",
+                     np.linspace(curve.low, curve.high, 80))}
+        facts = [f"{pooled.rows} development rows, each scored by the fold model that did not "
+                 f"train on it (first repeat of {spec.evaluate.cv.folds}-fold CV)",
+                 "development rows: these figures may inform choices; the test report does "
+                 "not"]
+        recorder.text(render_report(f"{spec.name}: pooled out-of-fold", facts, pooled, plots),
+                      "report_cv.html")
+        recorder.directory(folder, "plots")
 
 
 @task(name="baselines", **TASK_OPTIONS)

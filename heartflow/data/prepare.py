@@ -167,7 +167,8 @@ class Prepared:
 
 @dataclass
 class StreamedData:
-    """A file too large for memory: one statistics pass, then tf.data pipelines over it."""
+    """A file too large for memory: one pass (statistics, checks, typed rows cached on disk),
+    then batches encoded from that cache."""
 
     spec: Spec
     path: str
@@ -211,11 +212,10 @@ class StreamedData:
 
     def train_batches(self, spec: Spec, weights: dict[int, float] | None) -> tuple[object, int]:
         """Shuffled batches read and encoded from the file, and steps per epoch."""
-        from heartflow.data.streaming import tf_dataset
+        from heartflow.data.streaming import tf_batches
 
         t = spec.train
-        ds = tf_dataset(spec, self.path, self.stats, 0, t.batch_size, shuffle_seed=t.seed,
-                        weights=weights)
+        ds = tf_batches(self.stats, 0, t.batch_size, shuffle_seed=t.seed, weights=weights)
         return ds, max(1, math.ceil(self.stats.parts["train"] / t.batch_size))
 
     def validation(self) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -227,10 +227,10 @@ class StreamedData:
 
     def test_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every test row, in blocks read from the file."""
-        from heartflow.data.streaming import tf_dataset
+        from heartflow.data.streaming import part_batches
 
-        for x, y in tf_dataset(self.spec, self.path, self.stats, 2, 8192):
-            yield x.numpy(), y.numpy().ravel()
+        for x, y in part_batches(self.stats, 2, 8192):
+            yield x, y.ravel()
 
     def gate_rows(self) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
         """The test sample held by the statistics pass (drawn from the whole part)."""

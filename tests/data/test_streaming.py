@@ -12,7 +12,7 @@ import pytest
 from heartflow.data.dataset import load_dataset
 from heartflow.data.encoder import TabularEncoder
 from heartflow.data.sources import resolve_source
-from heartflow.data.streaming import scan, tf_dataset
+from heartflow.data.streaming import part_batches, scan
 from heartflow.data.synthetic import heart_like
 from heartflow.spec import load_spec
 from tests.conftest import cli, heart_spec
@@ -51,7 +51,7 @@ def test_streaming_statistics_and_encodings_match_in_memory(tmp_path: Path) -> N
     enc = stats.encoder
     rows_of = {}
     for part in (0, 1, 2):
-        x = np.concatenate([b[0].numpy() for b in tf_dataset(spec, path, stats, part, 512)])
+        x = np.concatenate([b[0] for b in part_batches(stats, part, 512)])
         rows_of[part] = np.sort(np.rint(x[:, 0] * enc.stds["rid"] + enc.means["rid"]).astype(int))
     assert np.array_equal(np.sort(np.concatenate(list(rows_of.values()))),
                           np.arange(len(dataset)))  # a partition of the rows
@@ -67,12 +67,17 @@ def test_streaming_statistics_and_encodings_match_in_memory(tmp_path: Path) -> N
             assert got[key][column] == pytest.approx(value, rel=1e-9)
     assert stats.parts["train"] == len(train_rows)
 
-    streamed = np.concatenate([x.numpy() for x, _y in tf_dataset(spec, path, stats, 0, 256)])
+    streamed = np.concatenate([x for x, _y in part_batches(stats, 0, 256)])
     in_memory = reference.transform(dataset.features.iloc[train_rows])
     assert streamed.shape == in_memory.shape
     assert np.allclose(streamed, in_memory, atol=1e-5)
-    labels = np.concatenate([y.numpy().ravel() for _x, y in tf_dataset(spec, path, stats, 0,
-                                                                        256)])
+    labels = np.concatenate([y.ravel() for _x, y in part_batches(stats, 0, 256)])
+    # Shuffled batches (each epoch its own order) hold the same rows, batch_size at a time.
+    shuffled = list(part_batches(stats, 0, 256, shuffle_seed=7, epoch=1))
+    assert all(len(b[1]) == 256 for b in shuffled[:-1])
+    mixed = np.concatenate([x for x, _y in shuffled])
+    assert not np.array_equal(mixed, streamed)
+    assert np.allclose(np.sort(mixed, axis=0), np.sort(streamed, axis=0))
     assert np.array_equal(labels, dataset.y[train_rows])
 
 

@@ -200,6 +200,8 @@ def test_baselines_and_cross_validation(tmp_path: Path, prefect_server) -> None:
     assert pooled["rows"] == outcome["split"]["train"] + outcome["split"]["validation"]
     assert run.data.metrics["cv_pooled_roc_auc"] == pytest.approx(pooled["roc_auc"])
     assert run.data.metrics["cv_pooled_rows"] == pooled["rows"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"report.html", "report_cv.html"} <= artifacts
     siblings = client.search_runs([run.info.experiment_id],
                                   filter_string="tags.`heartflow.baseline` != ''")
     assert len(siblings) == 3

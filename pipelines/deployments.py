@@ -36,6 +36,20 @@ def require_server() -> str:
     return url
 
 
+def require_pool(pool: str) -> None:
+    """A clear error unless the work pool exists on the Prefect server."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(pool)
+        except Exception:
+            raise HeartflowError(f"work pool {pool!r} does not exist on the Prefect server; "
+                                 f"create it with `prefect work-pool create {pool} --type "
+                                 f"process` and start workers with `prefect worker start "
+                                 f"--pool {pool}`") from None
+
+
 def job_environment() -> dict[str, str]:
     """Environment the worker's flow runs need: tracking URI and data folder."""
     from heartflow.tracking.runs import tracking_uri
@@ -63,20 +77,13 @@ def deploy(spec_path: str, cron: str, pool: str = "default", name: str | None = 
     loaded = load_spec(spec_path)
     check_spec_source(loaded)
     require_server()
-    from prefect.client.orchestration import get_client
     from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
     from heartflow.pipelines.retraining import retrain_flow
 
     name = name or loaded.spec.name
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_work_pool(pool)
-        except Exception:
-            raise HeartflowError(f"work pool {pool!r} does not exist on the Prefect server; "
-                                 f"create it with `prefect work-pool create {pool} --type "
-                                 "process`") from None
+    require_pool(pool)
     deployment = retrain_flow.to_deployment(
         name=name, schedules=[Cron(cron, timezone=timezone or "UTC")],
         # The spec travels as its text, unchanged; its absolute path beside it is where a

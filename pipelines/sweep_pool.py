@@ -41,21 +41,12 @@ def sweep_trial_flow(trial: dict[str, Any]) -> None:
 
 def ensure_deployment(pool: str) -> str:
     """Create or update the trial deployment for ``pool``; returns its name."""
-    from prefect.client.orchestration import get_client
     from prefect.deployments.runner import EntrypointType
 
-    from heartflow.errors import HeartflowError
-    from heartflow.pipelines.deployments import job_environment, require_server
+    from heartflow.pipelines.deployments import job_environment, require_pool, require_server
 
     require_server()
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_work_pool(pool)
-        except Exception:
-            raise HeartflowError(f"work pool {pool!r} does not exist on the Prefect server; "
-                                 f"create it with `prefect work-pool create {pool} --type "
-                                 "process` and start workers with `prefect worker start "
-                                 f"--pool {pool}`") from None
+    require_pool(pool)
     deployment = sweep_trial_flow.to_deployment(
         name=pool, work_pool_name=pool, job_variables={"env": job_environment()},
         entrypoint_type=EntrypointType.MODULE_PATH, tags=["heartflow", "sweep"],

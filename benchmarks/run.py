@@ -45,13 +45,17 @@ def heart_csv() -> str:
 def timed(cmd: list[str], cwd: str | None = None, env: dict | None = None) -> tuple[float, int,
                                                                                       str]:
     """Wall seconds, peak RSS (KB) of the command's own process, and its stdout."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env or ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    out = proc.stdout.read()
-    err = proc.stderr.read()
+    # Output goes to files, not pipes: a child that writes more than a pipe holds (a
+    # sweep's JSON) would block on a full pipe while we wait for it to exit.
+    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env or ENV, stdout=out_file,
+                                stderr=err_file, text=True)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
     return wall, usage.ru_maxrss, out

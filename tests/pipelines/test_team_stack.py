@@ -161,7 +161,7 @@ def test_sweep_across_two_workers_and_four_concurrent_promotions(tmp_path: Path,
     heart_csv(tmp_path / "heart.csv", rows=300)
     heart_spec(tmp_path / "base.yaml", epochs=8, model_name="heart-sweep")
     (tmp_path / "sweep.yaml").write_text(
-        "sweep:\n  base: base.yaml\n  axes:\n    model.hidden.0.units: [0, 2, 4, 8]\n")
+        "sweep:\n  base: base.yaml\n  axes:\n    model.hidden.0.units: [2, 4]\n")
     workers = []
     try:
         for name in ("worker-a", "worker-b"):  # separate folders, as on two machines
@@ -181,18 +181,18 @@ def test_sweep_across_two_workers_and_four_concurrent_promotions(tmp_path: Path,
             stop_process_group(worker)
     result = json.loads(out.stdout)
     trials = result["trials"]
-    assert [t["ok"] for t in trials] == [True] * 4, [t.get("error") for t in trials]
+    assert [t["ok"] for t in trials] == [True] * 2, [t.get("error") for t in trials]
     assert {t["worker"] for t in trials} == {"worker-a", "worker-b"}  # both took trials
     from mlflow import MlflowClient
 
     client = MlflowClient()
     children = client.search_runs([result["experiment_id"]], filter_string=(
         f"tags.mlflow.parentRunId = '{result['parent_run_id']}'"))
-    assert len(children) == 4 and {c.data.tags["heartflow.worker"] for c in children} == {
+    assert len(children) == 2 and {c.data.tags["heartflow.worker"] for c in children} == {
         "worker-a", "worker-b"}
     assert result["choice"]["source"] in ("validation", "cv")
     ranked = cli("compare", result["parent_run_id"], "--format", "json", cwd=tmp_path)
-    assert [r["rank"] for r in json.loads(ranked.stdout)] == [1, 2, 3, 4]
+    assert [r["rank"] for r in json.loads(ranked.stdout)] == [1, 2]
 
     # Four runs at once, each from its own folder and temp dir (no shared file lock):
     # the gate takes turns through the Prefect server, champion ends on the best.

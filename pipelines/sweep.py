@@ -26,6 +26,18 @@ def trial_task(number: int, spec_path: str, spec_text: str, overrides: dict[str,
     return run_trial(number, spec_path, spec_text, overrides, parent_run_id)
 
 
+@task(name="seed-group", **TASK_OPTIONS)
+def seed_group_task(payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trials that differ only in their seed, trained together in a worker process."""
+    return run_seed_group(payloads)
+
+
+def _run_name(number: int, overrides: dict[str, Any]) -> str:
+    label = " ".join(f"{k.removeprefix('model.').removeprefix('train.')}={v}"
+                     for k, v in overrides.items() if k != "register.enabled")
+    return f"trial-{number:02d} {label}".strip()
+
+
 def run_trial(number: int, spec_path: str, spec_text: str, overrides: dict[str, Any],
               parent_run_id: str) -> dict[str, Any]:
     """Run one trial; a failure is recorded (FAILED child run) and returned, not raised."""
@@ -37,18 +49,60 @@ def run_trial(number: int, spec_path: str, spec_text: str, overrides: dict[str, 
     try:
         loaded = load_spec_text(spec_text, spec_path, overrides=overrides)
         check_spec_source(loaded)
-        label = " ".join(f"{k.removeprefix('model.').removeprefix('train.')}={v}"
-                         for k, v in overrides.items() if k != "register.enabled")
         outcome = execute(loaded, verbose=False, parent_run_id=parent_run_id,
-                          run_name=f"trial-{number:02d} {label}".strip())
+                          run_name=_run_name(number, overrides))
         return {"number": number, "overrides": overrides, "ok": True,
                 "outcome": outcome.as_dict(), "seconds": time.perf_counter() - start}
     except Exception as exc:  # one bad trial must not stop the others
-        run_id = getattr(exc, "heartflow_run_id", None)
-        if run_id is None:
-            run_id = _record_failure(spec_text, spec_path, overrides, parent_run_id, exc)
-        return {"number": number, "overrides": overrides, "ok": False, "run_id": run_id,
-                "error": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - start}
+        return _failed(number, spec_path, spec_text, overrides, parent_run_id, exc,
+                       time.perf_counter() - start)
+
+
+def run_seed_group(payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trials that differ only in ``train.seed``: their networks trained together
+    (:func:`heartflow.pipelines.training.execute_seeds`), each tracked as its own trial.
+    If the shared part fails, the trials run one by one (each failure recorded)."""
+    from heartflow.data.sources import check_spec_source
+    from heartflow.pipelines.training import execute_seeds
+    from heartflow.spec.loading import load_spec_text
+
+    start = time.perf_counter()
+    try:
+        loadeds = [load_spec_text(p["spec_text"], p["spec_path"], overrides=p["overrides"])
+                   for p in payloads]
+        check_spec_source(loadeds[0])
+        outcomes = execute_seeds(loadeds, parent_run_id=payloads[0]["parent_run_id"],
+                                 run_names=[_run_name(p["number"], p["overrides"])
+                                            for p in payloads])
+    except Exception:
+        return [run_trial(**p) for p in payloads]
+    seconds = (time.perf_counter() - start) / len(payloads)  # each trial's share
+    return [_failed(p["number"], p["spec_path"], p["spec_text"], p["overrides"],
+                    p["parent_run_id"], outcome, seconds) if isinstance(outcome, Exception)
+            else {"number": p["number"], "overrides": p["overrides"], "ok": True,
+                  "outcome": outcome.as_dict(), "seconds": seconds}
+            for p, outcome in zip(payloads, outcomes, strict=True)]
+
+
+def seed_groups(payloads: list[dict[str, Any]], together: bool) -> list[list[dict[str, Any]]]:
+    """Trials grouped by everything but ``train.seed`` (each trial alone unless
+    ``together``); groups keep the trials' order."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for payload in payloads:
+        rest = {k: v for k, v in payload["overrides"].items() if k != "train.seed"}
+        key = json.dumps(rest, sort_keys=True, default=str) if together else str(
+            payload["number"])
+        groups.setdefault(key, []).append(payload)
+    return list(groups.values())
+
+
+def _failed(number: int, spec_path: str, spec_text: str, overrides: dict[str, Any],
+            parent_run_id: str, exc: Exception, seconds: float) -> dict[str, Any]:
+    run_id = getattr(exc, "heartflow_run_id", None)
+    if run_id is None:
+        run_id = _record_failure(spec_text, spec_path, overrides, parent_run_id, exc)
+    return {"number": number, "overrides": overrides, "ok": False, "run_id": run_id,
+            "error": f"{type(exc).__name__}: {exc}", "seconds": seconds}
 
 
 def _record_failure(spec_text: str, spec_path: str, overrides: dict[str, Any],
@@ -124,13 +178,15 @@ def sweep_flow(sweep_path: str, workers: int | None = None, progress: bool = Tru
     with tracking.tracked_run(base.spec.name, sweep.name + "-sweep",
                               tags={"heartflow.sweep": sweep.path,
                                     "heartflow.spec_name": base.spec.name}) as parent:
-        parent.params({"sweep.trials": str(len(sweep.trials)), "sweep.workers": str(n_workers),
+        parent.params({"sweep.trials": str(len(sweep.trials)),
                        "sweep.metric": metric, "sweep.base": base.path,
                        **{f"sweep.axis.{k}": str(v) for k, v in sweep.section.axes.items()}})
         parent.text(open(sweep.path, encoding="utf-8").read(), "spec/sweep.yaml")
         payloads = [{"number": t.number, "spec_path": base.path, "spec_text": base.text,
                      "overrides": {**t.overrides, "register.enabled": sweep.section.register},
                      "parent_run_id": parent.run_id} for t in sweep.trials]
+        groups = seed_groups(payloads, sweep.section.seeds_together and not pool)
+        n_workers = min(n_workers, len(groups))  # a group of seeds is one worker's job
         tally = _Tally(metric, len(payloads), progress)
         start = time.perf_counter()
         if pool:
@@ -142,14 +198,19 @@ def sweep_flow(sweep_path: str, workers: int | None = None, progress: bool = Tru
             cores = available_cores()
             threads = max(1, cores // n_workers)  # workers x threads = the cores we may use
             pin = 1 < n_workers <= cores and os.path.isdir("/proc/self/task")
-            parent.params({"sweep.threads_per_worker": str(threads),
+            parent.params({"sweep.workers": str(n_workers),
+                           "sweep.threads_per_worker": str(threads),
                            "sweep.cores": str(cores)})
             runner = ProcessPoolTaskRunner(max_workers=n_workers, initializer=init_worker,
                                            initargs=(threads, pin, list(plugins or [])))
             with runner:
-                futures = [runner.submit(trial_task, payload) for payload in payloads]
+                futures = [runner.submit(seed_group_task, {"payloads": group})
+                           if len(group) > 1 else runner.submit(trial_task, group[0])
+                           for group in groups]
                 for future in as_completed(futures):
-                    results.append(tally.add(future.result()))
+                    done = future.result()
+                    for result in done if isinstance(done, list) else [done]:
+                        results.append(tally.add(result))
         wall = time.perf_counter() - start
         results.sort(key=lambda r: r["number"])
         ok = [r for r in results if r["ok"]]

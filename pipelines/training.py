@@ -265,7 +265,6 @@ def execute(loaded: LoadedSpec, *, frame: FrameSource | None = None, verbose: bo
             parent_run_id: str | None = None, run_name: str | None = None,
             extra_tags: dict[str, str] | None = None) -> RunOutcome:
     """The flow body (also called by sweep trials and retraining)."""
-    from heartflow.model.builder import count_parameters
     from heartflow.model.devices import check_device
 
     spec = loaded.spec
@@ -277,10 +276,78 @@ def execute(loaded: LoadedSpec, *, frame: FrameSource | None = None, verbose: bo
 
         resolved = resolve_source(spec.data.source, loaded.base_dir, spec.data.sha256)
     data = preprocess_task(loaded, resolved, frame)
+    return _tracked(loaded, data, None, verbose, parent_run_id, run_name, extra_tags)
+
+
+def execute_seeds(loadeds: list[LoadedSpec], *, parent_run_id: str | None = None,
+                  run_names: list[str] | None = None) -> list[RunOutcome | Exception]:
+    """Specs that differ only in ``train.seed`` (a sweep's seeds): the data prepared once,
+    the networks trained together in one program when they can be
+    (:func:`heartflow.model.together.fit_seeds`), then each seed tracked, evaluated and
+    registered as its own run, exactly as :func:`execute` does. A seed whose run fails
+    gives its exception in its place; the others go on."""
+    from heartflow.data.sources import resolve_source
+    from heartflow.model.devices import check_device
+
+    first = loadeds[0].spec
+    check_device(first.train.device)
+    tracking.check_reachable()
+    data = preprocess_task(loadeds[0], resolve_source(first.data.source, loadeds[0].base_dir,
+                                                      first.data.sha256), None)
+    trained = train_seeds_task(loadeds, data) if trains_together(first, data, len(loadeds)) \
+        else [None] * len(loadeds)
+    outcomes: list[RunOutcome | Exception] = []
+    for loaded, result, name in zip(loadeds, trained, run_names or [None] * len(loadeds),
+                                    strict=True):
+        tags = {"heartflow.trained_together": str(len(loadeds))} if result else None
+        try:
+            outcomes.append(_tracked(loaded, data, result, False, parent_run_id, name, tags))
+        except Exception as exc:  # one seed's failure must not lose the others
+            outcomes.append(exc)
+    return outcomes
+
+
+def trains_together(spec, data: PreparedData, seeds: int) -> bool:
+    """Whether a sweep's seeds can share one program: in-memory rows that fit K times,
+    full precision, and a CPU choice (a GPU takes one trial at a time)."""
+    from heartflow.data.prepare import Prepared
+    from heartflow.model.builder import count_parameters
+    from heartflow.model.devices import choose_device, visible_devices
+    from heartflow.model.together import fits_together
+
+    if seeds < 2 or not isinstance(data, Prepared) or spec.train.mixed_precision:
+        return False
+    device, _why = choose_device(spec.train.device, count_parameters(spec, data.width),
+                                 len(visible_devices()["gpu"]))
+    return device == "cpu" and fits_together(seeds, data.rows, data.width)
+
+
+@task(name="train-seeds", **TASK_OPTIONS)
+def train_seeds_task(loadeds: list[LoadedSpec], data: PreparedData) -> list[TrainResult]:
+    """One network per seed, trained together on the same rows."""
+    from heartflow.model.together import fit_seeds
+
+    spec = loadeds[0].spec
+    x_train, y_train = data.part("train")
+    x_val, y_val = data.validation()
+    with device_scope("cpu"):
+        return fit_seeds(spec, [loaded.spec.train.seed for loaded in loadeds], x_train,
+                         y_train, x_val, y_val,
+                         epoch_metrics(spec.task, spec.evaluate.decision_threshold))
+
+
+def _tracked(loaded: LoadedSpec, data: PreparedData, result: TrainResult | None,
+             verbose: bool, parent_run_id: str | None, run_name: str | None,
+             extra_tags: dict[str, str] | None) -> RunOutcome:
+    """One tracked run on prepared data: train (unless ``result`` is given), evaluate,
+    cross-validate, compare with baselines, register."""
+    from heartflow.model.builder import count_parameters
+
+    spec = loaded.spec
     run_name = run_name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     with tracking.tracked_run(spec.name, run_name, parent_run_id=parent_run_id) as recorder:
         record_run_inputs(recorder, loaded, data, extra_tags)
-        result = train_task(loaded, data, verbose)
+        result = result or train_task(loaded, data, verbose)
         log_training_task(result, recorder)
         loaded, rule = settle_threshold(loaded, data, result, recorder)
         spec = loaded.spec

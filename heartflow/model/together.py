@@ -21,17 +21,21 @@ step trains all of them on a batch of their own rows:
 The result is statistically equivalent to separate fits, not bit-identical: initial
 weights and batch orders come from different random draws (a test compares per-fold
 metrics against sequential fits on the same folds).
+
+The seeds of a sweep train together the same way (``seeds=``): the K models share the
+rows, and model k draws its initial weights and batch order from its own seed only, so
+its result does not depend on which other seeds train beside it (dropout masks aside).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from heartflow.data.batches import class_counts, class_weight_map, sample_weights, target_array
-from heartflow.model.training import make_optimizer
+from heartflow.model.training import TrainResult, make_optimizer
 from heartflow.spec.schema import Spec
 
 MAX_STACKED_VALUES = 150_000_000  # K x rows x inputs above this: fit one model at a time
@@ -45,6 +49,16 @@ class TogetherResult:
     epochs_run: list[int]
     best_epochs: list[int | None]
     seconds: float
+    weights: list[list[np.ndarray]] = field(default_factory=list)  # per model, Keras order
+    histories: list[dict[str, list[float]]] = field(default_factory=list)  # per model
+
+    def keras_model(self, spec: Spec, m: int):
+        """Model m as the spec's own Keras network (:func:`build_model`), ready to save."""
+        from heartflow.model.builder import build_model
+
+        model = build_model(spec, self.weights[m][0].shape[0])
+        model.set_weights(self.weights[m])
+        return model
 
 
 def fits_together(models: int, rows: int, width: int) -> bool:
@@ -84,13 +98,15 @@ def _batch_plan(train_rows: list[np.ndarray], batch_size: int,
 
 
 def fit_together(spec: Spec, x: np.ndarray, y: np.ndarray, train_rows: list[np.ndarray],
-                 val_rows: list[np.ndarray],
-                 validation_metrics=None) -> TogetherResult:
+                 val_rows: list[np.ndarray], validation_metrics=None,
+                 seeds: list[int] | None = None) -> TogetherResult:
     """Train one network per entry of ``train_rows`` on ``x[k]`` (K, rows, inputs).
 
     ``y`` holds the labels of all rows; ``val_rows[k]`` are model k's validation rows
     (may be empty: then early stopping watches the training loss).
     ``validation_metrics(labels, output)`` gives ``{"auc": ..., "accuracy": ...}``.
+    ``seeds[k]``, if given, alone decides model k's initial weights and batch order
+    (otherwise ``train.seed`` and k do).
     """
     import time
 
@@ -100,7 +116,7 @@ def fit_together(spec: Spec, x: np.ndarray, y: np.ndarray, train_rows: list[np.n
     t, task = spec.train, spec.task
     k, n, width = x.shape
     keras.utils.set_random_seed(t.seed)
-    rngs = [np.random.default_rng([t.seed, m]) for m in range(k)]
+    rngs = [np.random.default_rng(seeds[m] if seeds else [t.seed, m]) for m in range(k)]
     y_out = target_array(np.asarray(y), spec)  # (rows, units)
     units_out = y_out.shape[1]
     row_weight = np.ones((k, n), dtype=np.float32)
@@ -110,18 +126,20 @@ def fit_together(spec: Spec, x: np.ndarray, y: np.ndarray, train_rows: list[np.n
             if weights is not None:
                 row_weight[m] = sample_weights(np.asarray(y), weights)
 
-    layers = []  # (kernel, bias, activation, dropout, l2)
-    fan_in = width
     specs = [(h.units, h.activation, h.initializer, h.dropout, h.l2) for h in spec.model.hidden]
     out = spec.model.output
     specs.append((out.units, out.activation, out.initializer, 0.0, 0.0))
-    for units, activation, initializer, dropout, l2 in specs:
+    fan_ins = [width] + [units for units, *_ in specs[:-1]]
+    initial = [_initial_kernels(specs, fan_ins, seed) for seed in seeds] if seeds else None
+    keras.utils.set_random_seed(t.seed)
+    layers = []  # (kernel, bias, activation, dropout, l2)
+    for i, (units, activation, initializer, dropout, l2) in enumerate(specs):
         init = keras.initializers.get(initializer)
-        kernel = keras.Variable(np.stack([np.asarray(init((fan_in, units)))
-                                          for _ in range(k)]).astype(np.float32))
+        kernels = ([initial[m][i] for m in range(k)] if initial else
+                   [np.asarray(init((fan_ins[i], units))) for _ in range(k)])
+        kernel = keras.Variable(np.stack(kernels).astype(np.float32))
         bias = keras.Variable(np.zeros((k, 1, units), dtype=np.float32))
         layers.append((kernel, bias, _activation(activation), dropout, l2))
-        fan_in = units
     variables = [v for layer in layers for v in layer[:2]]
     optimizer = make_optimizer(t)
     optimizer.build(variables)
@@ -190,22 +208,30 @@ def fit_together(spec: Spec, x: np.ndarray, y: np.ndarray, train_rows: list[np.n
     active = np.ones(k, dtype=bool)
     epochs_run = [0] * k
     kept = [None] * k  # weights each model ends with (best, or at its stop)
+    histories: list[dict[str, list[float]]] = [{"loss": []} for _ in range(k)]
+    has_val = all(len(r) for r in val_rows)
     start = time.perf_counter()
     train_sizes = np.array([len(r) for r in train_rows], dtype=np.float64)
     for e in range(1, t.epochs + 1):
         index, valid, _steps = _batch_plan(train_rows, t.batch_size, rngs)
         train_loss = epoch(tf.constant(index), tf.constant(valid)).numpy() / train_sizes
+        val_loss = validation_loss().numpy() if has_val else None
         for m in np.flatnonzero(active):
             epochs_run[m] = e
+            histories[m]["loss"].append(float(train_loss[m]))
+            if val_loss is not None:
+                histories[m].setdefault("val_loss", []).append(float(val_loss[m]))
         if monitor is None:
             continue
         if monitor == "loss":
             scores = train_loss
         elif monitor == "val_loss":
-            scores = validation_loss().numpy()
+            scores = val_loss
         else:
             scores = _validation_scores(monitor.removeprefix("val_"), predict_all().numpy(),
                                         y_out, val_rows, validation_metrics)
+            for m in np.flatnonzero(active):
+                histories[m].setdefault(monitor, []).append(float(scores[m]))
         weights_now = None
         for m in np.flatnonzero(active):
             delta = es.min_delta
@@ -235,7 +261,42 @@ def fit_together(spec: Spec, x: np.ndarray, y: np.ndarray, train_rows: list[np.n
     outputs = predict_all().numpy()
     if not es:
         best_epoch = [None] * k
-    return TogetherResult(outputs, epochs_run, best_epoch, time.perf_counter() - start)
+    per_model = [[w[m].reshape(-1) if i % 2 else w[m] for i, w in enumerate(final)]
+                 for m in range(k)]  # biases (K, 1, units) -> (units,)
+    return TogetherResult(outputs, epochs_run, best_epoch, time.perf_counter() - start,
+                          per_model, histories)
+
+
+def fit_seeds(spec: Spec, seeds: list[int], x_train: np.ndarray, y_train: np.ndarray,
+              x_val: np.ndarray | None, y_val: np.ndarray | None,
+              validation_metrics=None) -> list[TrainResult]:
+    """The spec's network trained once per seed, all at once on the same rows.
+
+    Each result is what :func:`heartflow.model.training.train_model` gives for that seed
+    (a Keras model, history, epochs run, best epoch), up to the random draws;
+    ``seconds`` is the time of the joint fit.
+    """
+    n_train = len(x_train)
+    x = x_train if x_val is None else np.concatenate([x_train, x_val])
+    y = y_train if y_val is None else np.concatenate([y_train, y_val])
+    val = np.arange(n_train, len(x))
+    joint = fit_together(spec, np.broadcast_to(x, (len(seeds), *x.shape)), y,
+                         [np.arange(n_train)] * len(seeds), [val] * len(seeds),
+                         validation_metrics, seeds=list(seeds))
+    return [TrainResult(model=joint.keras_model(spec, m), history=joint.histories[m],
+                        epochs_run=joint.epochs_run[m], best_epoch=joint.best_epochs[m],
+                        seconds=joint.seconds, epochs_planned=spec.train.epochs)
+            for m in range(len(seeds))]
+
+
+def _initial_kernels(specs: list[tuple], fan_ins: list[int], seed: int) -> list[np.ndarray]:
+    """One model's initial kernels, drawn from its own seed only (an initializer made
+    right after ``set_random_seed`` draws its seed from it)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return [np.asarray(keras.initializers.get(initializer)((fan_in, units)))
+            for (units, _act, initializer, _d, _l2), fan_in in zip(specs, fan_ins, strict=True)]
 
 
 def _validation_scores(name: str, outputs: np.ndarray, y_out: np.ndarray,

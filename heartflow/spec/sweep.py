@@ -7,6 +7,7 @@ sweep:
     model.hidden.0.units: [0, 4, 8, 16, 32, 64]   # 0 removes the layer
     train.optimizer.learning_rate: [0.01, 0.001]
   seeds: [1, 2]                       # train.seed (and split seed stays fixed)
+  seeds_together: true                # a trial's seeds train together in one program
   strategy: grid                      # or random, with max_trials
   max_trials: null
   metric: roc_auc                     # ranking metric (default: the promotion metric)
@@ -39,6 +40,7 @@ class SweepSection(BaseModel):
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
     axes: dict[str, list[Any]] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=list)
+    seeds_together: bool = True
     strategy: Literal["grid", "random"] = "grid"
     max_trials: int | None = Field(default=None, gt=0)
     metric: str | None = None

@@ -78,29 +78,36 @@ def test_sweep_runs_trials_in_parallel_under_one_parent(tmp_path: Path, prefect_
     heart_spec(tmp_path / "base.yaml", epochs=10)
     (tmp_path / "sweep.yaml").write_text(
         "sweep:\n  base: base.yaml\n  axes:\n    model.hidden.0.units: [0, 4]\n"
-        "    train.device: [auto, gpu]\n  workers: 2\n")
+        "    train.device: [auto, gpu]\n  seeds: [1, 2]\n  workers: 2\n")
     out = cli("sweep", str(tmp_path / "sweep.yaml"), "--json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "trials 4/4 done (2 failed)" in out.stderr
+    assert "trials 8/8 done (4 failed)" in out.stderr
     result = json.loads(out.stdout)
-    assert result["workers"] == 2 and len(result["trials"]) == 4
+    assert result["workers"] == 2 and len(result["trials"]) == 8
     failed = [t for t in result["trials"] if not t["ok"]]
-    assert len(failed) == 2 and all("sees no GPU" in t["error"] for t in failed)
+    assert len(failed) == 4 and all("sees no GPU" in t["error"] for t in failed)
     client = _client()
     parent = client.get_run(result["parent_run_id"])
     children = client.search_runs(
         [parent.info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     statuses = sorted(c.info.status for c in children)
-    assert statuses == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
-    units = sorted(c.data.params.get("axis.model.hidden.0.units") for c in children
-                   if c.info.status == "FINISHED")
-    assert units == ["0", "4"]
+    assert statuses == ["FAILED"] * 4 + ["FINISHED"] * 4
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert sorted((c.data.params.get("axis.model.hidden.0.units"),
+                   c.data.params.get("train.seed")) for c in finished) == [
+        ("0", "1"), ("0", "2"), ("4", "1"), ("4", "2")]
+    # Each unit count's two seeds trained together, each its own network and run.
+    assert {c.data.tags.get("heartflow.trained_together") for c in finished} == {"2"}
+    assert all(c.data.metrics["epochs_run"] >= 1 for c in finished)
+    for units in ("0", "4"):
+        pair = [c.data.metrics["validation_log_loss"] for c in finished
+                if c.data.params["axis.model.hidden.0.units"] == units]
+        assert pair[0] != pair[1]
     # Chosen on development rows (validation here), never on test rows.
     assert "best_validation_roc_auc" in parent.data.metrics
     assert parent.data.tags["heartflow.chosen_by"].startswith("validation roc_auc")
     best = client.get_run(parent.data.tags["heartflow.best_run"])
-    finished = [c for c in children if c.info.status == "FINISHED"]
     assert best.data.metrics["validation_roc_auc"] == max(
         c.data.metrics["validation_roc_auc"] for c in finished)
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
@@ -109,7 +116,7 @@ def test_sweep_runs_trials_in_parallel_under_one_parent(tmp_path: Path, prefect_
     table = cli("compare", parent.info.run_id, "--format", "json", cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     rows = json.loads(table.stdout)
-    assert [r["rank"] for r in rows] == [1, 2, "", ""]  # failed trials: no figure, no rank
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4] + [""] * 4  # failed: no figure, no rank
     ok = [r for r in rows if r["status"] == "FINISHED"]
     assert ok[0]["validation_roc_auc"] >= ok[1]["validation_roc_auc"]
     assert all(r["test_roc_auc_ci"][0] <= r["test_roc_auc"] <= r["test_roc_auc_ci"][1]

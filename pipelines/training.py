@@ -164,7 +164,7 @@ def cv_task(loaded: LoadedSpec, data: PreparedData, recorder: tracking.Recorder)
 
     summary = cross_validate_network(loaded.spec, data.development())
     recorder.metrics(summary.as_metrics())
-    pooled = summary.pooled_report()
+    pooled = summary.pooled_report
     if pooled is not None:  # every development row scored by a model that never saw it
         recorder.metrics(pooled.as_metrics("cv_pooled_"))
         log_pooled_report(loaded, summary, pooled, recorder)

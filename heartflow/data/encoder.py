@@ -94,11 +94,11 @@ class TabularEncoder:
         for name in self.categorical:
             skip = set(self.untrained.get(name, ()))
             index = {lvl: i for i, lvl in enumerate(self.levels[name]) if lvl not in skip}
-            mode = self.modes[name]
-            for row, value in enumerate(features[name].to_numpy(dtype=object)):
-                i = index.get(mode if _missing(value) else value)
-                if i is not None:
-                    out[row, col + i] = 1.0
+            values = pd.Series(features[name].to_numpy(dtype=object), dtype=object)
+            values = values.where(values.notna(), self.modes[name])  # missing: the mode
+            positions = values.map(index).to_numpy(dtype=np.float64)  # NaN: unseen level
+            hit = ~np.isnan(positions)
+            out[np.flatnonzero(hit), col + positions[hit].astype(np.int64)] = 1.0
             col += len(self.levels[name])
         return out
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -175,6 +175,7 @@ class StreamedData:
     stats: object  # heartflow.data.streaming.StreamStats
     sha256: str
     streaming: bool = True
+    _validation_x: np.ndarray | None = field(default=None, init=False, repr=False)
 
     @property
     def encoder(self) -> TabularEncoder:
@@ -219,11 +220,12 @@ class StreamedData:
         return ds, max(1, math.ceil(self.stats.parts["train"] / t.batch_size))
 
     def validation(self) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The validation sample held by the statistics pass."""
+        """The validation sample held by the statistics pass (encoded once)."""
         if "validation" not in self.stats.samples:
             return None, None
-        return (self.encoder.transform(self.stats.samples["validation"]),
-                self.stats.sample_y["validation"])
+        if self._validation_x is None:
+            self._validation_x = self.encoder.transform(self.stats.samples["validation"])
+        return self._validation_x, self.stats.sample_y["validation"]
 
     def test_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every test row, in blocks read from the file."""

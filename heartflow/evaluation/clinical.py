@@ -58,12 +58,18 @@ def calibration_intercept_slope(y: np.ndarray, p: np.ndarray) -> dict[str, float
     return out
 
 
+def _quantile_bins(p: np.ndarray, bins: int) -> np.ndarray:
+    """Bin (0..bins-1) of each risk among the quantile bins of its own row, for each row of
+    a (resamples, rows) array: the number of inner bin edges below the risk."""
+    inner = np.percentile(p, np.linspace(0, 100, bins + 1)[1:-1], axis=1).T  # (k, bins-1)
+    return (p[:, :, None] > inner[:, None, :]).sum(axis=2)
+
+
 def calibration_bins(y: np.ndarray, p: np.ndarray, bins: int = 10
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Observed rate, mean predicted risk and rows of each non-empty quantile bin."""
     y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
-    edges = np.percentile(p, np.linspace(0, 100, bins + 1))
-    ids = np.searchsorted(edges[1:-1], p)
+    ids = _quantile_bins(p[None], bins)[0]
     counts = np.bincount(ids, minlength=bins).astype(np.float64)
     observed = np.bincount(ids, weights=y, minlength=bins)
     predicted = np.bincount(ids, weights=p, minlength=bins)
@@ -82,9 +88,7 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
 def _ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> np.ndarray:
     """ECE of each row of (resamples, rows) arrays, with the bins of :func:`calibration_bins`."""
     k, n = p.shape
-    inner = np.percentile(p, np.linspace(0, 100, bins + 1)[1:-1], axis=1).T  # (k, bins-1)
-    ids = (p[:, :, None] > inner[:, None, :]).sum(axis=2) + bins * np.arange(k)[:, None]
-    np.bincount(ids.ravel(), minlength=k * bins).reshape(k, bins)
+    ids = _quantile_bins(p, bins) + bins * np.arange(k)[:, None]  # one bin set per row
     gap = (np.bincount(ids.ravel(), weights=(y - p).ravel(), minlength=k * bins)
            .reshape(k, bins))
     return np.abs(gap).sum(axis=1) / n  # sum over bins of count * |observed - predicted| / n

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -31,8 +32,10 @@ class CVSummary:
     pooled_threshold: float = 0.5
     epochs_run: list[int] = field(default_factory=list)  # per fold, when trained together
 
+    @cached_property
     def pooled_report(self):
-        """The clinical report of the pooled out-of-fold risks (binary), or None."""
+        """The clinical report of the pooled out-of-fold risks (binary), or None; computed
+        once (its bootstrap is the costly part)."""
         if self.pooled_y is None or self.pooled_p is None:
             return None
         from heartflow.evaluation.clinical import clinical_report
@@ -41,7 +44,7 @@ class CVSummary:
 
     def pooled_metrics(self) -> dict[str, float]:
         """Pooled out-of-fold figures and the rows they rest on."""
-        report = self.pooled_report()
+        report = self.pooled_report
         if report is None:
             return {}
         values = {k.replace("@", "_at_"): v for k, v in report.values.items()}

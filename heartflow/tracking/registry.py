@@ -92,9 +92,13 @@ def _server_lock(limit: str, timeout: float = 900.0) -> Iterator[None]:
     """One slot of a global concurrency limit on the Prefect server (created if missing)."""
     from prefect.client.orchestration import get_client
     from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists
 
     with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(limit, 1)
+        try:  # Prefect's upsert reads, then creates: not atomic
+            client.upsert_global_concurrency_limit_by_name(limit, 1)
+        except ObjectAlreadyExists:  # another run created it between the two: it exists
+            client.upsert_global_concurrency_limit_by_name(limit, 1)  # (its limit is 1)
     with concurrency(limit, occupy=1, timeout_seconds=timeout, strict=True):
         yield
 

@@ -15,7 +15,7 @@ from tests.conftest import HEART_SPEC
 pytestmark = pytest.mark.slow
 
 
-def _setup(epochs: int = 40):
+def _setup(epochs: int = 30):
     text = HEART_SPEC.format(name="seeds_test", source="heart.csv",
                              hidden="    - {units: 8, activation: relu, initializer: he_normal}",
                              epochs=epochs, lr=0.01, seed=42, model_name="seeds-test",
@@ -43,7 +43,7 @@ def test_seeds_together_match_separate_fits_and_depend_on_their_own_seed_only() 
     spec, x, y, parts = _setup()
     tr, va, te = parts["train"], parts["val"], parts["test"]
     per_epoch = epoch_metrics("binary", 0.5)
-    seeds = [1, 2, 3, 4]
+    seeds = [1, 2, 3]
     joint = fit_seeds(spec, seeds, x[tr], y[tr], x[va], y[va], per_epoch)
     alone = [train_model(spec.model_copy(update={"train": spec.train.model_copy(
                  update={"seed": s})}), x.shape[1], x[tr], y[tr], x[va], y[va],
@@ -63,7 +63,7 @@ def test_seeds_together_match_separate_fits_and_depend_on_their_own_seed_only() 
     assert all(r.epochs_run == len(r.history["loss"]) for r in joint)
     assert len({round(float(p.sum()), 4) for p in out_j}) == len(seeds)
     assert all(r.model.count_params() == alone[0].model.count_params() for r in joint)
-    # Its own seed only: seed 1 beside seed 9 is the seed 1 trained beside 2, 3, 4.
+    # Its own seed only: seed 1 beside seed 9 is the seed 1 trained beside 2 and 3.
     pair = fit_seeds(spec, [9, 1], x[tr], y[tr], x[va], y[va], per_epoch)
     assert pair[1].epochs_run == joint[0].epochs_run
     assert np.allclose(network_output(pair[1].model, x[te]).ravel(), out_j[0], atol=1e-5)

@@ -188,7 +188,10 @@ def test_tracking_server_stopped_mid_flow_retries_then_fails_clearly(tmp_path: P
         run = subprocess.Popen([sys.executable, "-m", "heartflow", "run", str(spec)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI":
-                                                  f"http://127.0.0.1:{port}"})
+                                                  f"http://127.0.0.1:{port}",
+                                                  # heartflow's retries are under test,
+                                                  # not MLflow's own HTTP retries
+                                                  "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
         while True:
             line = run.stderr.readline()
             assert line or run.poll() is None, "run ended before training"

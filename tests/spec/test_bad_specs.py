@@ -3,6 +3,7 @@ what is allowed, no traceback, and nothing written to MLflow. Plus fuzzing of th
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -192,10 +193,14 @@ def test_loader_refuses_with_location(tmp_path: Path, case: str, text: str | byt
 
 def test_cli_refuses_every_case_cleanly_and_writes_nothing(tmp_path: Path) -> None:
     """`heartflow run` on each bad spec: exit 2, one located message, no MLflow store."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [_write(tmp_path, case, text) for case, text, _field, _words in CASES]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # processes, in parallel
+        outs = list(pool.map(lambda path: cli("run", str(path), cwd=tmp_path, timeout=120),
+                             paths))
     failures = []
-    for case, text, _field, words in CASES:
-        path = _write(tmp_path, case, text)
-        out = cli("run", str(path), cwd=tmp_path, timeout=60)
+    for (case, _text, _field, words), out in zip(CASES, outs, strict=True):
         problems = []
         if out.returncode != 2:
             problems.append(f"exit {out.returncode}")

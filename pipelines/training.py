@@ -50,11 +50,9 @@ def train_task(loaded: LoadedSpec, data: PreparedData, verbose: bool) -> TrainRe
     reporter = EpochReporter(spec.train.epochs, enabled=verbose)
     try:
         from heartflow.model.builder import count_parameters
-        from heartflow.model.devices import choose_device, visible_devices
+        from heartflow.model.devices import device_for
 
-        device, _why = choose_device(spec.train.device, count_parameters(spec, data.width),
-                                     len(visible_devices()["gpu"]))
-        with device_scope(device):
+        with device_scope(device_for(spec.train.device, count_parameters(spec, data.width))):
             return fit_dataset(spec, data.width, batches, steps, x_val, y_val, reporter,
                                epoch_metrics(spec.task, spec.evaluate.decision_threshold))
     finally:
@@ -265,6 +263,12 @@ def execute(loaded: LoadedSpec, *, frame: FrameSource | None = None, verbose: bo
             parent_run_id: str | None = None, run_name: str | None = None,
             extra_tags: dict[str, str] | None = None) -> RunOutcome:
     """The flow body (also called by sweep trials and retraining)."""
+    data = _prepared(loaded, frame)
+    return _tracked(loaded, data, None, verbose, parent_run_id, run_name, extra_tags)
+
+
+def _prepared(loaded: LoadedSpec, frame: FrameSource | None = None) -> PreparedData:
+    """Check the device and the tracking server, then preprocess the spec's data."""
     from heartflow.model.devices import check_device
 
     spec = loaded.spec
@@ -275,8 +279,7 @@ def execute(loaded: LoadedSpec, *, frame: FrameSource | None = None, verbose: bo
         from heartflow.data.sources import resolve_source
 
         resolved = resolve_source(spec.data.source, loaded.base_dir, spec.data.sha256)
-    data = preprocess_task(loaded, resolved, frame)
-    return _tracked(loaded, data, None, verbose, parent_run_id, run_name, extra_tags)
+    return preprocess_task(loaded, resolved, frame)
 
 
 def execute_seeds(loadeds: list[LoadedSpec], *, parent_run_id: str | None = None,
@@ -286,14 +289,8 @@ def execute_seeds(loadeds: list[LoadedSpec], *, parent_run_id: str | None = None
     (:func:`heartflow.model.together.fit_seeds`), then each seed tracked, evaluated and
     registered as its own run, exactly as :func:`execute` does. A seed whose run fails
     gives its exception in its place; the others go on."""
-    from heartflow.data.sources import resolve_source
-    from heartflow.model.devices import check_device
-
     first = loadeds[0].spec
-    check_device(first.train.device)
-    tracking.check_reachable()
-    data = preprocess_task(loadeds[0], resolve_source(first.data.source, loadeds[0].base_dir,
-                                                      first.data.sha256), None)
+    data = _prepared(loadeds[0])
     trained = train_seeds_task(loadeds, data) if trains_together(first, data, len(loadeds)) \
         else [None] * len(loadeds)
     outcomes: list[RunOutcome | Exception] = []
@@ -312,14 +309,13 @@ def trains_together(spec, data: PreparedData, seeds: int) -> bool:
     full precision, and a CPU choice (a GPU takes one trial at a time)."""
     from heartflow.data.prepare import Prepared
     from heartflow.model.builder import count_parameters
-    from heartflow.model.devices import choose_device, visible_devices
+    from heartflow.model.devices import device_for
     from heartflow.model.together import fits_together
 
     if seeds < 2 or not isinstance(data, Prepared) or spec.train.mixed_precision:
         return False
-    device, _why = choose_device(spec.train.device, count_parameters(spec, data.width),
-                                 len(visible_devices()["gpu"]))
-    return device == "cpu" and fits_together(seeds, data.rows, data.width)
+    return (device_for(spec.train.device, count_parameters(spec, data.width)) == "cpu"
+            and fits_together(seeds, data.rows, data.width))
 
 
 @task(name="train-seeds", **TASK_OPTIONS)

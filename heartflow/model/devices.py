@@ -66,6 +66,11 @@ def device_scope(device: str) -> contextlib.AbstractContextManager:
     return tf.device("/CPU:0")
 
 
+def device_for(wanted: str, parameters: int) -> str:
+    """The device :func:`choose_device` picks on this machine (``cpu`` or ``gpu``)."""
+    return choose_device(wanted, parameters, len(visible_devices()["gpu"]))[0]
+
+
 def device_tags(wanted: str, parameters: int) -> dict[str, str]:
     """MLflow tags: the devices seen, the one chosen and why."""
     seen = visible_devices()

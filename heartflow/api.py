@@ -25,9 +25,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from heartflow.model.scorer import Scorer
+    from heartflow.pipelines.results import RunOutcome, TrialResult
     from heartflow.spec.loading import LoadedSpec
     from heartflow.spec.sweep import Sweep
-    from heartflow.tracking.outcome import RunOutcome
 
 SpecLike = "str | os.PathLike[str] | Mapping[str, Any] | LoadedSpec"
 
@@ -42,25 +42,20 @@ def load_spec(spec: str | os.PathLike[str] | Mapping[str, Any] | LoadedSpec,
     """
     import yaml
 
-    from heartflow.data.sources import check_spec_source
     from heartflow.model.plugins import load_plugins
-    from heartflow.spec.loading import LoadedSpec, load_spec_text
-    from heartflow.spec.yaml_source import read_text
+    from heartflow.pipelines.specs import runnable_spec
+    from heartflow.spec.loading import LoadedSpec
 
-    load_plugins(plugins)
     if isinstance(spec, LoadedSpec) and not overrides:
+        load_plugins(plugins)
         return spec  # already validated and checked
     if isinstance(spec, LoadedSpec):
-        text, path = spec.text, spec.path
-        overrides = {**(spec.overrides or {}), **(overrides or {})}
-    elif isinstance(spec, Mapping):
-        text, path = yaml.safe_dump(dict(spec), sort_keys=False), "<dict>"
-    else:
-        path = os.fspath(spec)
-        text = read_text(path)
-    loaded = load_spec_text(text, path, overrides=dict(overrides) if overrides else None)
-    check_spec_source(loaded)
-    return loaded
+        return runnable_spec(spec.text, spec.path, plugins=plugins,
+                             overrides={**(spec.overrides or {}), **(overrides or {})})
+    if isinstance(spec, Mapping):
+        return runnable_spec(yaml.safe_dump(dict(spec), sort_keys=False), "<dict>",
+                             overrides=overrides, plugins=plugins)
+    return runnable_spec(path=os.fspath(spec), overrides=overrides, plugins=plugins)
 
 
 def run(spec: str | os.PathLike[str] | Mapping[str, Any] | LoadedSpec,
@@ -84,10 +79,8 @@ def run(spec: str | os.PathLike[str] | Mapping[str, Any] | LoadedSpec,
 
     with _flow_engine():
         from heartflow.pipelines.training import train_flow
-        from heartflow.tracking.outcome import RunOutcome
 
-        result = train_flow(loaded, frame, verbose=verbose, spec_path=loaded.path)
-    return RunOutcome(**result)
+        return train_flow(loaded, frame, verbose=verbose, spec_path=loaded.path)
 
 
 def load_sweep(path: str | os.PathLike[str], *, plugins: list[str] | None = None) -> Sweep:
@@ -115,7 +108,7 @@ class SweepResult:
     metric: str
     rows: list[dict[str, Any]]
     varied: list[str]
-    trials: list[dict[str, Any]]
+    trials: list[TrialResult]
     wall_seconds: float
     workers: int
     choice: dict[str, Any]  # how the best run was chosen, and leader vs runner-up
@@ -146,12 +139,11 @@ def sweep(path: str | os.PathLike[str], *, workers: int | None = None,
                             plugins=list(plugins or []), pool=pool)
     from heartflow.tracking.compare import rows_for
 
-    rows, metric, varied = rows_for(result["parent_run_id"])
-    return SweepResult(parent_run_id=result["parent_run_id"],
-                       experiment_id=result["experiment_id"], metric=metric, rows=rows,
-                       varied=varied, trials=result["trials"],
-                       wall_seconds=result["wall_seconds"], workers=result["workers"],
-                       choice=result.get("choice", {}))
+    rows, metric, varied = rows_for(result.parent_run_id)
+    return SweepResult(parent_run_id=result.parent_run_id, experiment_id=result.experiment_id,
+                       metric=metric, rows=rows, varied=varied, trials=result.trials,
+                       wall_seconds=result.wall_seconds, workers=result.workers,
+                       choice=result.choice)
 
 
 @dataclass
@@ -192,16 +184,13 @@ def evaluate(model_uri: str, data: str, *, site: str | None = None,
     MLflow run and a tag on the model version; ``report`` writes an HTML report.
     """
     from heartflow.model.plugins import load_plugins
-    from heartflow.runtime.gc_pause import imports_without_gc
-    from heartflow.runtime.quiet_import import apply_quiet_defaults, import_tensorflow
 
-    apply_quiet_defaults()
     load_plugins(plugins)
-    with imports_without_gc():
-        import_tensorflow()
-        from heartflow.tracking.site_evaluation import evaluate_site
-    return evaluate_site(model_uri, data, site,
-                         tuple(decision_thresholds) if decision_thresholds else None, report)
+    with _flow_engine():
+        from heartflow.pipelines.site_evaluation import site_evaluation_flow
+
+        return site_evaluation_flow(model_uri, data, site, tuple(decision_thresholds)
+                                    if decision_thresholds else None, report)
 
 
 class Model:
@@ -218,7 +207,7 @@ class Model:
     @property
     def columns(self) -> list[str]:
         """The raw feature columns the model reads."""
-        return [*self.scorer.meta["numeric"], *self.scorer.meta["categorical"]]
+        return self.scorer.meta.columns
 
     def predict(self, records: pd.DataFrame | Mapping[str, Any]) -> pd.DataFrame:
         """Probability and prediction columns (value for regression) for raw records.
@@ -242,26 +231,21 @@ def recalibrate(model_uri: str, data: str, *, method: str = "logistic",
     ``isotonic``) and register it as a new version whose pyfunc applies it. Returns the
     before / after figures (after: on the fitting rows, and cross-fitted)."""
     from heartflow.model.plugins import load_plugins
-    from heartflow.runtime.gc_pause import imports_without_gc
-    from heartflow.runtime.quiet_import import apply_quiet_defaults, import_tensorflow
 
-    apply_quiet_defaults()
     load_plugins(plugins)
-    with imports_without_gc():
-        import_tensorflow()
-        from heartflow.tracking.recalibrate import recalibrate_site
-    return recalibrate_site(model_uri, data, method, site)
+    with _flow_engine():
+        from heartflow.pipelines.recalibration import recalibration_flow
+
+        return recalibration_flow(model_uri, data, method, site)
 
 
 def model_card(model_uri: str) -> str:
     """The model card (markdown) of a registered version, from what the registry holds now:
     its run, its data, and every site evaluated so far."""
-    from heartflow.runtime.quiet_import import apply_quiet_defaults
+    with _flow_engine(tensorflow=False):
+        from heartflow.pipelines.model_card import card_flow
 
-    apply_quiet_defaults()
-    from heartflow.tracking.model_card import card_for_uri
-
-    return card_for_uri(model_uri)
+        return card_flow(model_uri)
 
 
 def load_model(uri: str, *, plugins: list[str] | None = None) -> Model:
@@ -284,9 +268,8 @@ class _HideExplainedErrors(logging.Filter):
     """Drop Prefect's traceback logs for errors heartflow reports itself."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from heartflow.errors import HeartflowError
-        from heartflow.tracking.runs import Interrupted
-        from heartflow.tracking.transient import is_transient
+        from heartflow.errors import HeartflowError, Interrupted
+        from heartflow.tracking.retries import is_transient
 
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, (HeartflowError, Interrupted, KeyboardInterrupt)):
@@ -321,10 +304,8 @@ def _flow_engine(*, tensorflow: bool = True) -> Iterator[None]:
             from heartflow.runtime.quiet_import import import_tensorflow
 
             import_tensorflow()
-            import heartflow.pipelines.training
-        else:
-            import heartflow.pipelines.sweep  # noqa: F401
-        from heartflow.tracking.runs import preload
+        import heartflow.pipelines.training  # noqa: F401
+        from heartflow.tracking.store import preload
 
         preload()
         _quiet_loggers()

@@ -36,6 +36,12 @@ class DataError(HeartflowError):
     exit_code = 3
 
 
+class TrainingError(HeartflowError):
+    """Training cannot give a usable network (it diverged: a NaN or infinite loss)."""
+
+    exit_code = 7  # (6 is kept for "drift found" of the monitoring to come)
+
+
 class TrackingError(HeartflowError):
     """The MLflow tracking store cannot be reached or refused a write."""
 
@@ -46,3 +52,15 @@ class RegistryError(HeartflowError):
     """A registry operation (promote, rollback, lookup) cannot be done."""
 
     exit_code = 5
+
+
+class Interrupted(BaseException):
+    """Raised in the main thread when SIGTERM arrives (Ctrl-C raises KeyboardInterrupt)."""
+
+    exit_code = 143
+
+
+# Exit statuses that are not an error class's own (``exit_code`` above).
+EXIT_UNDECIDED = RegistryError.exit_code  # the promotion gate refused to decide
+EXIT_CTRL_C = 130  # KeyboardInterrupt
+EXIT_TERMINATED = Interrupted.exit_code  # SIGTERM

@@ -12,7 +12,23 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowFilter,
+    FlowFilterName,
+)
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.deployments.runner import EntrypointType
+from prefect.schedules import Cron
+from prefect.settings import PREFECT_API_URL
+
 from heartflow.errors import HeartflowError
+from heartflow.pipelines.retraining import retrain_flow
+from heartflow.pipelines.specs import runnable_spec
+from heartflow.tracking import names as N
+from heartflow.tracking.store import client, tracking_uri
 
 FLOW_NAME = "heartflow-retrain"
 ENTRYPOINT = "heartflow.pipelines.retraining.retrain_flow"
@@ -22,12 +38,7 @@ def require_server() -> str:
     """The Prefect API URL, or a clear error saying how to get one."""
     url = os.environ.get("PREFECT_API_URL")
     if not url:
-        try:
-            from prefect.settings import PREFECT_API_URL
-
-            url = PREFECT_API_URL.value()
-        except Exception:
-            url = None
+        url = PREFECT_API_URL.value()
     if not url:
         raise HeartflowError(
             "no Prefect server configured: deployments live on a server. Start one with "
@@ -38,8 +49,6 @@ def require_server() -> str:
 
 def require_pool(pool: str) -> None:
     """A clear error unless the work pool exists on the Prefect server."""
-    from prefect.client.orchestration import get_client
-
     with get_client(sync_client=True) as client:
         try:
             client.read_work_pool(pool)
@@ -52,8 +61,6 @@ def require_pool(pool: str) -> None:
 
 def job_environment() -> dict[str, str]:
     """Environment the worker's flow runs need: tracking URI and data folder."""
-    from heartflow.tracking.runs import tracking_uri
-
     env = {}
     uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri()
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
@@ -69,19 +76,8 @@ def deploy(spec_path: str, cron: str, pool: str = "default", name: str | None = 
            timezone: str | None = None, env: dict[str, str] | None = None,
            plugins: list[str] | None = None) -> dict[str, Any]:
     """Create or update (same name: idempotent) the retraining deployment for a spec."""
-    from heartflow.data.sources import check_spec_source
-    from heartflow.model.plugins import load_plugins
-    from heartflow.spec import load_spec
-
-    load_plugins(plugins)
-    loaded = load_spec(spec_path)
-    check_spec_source(loaded)
+    loaded = runnable_spec(path=spec_path, plugins=plugins)
     require_server()
-    from prefect.deployments.runner import EntrypointType
-    from prefect.schedules import Cron
-
-    from heartflow.pipelines.retraining import retrain_flow
-
     name = name or loaded.spec.name
     require_pool(pool)
     deployment = retrain_flow.to_deployment(
@@ -101,15 +97,6 @@ def deploy(spec_path: str, cron: str, pool: str = "default", name: str | None = 
 def list_deployments() -> list[dict[str, Any]]:
     """heartflow deployments with schedule, pool, last run state and its champion."""
     require_server()
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterId,
-        FlowFilter,
-        FlowFilterName,
-    )
-    from prefect.client.schemas.sorting import FlowRunSort
-
     rows = []
     with get_client(sync_client=True) as client:
         deployments = client.read_deployments(
@@ -133,22 +120,19 @@ def list_deployments() -> list[dict[str, Any]]:
 def _champion_from(deployment_name: str) -> str:
     """The latest registered version produced by this deployment, and its verdict."""
     try:
-        from heartflow.tracking.runs import client
-
         c = client()
         experiments = [e.experiment_id for e in c.search_experiments()]
         if not experiments:
             return ""
         runs = c.search_runs(experiments,
-                             filter_string=f"tags.`heartflow.deployment` = '{deployment_name}'",
+                             filter_string=f"tags.`{N.DEPLOYMENT}` = '{deployment_name}'",
                              order_by=["attribute.start_time DESC"], max_results=1)
         if not runs:
             return ""
         tags = runs[0].data.tags
-        version = tags.get("heartflow.registered_version", "")
-        verdict = "champion" if tags.get("heartflow.promotion.promoted") == "True" else \
-            "not promoted"
-        return f"{tags.get('heartflow.registered_model', '')} v{version} ({verdict})"
+        version = tags.get(N.REGISTERED_VERSION, "")
+        verdict = "champion" if tags.get(N.PROMOTED) == "True" else "not promoted"
+        return f"{tags.get(N.REGISTERED_MODEL, '')} v{version} ({verdict})"
     except Exception:
         return ""
 
@@ -156,8 +140,6 @@ def _champion_from(deployment_name: str) -> str:
 def remove(name: str) -> None:
     """Delete a deployment (``NAME`` or ``heartflow-retrain/NAME``)."""
     require_server()
-    from prefect.client.orchestration import get_client
-
     full = name if "/" in name else f"{FLOW_NAME}/{name}"
     with get_client(sync_client=True) as client:
         try:

@@ -7,18 +7,25 @@ reach the worker as the deployment's environment (job variables).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from prefect import flow, task
+from prefect.runtime import deployment, flow_run
 
+from heartflow.data.sources import file_sha256, resolve_source
+from heartflow.pipelines.specs import runnable_spec
 from heartflow.pipelines.task_options import RETRYING
+from heartflow.pipelines.training import execute
+from heartflow.spec.loading import LoadedSpec
+from heartflow.tracking import names as N
+from heartflow.tracking import registry
+from heartflow.tracking.run_record import spec_hash
 
 
 @task(name="fingerprint-data", **RETRYING)
-def fingerprint_task(loaded) -> str:
+def fingerprint_task(loaded: LoadedSpec) -> str:
     """Resolve (download if needed) the data source and hash its bytes."""
-    from heartflow.data.sources import file_sha256, resolve_source
-
     resolved = resolve_source(loaded.spec.data.source, loaded.base_dir, loaded.spec.data.sha256)
     return file_sha256(resolved.path)
 
@@ -26,15 +33,11 @@ def fingerprint_task(loaded) -> str:
 @task(name="check-cache", **RETRYING)
 def cached_champion(model_name: str, data_sha: str, resolved_hash: str) -> str | None:
     """The champion version if it was trained on these exact data and spec, else None."""
-    from heartflow.tracking import registry
-    from heartflow.tracking.runs import client
-
-    version = registry.alias_version(model_name, registry.CHAMPION)
+    version = registry.alias_version(model_name, N.CHAMPION)
     if version is None:
         return None
-    tags = client().get_model_version(model_name, version).tags
-    same = (tags.get("heartflow.data_sha256") == data_sha
-            and tags.get("heartflow.spec_hash") == resolved_hash)
+    tags = registry.version_tags(model_name, version)
+    same = (tags.get(N.DATA_SHA256) == data_sha and tags.get(N.SPEC_HASH) == resolved_hash)
     return version if same else None
 
 
@@ -46,17 +49,7 @@ def retrain_flow(spec_text: str | None = None, spec_path: str = "deployed-spec.y
     ``plugins`` are modules the worker imports first (custom activations); they must be
     importable there.
     """
-    import sys
-
-    from heartflow.data.sources import check_spec_source
-    from heartflow.model.plugins import load_plugins
-    from heartflow.pipelines.training import execute
-    from heartflow.spec.loading import load_spec, load_spec_text
-    from heartflow.tracking.run_record import spec_hash
-
-    load_plugins(plugins)
-    loaded = load_spec_text(spec_text, spec_path) if spec_text else load_spec(spec_path)
-    check_spec_source(loaded)
+    loaded = runnable_spec(spec_text, spec_path, plugins=plugins)
     data_sha = fingerprint_task(loaded)
     resolved_hash = spec_hash(loaded)
     if not force and loaded.spec.register.enabled:
@@ -72,14 +65,11 @@ def retrain_flow(spec_text: str | None = None, spec_path: str = "deployed-spec.y
 
 
 def _deployment_tags(resolved_hash: str) -> dict[str, str]:
-    tags = {"heartflow.spec_hash": resolved_hash}
-    try:
-        from prefect.runtime import deployment, flow_run
-
-        if deployment.name:
-            tags["heartflow.deployment"] = str(deployment.name)
-        if flow_run.id:
-            tags["heartflow.prefect_flow_run"] = str(flow_run.id)
-    except Exception:
-        pass
+    """The spec hash (the next retraining's cache key) and, on a worker, the deployment
+    and flow run that trained this version."""
+    tags = {N.SPEC_HASH: resolved_hash}
+    if deployment.name:
+        tags[N.DEPLOYMENT] = str(deployment.name)
+    if flow_run.id:
+        tags[N.PREFECT_FLOW_RUN] = str(flow_run.id)
     return tags

@@ -18,7 +18,11 @@ from typing import Any
 
 from prefect import flow
 
-from heartflow.tracking import runs as tracking
+from heartflow.pipelines.deployments import job_environment, require_pool, require_server
+from heartflow.pipelines.results import TrialResult
+from heartflow.pipelines.trials import TrialPlan, run_trial
+from heartflow.tracking import names as N
+from heartflow.tracking.store import client
 
 TRIAL_FLOW = "heartflow-sweep-trial"
 ENTRYPOINT = "heartflow.pipelines.sweep_pool.sweep_trial_flow"
@@ -32,18 +36,15 @@ def _artifact(number: int) -> str:
 @flow(name=TRIAL_FLOW, persist_result=False, validate_parameters=False)
 def sweep_trial_flow(trial: dict[str, Any]) -> None:
     """One trial of a sweep, run by a work pool's worker; the outcome goes to MLflow."""
-    from heartflow.pipelines.sweep import run_trial
-
-    result = run_trial(**trial)
-    tracking.client().log_text(trial["parent_run_id"], json.dumps(result, default=str),
-                               _artifact(trial["number"]))
+    plan = TrialPlan(**trial)
+    result = run_trial(plan)
+    client().log_text(plan.parent_run_id, json.dumps(result.as_dict(), default=str),
+                      _artifact(plan.number))
 
 
 def ensure_deployment(pool: str) -> str:
     """Create or update the trial deployment for ``pool``; returns its name."""
-    from prefect.deployments.runner import EntrypointType
-
-    from heartflow.pipelines.deployments import job_environment, require_pool, require_server
+    from prefect.deployments.runner import EntrypointType  # lazy: only with --pool
 
     require_server()
     require_pool(pool)
@@ -55,55 +56,53 @@ def ensure_deployment(pool: str) -> str:
     return f"{TRIAL_FLOW}/{pool}"
 
 
-def run_on_pool(pool: str, payloads: list[dict[str, Any]], parent_run_id: str,
-                on_result: Callable[[dict[str, Any]], dict[str, Any]],
-                timeout: float = 6 * 3600, poll: float = 2.0) -> list[dict[str, Any]]:
+def run_on_pool(pool: str, plans: list[TrialPlan], parent_run_id: str,
+                on_result: Callable[[TrialResult], TrialResult],
+                timeout: float = 6 * 3600, poll: float = 2.0) -> list[TrialResult]:
     """Submit every trial as a flow run of the pool's deployment; gather the outcomes."""
-    from prefect.client.orchestration import get_client
+    from prefect.client.orchestration import get_client  # lazy: only with --pool
     from prefect.deployments import run_deployment
 
     name = ensure_deployment(pool)
     pending = {}
-    for payload in payloads:
-        run = run_deployment(name, parameters={"trial": payload}, timeout=0,
-                             as_subflow=False, flow_run_name=f"trial-{payload['number']:02d}",
+    for plan in plans:
+        run = run_deployment(name, parameters={"trial": plan.as_dict()}, timeout=0,
+                             as_subflow=False, flow_run_name=f"trial-{plan.number:02d}",
                              tags=["heartflow", "sweep"])
-        pending[run.id] = payload
+        pending[run.id] = plan
     results = []
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
         while pending and time.monotonic() < deadline:
-            for run_id, payload in list(pending.items()):
+            for run_id, plan in list(pending.items()):
                 run = client.read_flow_run(run_id)
                 if run.state is None or run.state.type.value not in FINAL:
                     continue
                 del pending[run_id]
                 worker = (run.labels or {}).get("prefect.worker.name", "")
-                results.append(on_result(_gathered(payload, run, worker, parent_run_id)))
+                results.append(on_result(_gathered(plan, run, worker, parent_run_id)))
             if pending:
                 time.sleep(poll)
-    for payload in pending.values():  # never picked up: no worker on the pool?
-        results.append(on_result({"number": payload["number"], "overrides":
-                                  payload["overrides"], "ok": False, "run_id": None,
-                                  "error": f"not run within {timeout:.0f} s: is a worker "
-                                           f"polling pool {pool!r}?", "seconds": timeout}))
+    for plan in pending.values():  # never picked up: no worker on the pool?
+        results.append(on_result(TrialResult(
+            plan.number, plan.overrides, False, timeout,
+            error=f"not run within {timeout:.0f} s: is a worker polling pool {pool!r}?")))
     return results
 
 
-def _gathered(payload: dict[str, Any], run: Any, worker: str,
-              parent_run_id: str) -> dict[str, Any]:
+def _gathered(plan: TrialPlan, run: Any, worker: str, parent_run_id: str) -> TrialResult:
     """The trial's outcome as it wrote it to MLflow, tagged with the worker that ran it."""
-    import mlflow.artifacts
+    import mlflow.artifacts  # lazy: MLflow
 
     try:
-        result = json.loads(mlflow.artifacts.load_text(
-            f"runs:/{parent_run_id}/{_artifact(payload['number'])}"))
+        result = TrialResult.from_dict(json.loads(mlflow.artifacts.load_text(
+            f"runs:/{parent_run_id}/{_artifact(plan.number)}")))
     except Exception:
-        return {"number": payload["number"], "overrides": payload["overrides"], "ok": False,
-                "run_id": None, "error": f"flow run {run.id} ended {run.state.name} without "
-                f"an outcome", "seconds": 0.0, "worker": worker}
-    result["worker"] = worker
-    child = result.get("outcome", {}).get("run_id") or result.get("run_id")
+        return TrialResult(plan.number, plan.overrides, False, 0.0, worker=worker,
+                           error=f"flow run {run.id} ended {run.state.name} without an "
+                                 "outcome")
+    result.worker = worker
+    child = result.outcome.run_id if result.outcome else result.run_id
     if child and worker:
-        tracking.client().set_tag(child, "heartflow.worker", worker)
+        client().set_tag(child, N.WORKER, worker)
     return result

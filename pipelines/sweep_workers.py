@@ -127,7 +127,7 @@ def init_worker(threads: int, pin: bool, plugins: list[str]) -> None:
     with imports_without_gc():
         import_tensorflow()
         import heartflow.pipelines.training  # noqa: F401
-        from heartflow.tracking.runs import preload
+        from heartflow.tracking.store import preload
 
         preload()
     load_plugins(plugins)

@@ -150,7 +150,7 @@ def test_transient_failures_are_known_by_type_and_status() -> None:
     from mlflow.exceptions import MlflowException
 
     from heartflow.errors import DataError
-    from heartflow.tracking.transient import is_transient
+    from heartflow.tracking.retries import is_transient
 
     assert not is_transient(ValueError("timeout of 503 seconds is too long"))
     assert not is_transient(DataError("connection refused"))
@@ -189,7 +189,7 @@ def test_transient_failures_are_known_by_type_and_status() -> None:
 def test_sqlite_lock_is_transient(tmp_path: Path) -> None:
     import sqlite3
 
-    from heartflow.tracking.transient import is_database_busy
+    from heartflow.tracking.retries import is_database_busy
 
     path = tmp_path / "db.sqlite"
     holder = sqlite3.connect(path, isolation_level=None)

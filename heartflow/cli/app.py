@@ -42,8 +42,9 @@ def handles_errors(fn: Callable) -> Callable:
             _err("interrupted (Ctrl-C); the MLflow run was marked KILLED, nothing registered")
             raise typer.Exit(130) from None
         except BaseException as exc:
-            from heartflow.tracking.runs import is_interrupt, redact, tracking_uri
-            from heartflow.tracking.transient import is_transient
+            from heartflow.tracking.recorder import is_interrupt
+            from heartflow.tracking.retries import is_transient
+            from heartflow.tracking.store import redact, tracking_uri
 
             if isinstance(exc, Exception) and is_transient(exc):
                 _err(f"the tracking store at {redact(tracking_uri())} stopped answering after "
@@ -59,7 +60,7 @@ def handles_errors(fn: Callable) -> Callable:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    from heartflow.tracking.runs import Interrupted
+    from heartflow.errors import Interrupted
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     raise Interrupted()
@@ -374,7 +375,7 @@ def ui(port: Annotated[int, typer.Option(help="Port.")] = 5000,
     """Open the MLflow UI on the current tracking store (binds 127.0.0.1 by default)."""
     import subprocess
 
-    from heartflow.tracking.runs import runs_page, tracking_uri
+    from heartflow.tracking.store import runs_page, tracking_uri
 
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     cmd = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port),
@@ -390,7 +391,7 @@ def ui(port: Annotated[int, typer.Option(help="Port.")] = 5000,
 def stale_runs(mark_failed: Annotated[bool, typer.Option(
         "--mark-failed", help="End each stale run as FAILED.")] = False) -> None:
     """List MLflow runs left RUNNING by heartflow processes that died (SIGKILL, crash)."""
-    from heartflow.tracking import runs as tracking
+    from heartflow.tracking import stale as tracking
 
     runs = tracking.stale_runs()
     if not runs:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 def print_outcome(outcome, console: Console | None = None) -> None:
     """The end-of-run summary."""
-    from heartflow.tracking.runs import redact, runs_page, tracking_uri
+    from heartflow.tracking.store import redact, runs_page, tracking_uri
 
     console = console or _console()
     table = Table(title=f"heartflow run: {outcome.spec_name}", show_header=False)

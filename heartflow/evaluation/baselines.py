@@ -64,17 +64,17 @@ def fit_score(name: str, task: str, seed: int, x_train: np.ndarray, y_train: np.
     return BaselineResult(name=name, metrics=values, seconds=seconds, params=params)
 
 
-def run_baseline(name: str, spec: Any, data: Any) -> BaselineResult:
-    """Fit ``name`` on the run's training rows, score its test rows; cross-validate if asked."""
+def run_baseline(name: str, spec: Any, data: Any, threshold: float) -> BaselineResult:
+    """Fit ``name`` on the run's training rows, score its test rows at the run's ``threshold``;
+    cross-validate if asked."""
     x_train, y_train = data.part("train")
     x_test, y_test = data.part("test")
     result = fit_score(name, spec.task, spec.train.seed, x_train, y_train, x_test, y_test,
-                       spec.evaluate.decision_threshold, spec.metrics)
+                       threshold, spec.metrics)
     x_val, y_val = data.part("validation")
     if len(x_val):  # the development-row figure runs are ranked by
         result.validation = fit_score(name, spec.task, spec.train.seed, x_train, y_train,
-                                      x_val, y_val, spec.evaluate.decision_threshold,
-                                      spec.metrics).metrics
+                                      x_val, y_val, threshold, spec.metrics).metrics
     if spec.evaluate.cv is not None:
         from heartflow.evaluation.cv import cross_validate
 
@@ -85,5 +85,5 @@ def run_baseline(name: str, spec: Any, data: Any) -> BaselineResult:
             return proba[:, 1] if spec.task == "binary" else proba
 
         result.cv = cross_validate(spec, data.development(), fit_and_predict,
-                                   use_validation=False)
+                                   use_validation=False, threshold=threshold)
     return result

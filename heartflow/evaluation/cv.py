@@ -18,6 +18,7 @@ import numpy as np
 from heartflow.data.dataset import Dataset
 from heartflow.data.encoder import TabularEncoder
 from heartflow.errors import DataError
+from heartflow.evaluation import metrics as M
 from heartflow.spec.schema import Spec
 
 
@@ -156,35 +157,33 @@ def plan_folds(spec: Spec, dataset: Dataset, use_validation: bool = True) -> lis
     return out
 
 
-def summarise(spec: Spec, y: np.ndarray, plan: list[Fold], outputs: list[np.ndarray]
-              ) -> CVSummary:
+def summarise(spec: Spec, y: np.ndarray, plan: list[Fold], outputs: list[np.ndarray],
+              threshold: float) -> CVSummary:
     """Each fold's metrics on its held-out rows; binary risks of the first repeat pooled."""
-    from heartflow.evaluation import metrics as M
-
     summary = CVSummary()
     folds_per_repeat = spec.evaluate.cv.folds if spec.evaluate.cv else len(plan)
     pooled = np.full(len(y), np.nan) if spec.task == "binary" else None
     for i, (fold, output) in enumerate(zip(plan, outputs, strict=True)):
         output = np.asarray(output)
         output = output if spec.task == "multiclass" else output.reshape(-1)
-        scores = M.compute(spec.task, y[fold.test_rows], output,
-                           spec.evaluate.decision_threshold, spec.metrics)
+        scores = M.compute(spec.task, y[fold.test_rows], output, threshold, spec.metrics)
         for metric, value in scores.items():
             summary.scores.setdefault(metric, []).append(value)
         if pooled is not None and i < folds_per_repeat:
             pooled[fold.test_rows] = output
     if pooled is not None:
         summary.pooled_y, summary.pooled_p = y.astype(np.float64), pooled
-        summary.pooled_threshold = spec.evaluate.decision_threshold
+        summary.pooled_threshold = threshold
     return summary
 
 
 def cross_validate(spec: Spec, dataset: Dataset,
                    fit_and_predict: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                               np.ndarray], np.ndarray],
-                   use_validation: bool = True) -> CVSummary:
+                   use_validation: bool = True, threshold: float | None = None) -> CVSummary:
     """Score ``fit_and_predict(xtr, ytr, xval, yval, xte)`` (the output for ``xte``) on every
-    fold with the spec's metrics, one fold after another."""
+    fold with the spec's metrics, one fold after another (at ``threshold``, by default the
+    spec's declared one)."""
     y = dataset.y
     plan = plan_folds(spec, dataset, use_validation)
     outputs = []
@@ -192,17 +191,21 @@ def cross_validate(spec: Spec, dataset: Dataset,
         x = fold.encoder.transform(dataset.features)
         outputs.append(fit_and_predict(x[fold.fit_rows], y[fold.fit_rows], x[fold.val_rows],
                                        y[fold.val_rows], x[fold.test_rows]))
-    return summarise(spec, y, plan, outputs)
+    return summarise(spec, y, plan, outputs, _threshold(spec, threshold))
 
 
-def cross_validate_network(spec: Spec, dataset: Dataset) -> CVSummary:
+def _threshold(spec: Spec, threshold: float | None) -> float:
+    return spec.evaluate.decision_threshold if threshold is None else float(threshold)
+
+
+def cross_validate_network(spec: Spec, dataset: Dataset,
+                           threshold: float | None = None) -> CVSummary:
     """The spec's network refitted and scored on every fold (encoder refitted per fold).
 
     With ``evaluate.cv.together`` (the default) the folds' networks train at once in one
     compiled program (:mod:`heartflow.model.together`); otherwise one after another.
     """
-    from heartflow.evaluation import metrics as M
-    from heartflow.model.together import fit_together, fits_together
+    from heartflow.model.together import fit_together, fits_together  # lazy: Keras
 
     cv = spec.evaluate.cv
     assert cv is not None
@@ -210,14 +213,15 @@ def cross_validate_network(spec: Spec, dataset: Dataset) -> CVSummary:
     plan = plan_folds(spec, dataset)
     widths = [fold.encoder.width for fold in plan]
     if not (cv.together and fits_together(len(plan), len(dataset.y), max(widths))):
-        return cross_validate(spec, dataset, _sequential_network(spec, per_epoch))
+        return cross_validate(spec, dataset, _sequential_network(spec, per_epoch),
+                              threshold=threshold)
     x = np.zeros((len(plan), len(dataset.y), max(widths)), dtype=np.float32)
     for m, fold in enumerate(plan):  # a fold whose rows lack a level is narrower: pad 0s
         x[m, :, :widths[m]] = fold.encoder.transform(dataset.features)
     result = fit_together(spec, x, dataset.y, [f.fit_rows for f in plan],
                           [f.val_rows for f in plan], per_epoch)
     outputs = [result.outputs[m][fold.test_rows] for m, fold in enumerate(plan)]
-    summary = summarise(spec, dataset.y, plan, outputs)
+    summary = summarise(spec, dataset.y, plan, outputs, _threshold(spec, threshold))
     summary.epochs_run = result.epochs_run
     return summary
 

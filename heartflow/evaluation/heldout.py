@@ -17,13 +17,17 @@ import numpy as np
 import pandas as pd
 
 from heartflow.evaluation import metrics as M
-from heartflow.evaluation.clinical import ClinicalReport
+from heartflow.evaluation import plots as P
+from heartflow.evaluation.clinical import ClinicalReport, clinical_report
 from heartflow.evaluation.intervals import bootstrap_intervals
-from heartflow.evaluation.subgroups import Subgroup
+from heartflow.evaluation.subgroups import Subgroup, subgroup_reports
 from heartflow.model.scorer import network_output
 from heartflow.spec.schema import Spec
 
 VALIDATION_OUTPUT_ROWS = 20_000  # kept for paired comparisons of runs (sweeps)
+UNDEFINED_REASON = {  # why a metric can be undefined (NaN) on a set of rows
+    "roc_auc": "needs both classes among the rows", "pr_auc": "needs a positive row",
+    "r2": "the target is constant on these rows"}
 
 
 @dataclass
@@ -57,19 +61,33 @@ def _flat(spec: Spec, output: np.ndarray) -> np.ndarray:
 
 
 def validation_scores(spec: Spec, model, x_val: np.ndarray | None,
-                      y_val: np.ndarray | None) -> dict[str, Any]:
+                      y_val: np.ndarray | None, threshold: float) -> dict[str, Any]:
     """Evaluation fields for the validation rows: metrics, count, outputs and labels (if few)."""
     if x_val is None or not len(x_val):
         return {}
     output = _flat(spec, network_output(model, x_val))
-    values = M.compute(spec.task, y_val, output, spec.evaluate.decision_threshold, spec.metrics)
+    values = M.compute(spec.task, y_val, output, threshold, spec.metrics)
     few = len(output) <= VALIDATION_OUTPUT_ROWS
     return {"validation": values, "validation_rows": len(output),
             "validation_output": output.tolist() if few else [],
             "validation_labels": np.asarray(y_val).tolist() if few else []}
 
 
-def evaluate(spec: Spec, model, x_test: np.ndarray, y_test: np.ndarray,
+def evaluate_prepared(spec: Spec, data: Any, model: Any, history: dict[str, list[float]],
+                      threshold: float, plot_dir: str) -> Evaluation:
+    """Score the test rows of prepared data (in memory, or streamed block by block) once,
+    at the settled decision threshold; plots go to ``plot_dir``."""
+    features, y, _keys = data.gate_rows()
+    if data.streaming:
+        return evaluate_streamed(spec, model, data.test_batches(), threshold, history, plot_dir,
+                                 (data.encoder.transform(features), y), data.validation(),
+                                 features)
+    x_test, y_test = next(data.test_batches())
+    return evaluate(spec, model, x_test, y_test, threshold, history, plot_dir, data.classes,
+                    *data.validation(), test_features=features)
+
+
+def evaluate(spec: Spec, model, x_test: np.ndarray, y_test: np.ndarray, threshold: float,
              history: dict[str, list[float]] | None = None, plot_dir: str | None = None,
              classes: list[str] | None = None, x_val: np.ndarray | None = None,
              y_val: np.ndarray | None = None,
@@ -77,15 +95,12 @@ def evaluate(spec: Spec, model, x_test: np.ndarray, y_test: np.ndarray,
     """Metrics on in-memory test rows (with intervals), validation metrics, and plots;
     for a binary model also the clinical report, per subgroup of ``test_features``."""
     output = network_output(model, x_test)
-    threshold = spec.evaluate.decision_threshold
     values = M.compute(spec.task, y_test, _flat(spec, output), threshold, spec.metrics)
     intervals = bootstrap_intervals(spec.task, y_test, _flat(spec, output), threshold,
                                     spec.metrics, seed=spec.train.seed)
-    validation = validation_scores(spec, model, x_val, y_val)
+    validation = validation_scores(spec, model, x_val, y_val, threshold)
     plots: list[str] = []
     if plot_dir:
-        from heartflow.evaluation import plots as P
-
         if history:
             plots.append(P.learning_curves(history, f"{plot_dir}/learning_curves.png"))
         if spec.task == "binary":
@@ -101,7 +116,7 @@ def evaluate(spec: Spec, model, x_test: np.ndarray, y_test: np.ndarray,
             plots += P.multiclass_plots(y_test, output, classes or [], plot_dir)
     extra: dict[str, Any] = {}
     if spec.task == "binary":  # discrimination is not enough for a risk model
-        extra = clinical_fields(spec, y_test, output.reshape(-1), test_features)
+        extra = clinical_fields(spec, y_test, output.reshape(-1), threshold, test_features)
     return Evaluation(metrics=values, test_rows=len(y_test), plots=plots, intervals=intervals,
                       **extra, **validation)
 
@@ -110,15 +125,12 @@ CLINICAL_PREFIXES = ("calibration_", "ece", "net_benefit", "mean_risk", "prevale
                      "expected_cost")
 
 
-def clinical_fields(spec: Spec, y: np.ndarray, p: np.ndarray,
+def clinical_fields(spec: Spec, y: np.ndarray, p: np.ndarray, threshold: float,
                     features: pd.DataFrame | None) -> dict[str, Any]:
     """The clinical report of test rows (and their subgroups) as Evaluation fields."""
-    from heartflow.evaluation.clinical import clinical_report
-    from heartflow.evaluation.subgroups import subgroup_reports
-
     ev = spec.evaluate
     report_at = tuple(ev.decision_curve.report_at)
-    report = clinical_report(y, p, ev.decision_threshold, report_at, seed=spec.train.seed,
+    report = clinical_report(y, p, threshold, report_at, seed=spec.train.seed,
                              costs=ev.costs)
     calibration = {}
     for name, value in report.values.items():
@@ -130,14 +142,14 @@ def clinical_fields(spec: Spec, y: np.ndarray, p: np.ndarray,
                     report.intervals[name])
     subgroups = []
     if ev.subgroups and features is not None:
-        subgroups = subgroup_reports(features, y, p, ev.subgroup_specs, ev.decision_threshold,
+        subgroups = subgroup_reports(features, y, p, ev.subgroup_specs, threshold,
                                      report_at, ev.min_subgroup_rows, spec.train.seed,
                                      ev.costs)
     return {"calibration": calibration, "clinical": report, "subgroups": subgroups}
 
 
 def evaluate_streamed(spec: Spec, model, batches: Iterable[tuple[np.ndarray, np.ndarray]],
-                      history: dict[str, list[float]] | None = None,
+                      threshold: float, history: dict[str, list[float]] | None = None,
                       plot_dir: str | None = None,
                       test_sample: tuple[np.ndarray, np.ndarray] | None = None,
                       validation: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
@@ -147,17 +159,15 @@ def evaluate_streamed(spec: Spec, model, batches: Iterable[tuple[np.ndarray, np.
     Intervals and the clinical report come from ``test_sample`` (encoded rows drawn
     uniformly from the test part; ``test_features`` are the same rows, typed).
     """
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: only streamed runs compile a forward pass
 
     forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    totals = M.BinaryAccumulator(spec.evaluate.decision_threshold)
+    totals = M.BinaryAccumulator(threshold)
     for x, y in batches:
         totals.update(y, forward(x).numpy())
     everything = totals.result()
     plots: list[str] = []
     if plot_dir:
-        from heartflow.evaluation import plots as P
-
         if history:
             plots.append(P.learning_curves(history, f"{plot_dir}/learning_curves.png"))
         plots += P.accumulated_plots(totals, plot_dir)
@@ -165,18 +175,11 @@ def evaluate_streamed(spec: Spec, model, batches: Iterable[tuple[np.ndarray, np.
     if test_sample is not None:
         x_s, y_s = test_sample
         p_s = _flat(spec, network_output(model, x_s))
-        intervals = bootstrap_intervals(spec.task, y_s, p_s, spec.evaluate.decision_threshold,
-                                        spec.metrics, seed=spec.train.seed)
-        extra = clinical_fields(spec, y_s, p_s, test_features)
+        intervals = bootstrap_intervals(spec.task, y_s, p_s, threshold, spec.metrics,
+                                        seed=spec.train.seed)
+        extra = clinical_fields(spec, y_s, p_s, threshold, test_features)
         extra["clinical"].notes.append(f"clinical figures from a uniform sample of {len(y_s)} "
                                        f"of the {totals.n} streamed test rows")
     return Evaluation(metrics={name: everything[name] for name in spec.metrics},
                       test_rows=totals.n, plots=plots, intervals=intervals, **extra,
-                      **validation_scores(spec, model, *validation))
-
-
-def score_with(scorer: Any, features: pd.DataFrame, y: np.ndarray, spec: Spec,
-               metric: str) -> float:
-    """One metric of a loaded model (a Scorer, with its own encoder) on typed rows."""
-    return M.compute(spec.task, y, scorer.output(features), spec.evaluate.decision_threshold,
-                     [metric])[metric]
+                      **validation_scores(spec, model, *validation, threshold))

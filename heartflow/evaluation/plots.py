@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -127,10 +128,13 @@ def multiclass_plots(y: np.ndarray, proba: np.ndarray, labels: list[str],
     return [confusion_matrix(matrix, labels, folder)]
 
 
-def sweep_plots(results: list[dict], metric: str, axes: dict[str, list], folder: str) -> list[str]:
+def sweep_plots(results: list[Any], metric: str, axes: dict[str, list], folder: str
+                ) -> list[str]:
     """For each varied parameter: the development-row metric against its values.
 
-    The CV mean with its 95% interval when cross-validated, else the validation metric.
+    ``results`` are finished trials (``overrides`` and an ``outcome`` with ``cv`` and
+    ``validation``). The CV mean with its 95% interval when cross-validated, else the
+    validation metric.
     """
     plt = _pyplot()
     paths = []
@@ -138,13 +142,13 @@ def sweep_plots(results: list[dict], metric: str, axes: dict[str, list], folder:
     for axis in axes:
         groups: dict[str, list[tuple[float, float]]] = {}
         for result in results:
-            outcome = result["outcome"]
-            value = result["overrides"].get(axis)
-            if metric in outcome.get("cv", {}):
-                mean, ci = outcome["cv"][metric]
+            outcome = result.outcome
+            value = result.overrides.get(axis)
+            if metric in outcome.cv:
+                mean, ci = outcome.cv[metric]
                 source = "CV"
             else:
-                mean, ci = outcome.get("validation", {}).get(metric, float("nan")), 0.0
+                mean, ci = outcome.validation.get(metric, float("nan")), 0.0
             groups.setdefault(str(value), []).append((mean, ci))
         labels = sorted(groups, key=level_sort_key)
         means = [float(np.mean([m for m, _ in groups[k]])) for k in labels]

@@ -8,8 +8,12 @@ import base64
 import html
 import math
 
+import numpy as np
+
+from heartflow.evaluation import plots as P
 from heartflow.evaluation.clinical import ClinicalReport
 from heartflow.evaluation.subgroups import SHOWN, Subgroup
+from heartflow.spec.schema import DecisionCurveSpec
 
 STYLE = ("body{font-family:sans-serif;max-width:60em;margin:auto}"
          "table{border-collapse:collapse}td,th{border:1px solid #999;padding:3px 6px}"
@@ -71,3 +75,27 @@ def render_report(title: str, facts: list[str], report: ClinicalReport,
         parts.append(f"<h2>{html.escape(heading)}</h2>{body}")
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def test_report(spec_name: str, data_facts: str, report: ClinicalReport, threshold: float,
+                plot_paths: list[str], subgroups: list[Subgroup]) -> str:
+    """A run's report of its test rows: where the data came from, the figures, subgroups and
+    the run's plots (named after their files)."""
+    facts = [data_facts, f"test rows scored once: {report.rows}; threshold {threshold:.3g}"]
+    plots = {p.rsplit("/", 1)[-1].removesuffix(".png").replace("_", " "): p
+             for p in plot_paths}
+    return render_report(f"{spec_name}: test rows", facts, report, plots, subgroups)
+
+
+def pooled_report(spec_name: str, folds: int, y: np.ndarray, p: np.ndarray,
+                  report: ClinicalReport, curve: DecisionCurveSpec, folder: str) -> str:
+    """The clinical report of pooled out-of-fold risks, with its plots drawn into ``folder``."""
+    plots = {"reliability (pooled out-of-fold)": P.reliability_diagram(
+                 y, p, f"{folder}/cv_reliability.png", "Reliability (pooled out-of-fold)"),
+             "decision curve (pooled out-of-fold)": P.decision_curve(
+                 y, p, f"{folder}/cv_decision_curve.png", "Decision curve (pooled out-of-fold)",
+                 np.linspace(curve.low, curve.high, 80))}
+    facts = [f"{report.rows} development rows, each scored by the fold model that did not "
+             f"train on it (first repeat of {folds}-fold CV)",
+             "development rows: these figures may inform choices; the test report does not"]
+    return render_report(f"{spec_name}: pooled out-of-fold", facts, report, plots)

@@ -10,9 +10,12 @@ test rows, which are scored once with the threshold already fixed.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from heartflow.spec.schema import ThresholdCosts
+from heartflow.model.scorer import network_output
+from heartflow.spec.schema import Spec, ThresholdCosts
 
 
 def expected_cost(y: np.ndarray, p: np.ndarray, threshold: float,
@@ -60,3 +63,17 @@ def resolve_threshold(costs: ThresholdCosts | None, fixed: float,
     chosen = least_cost_threshold(y_val, p_val, costs)
     return chosen, (f"least expected cost on {len(y_val)} validation rows ({stated}); "
                     f"the cost ratio would give {ratio:.3f}")
+
+
+def settle_threshold(spec: Spec, network: Any, x_val: np.ndarray | None,
+                     y_val: np.ndarray | None) -> tuple[float | None, str]:
+    """(threshold, how it was set) for a freshly trained binary network, fixed before any
+    test row is scored; (None, "") for other tasks. Validation rows are scored only when the
+    spec asks for the least-cost threshold on them."""
+    if spec.task != "binary":
+        return None, ""
+    costs = spec.evaluate.costs
+    p_val = None
+    if costs is not None and costs.method == "validation" and x_val is not None:
+        p_val = network_output(network, x_val).reshape(-1)
+    return resolve_threshold(costs, spec.evaluate.decision_threshold, y_val, p_val)

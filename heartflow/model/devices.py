@@ -71,11 +71,9 @@ def device_for(wanted: str, parameters: int) -> str:
     return choose_device(wanted, parameters, len(visible_devices()["gpu"]))[0]
 
 
-def device_tags(wanted: str, parameters: int) -> dict[str, str]:
-    """MLflow tags: the devices seen, the one chosen and why."""
+def device_facts(wanted: str, parameters: int) -> dict[str, str]:
+    """The devices seen, the one chosen and why (requested, used, reason, gpus, cpus)."""
     seen = visible_devices()
     used, reason = choose_device(wanted, parameters, len(seen["gpu"]))
-    return {"heartflow.device.requested": wanted, "heartflow.device.used": used,
-            "heartflow.device.reason": reason,
-            "heartflow.device.gpus": ",".join(seen["gpu"]) or "none",
-            "heartflow.device.cpus": ",".join(seen["cpu"])}
+    return {"requested": wanted, "used": used, "reason": reason,
+            "gpus": ",".join(seen["gpu"]) or "none", "cpus": ",".join(seen["cpu"])}

@@ -9,14 +9,16 @@ Keras' ``safe_mode``; nothing is unpickled.
 from __future__ import annotations
 
 import importlib
-import json
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from heartflow.data.dataset import prepare_features
 from heartflow.data.encoder import TabularEncoder
 from heartflow.errors import DataError
+from heartflow.model.meta import ModelMeta
+from heartflow.model.recalibration import apply_recalibration
 
 
 def network_output(network: Any, x: np.ndarray) -> np.ndarray:
@@ -26,45 +28,38 @@ def network_output(network: Any, x: np.ndarray) -> np.ndarray:
     return np.asarray(network.predict(x, batch_size=4096, verbose=0))
 
 
-def missing_columns(frame: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
+def missing_columns(frame: pd.DataFrame, meta: ModelMeta) -> list[str]:
     """Feature columns the model needs that ``frame`` lacks."""
-    needed = [*meta["numeric"], *meta["categorical"]]
-    return [c for c in needed if c not in frame.columns]
-
-
-def model_meta(spec: Any, encoder: TabularEncoder, classes: list[str],
-               plugins: list[str] | None = None) -> dict[str, Any]:
-    """What the scorer needs besides weights and encoder: columns, task, threshold, plugins."""
-    return {"format": "heartflow.meta/1", "spec_name": spec.name, "task": spec.task,
-            "numeric": encoder.numeric, "categorical": encoder.categorical,
-            "na_values": encoder.na_values, "threshold": spec.evaluate.decision_threshold,
-            "classes": classes, "target": spec.data.target_spec.column,
-            "target_positive": spec.data.target_spec.positive,
-            "missing_codes": dict(spec.data.missing_codes),
-            "input_width": encoder.width, "plugins": list(plugins or []),
-            "evaluate": {  # how heartflow evaluate judges this model on other sites
-                "report_at": list(spec.evaluate.decision_curve.report_at),
-                "subgroups": [g.model_dump() for g in spec.evaluate.subgroup_specs],
-                "min_subgroup_rows": spec.evaluate.min_subgroup_rows,
-                "costs": spec.evaluate.costs.model_dump() if spec.evaluate.costs else None}}
+    return [c for c in meta.columns if c not in frame.columns]
 
 
 class Scorer:
     """Raw DataFrame in, predictions out."""
 
-    def __init__(self, encoder: TabularEncoder, network: Any, meta: dict[str, Any]) -> None:
+    def __init__(self, encoder: TabularEncoder, network: Any, meta: ModelMeta) -> None:
         self.encoder, self.network, self.meta = encoder, network, meta
+
+    @classmethod
+    def trained(cls, spec: Any, encoder: TabularEncoder, network: Any, classes: list[str],
+                threshold: float) -> Scorer:
+        """A freshly trained network with its meta; records the plugin modules (outside
+        heartflow) whose activations it uses, so they ship with the logged model."""
+        from heartflow.model.activations import plugin_modules  # lazy: imports Keras
+
+        plugins = plugin_modules([layer.activation for layer in spec.model.hidden])
+        return cls(encoder, network, ModelMeta.from_spec(spec, encoder, classes, threshold,
+                                                         plugins))
 
     @classmethod
     def load(cls, keras_path: str, encoder_path: str, meta_path: str) -> Scorer:
         """Load from artifact files (safe mode, no pickle); imports the model's plugins first."""
-        import keras
+        import keras  # lazy: TensorFlow's 4 s import, only when a model is loaded
 
-        import heartflow.model.activations  # noqa: F401  (registers custom activations)
+        import heartflow.model.activations  # noqa: F401  (registers custom activations; Keras)
 
         with open(meta_path, encoding="utf-8") as fh:
-            meta = json.load(fh)
-        for module in meta.get("plugins", []):
+            meta = ModelMeta.from_json(fh.read())
+        for module in meta.plugins:
             try:
                 importlib.import_module(module)
             except ImportError as exc:
@@ -77,28 +72,25 @@ class Scorer:
     @property
     def task(self) -> str:
         """binary, multiclass or regression."""
-        return str(self.meta["task"])
+        return self.meta.task
 
     def typed(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Raw records as typed feature columns (the training rules; errors name the row)."""
-        from heartflow.data.dataset import prepare_features
-
         missing = missing_columns(frame, self.meta)
         if missing:
             raise DataError(f"input lacks required column(s): {', '.join(missing)}")
-        return prepare_features(frame.reset_index(drop=True), self.meta["numeric"],
-                                self.meta["categorical"], self.meta["na_values"],
-                                missing_codes=self.meta.get("missing_codes"))
+        meta = self.meta
+        return prepare_features(frame.reset_index(drop=True), list(meta.numeric),
+                                list(meta.categorical), list(meta.na_values),
+                                missing_codes=meta.missing_codes)
 
     def output(self, typed: pd.DataFrame) -> np.ndarray:
         """The network's output for typed feature columns (probabilities or values)."""
         out = network_output(self.network, self.encoder.transform(typed))
         if self.task == "multiclass":
             return out
-        if self.meta.get("recalibration"):  # a site's recalibration (heartflow recalibrate)
-            from heartflow.model.recalibration import apply_recalibration
-
-            return apply_recalibration(out.reshape(-1), self.meta["recalibration"])
+        if self.meta.recalibration:  # a site's recalibration (heartflow recalibrate)
+            return apply_recalibration(out.reshape(-1), self.meta.recalibration)
         return out.reshape(-1)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -106,15 +98,15 @@ class Scorer:
         many of each row's feature values were missing and imputed by the training rule."""
         typed = self.typed(frame)  # idempotent on frames that are typed already
         out = self.output(typed)
-        imputed = typed[[*self.meta["numeric"], *self.meta["categorical"]]].isna().sum(
+        imputed = typed[self.meta.columns].isna().sum(
             axis=1).to_numpy(np.int64)
         if self.task == "binary":
             proba = out.astype(np.float64)
             result = pd.DataFrame({"probability": proba,
-                                   "prediction": (proba >= self.meta["threshold"]).astype(
+                                   "prediction": (proba >= self.meta.threshold).astype(
                                        np.int64)})
         elif self.task == "multiclass":
-            classes = self.meta["classes"]
+            classes = list(self.meta.classes)
             result = pd.DataFrame(out.astype(np.float64),
                                   columns=[f"probability_{c}" for c in classes])
             result["prediction"] = [classes[i] for i in out.argmax(axis=1)]

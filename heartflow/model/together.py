@@ -15,8 +15,9 @@ step trains all of them on a batch of their own rows:
   another, carry zero weight); the loss is the batch mean, as in ``model.fit``;
 - **its own early stopping**: each model's validation loss (or AUC, accuracy) is
   computed on its own validation rows every epoch; each has its own patience, best epoch
-  and best weights, and stops on its own (its later updates are discarded); training
-  ends when every model has stopped or the epochs run out.
+  and best weights (Keras' rules, :class:`~heartflow.model.stopping.ManyEarlyStopping`),
+  and stops on its own (its later updates are discarded); training ends when every model
+  has stopped or the epochs run out.
 
 The result is statistically equivalent to separate fits, not bit-identical: initial
 weights and batch orders come from different random draws (a test compares per-fold
@@ -30,11 +31,17 @@ its result does not depend on which other seeds train beside it (dropout masks a
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from heartflow.data.batches import class_counts, class_weight_map, sample_weights, target_array
+from heartflow.model.builder import build_model, count_parameters
+from heartflow.model.devices import device_for
+from heartflow.model.stopping import ManyEarlyStopping
 from heartflow.model.training import TrainResult, make_optimizer
 from heartflow.spec.schema import Spec
 
@@ -54,8 +61,6 @@ class TogetherResult:
 
     def keras_model(self, spec: Spec, m: int):
         """Model m as the spec's own Keras network (:func:`build_model`), ready to save."""
-        from heartflow.model.builder import build_model
-
         model = build_model(spec, self.weights[m][0].shape[0])
         model.set_weights(self.weights[m])
         return model
@@ -97,35 +102,36 @@ def _batch_plan(train_rows: list[np.ndarray], batch_size: int,
             steps)
 
 
-def fit_together(spec: Spec, x: np.ndarray, y: np.ndarray, train_rows: list[np.ndarray],
-                 val_rows: list[np.ndarray], validation_metrics=None,
-                 seeds: list[int] | None = None) -> TogetherResult:
-    """Train one network per entry of ``train_rows`` on ``x[k]`` (K, rows, inputs).
+def _row_weights(spec: Spec, y: np.ndarray, train_rows: list[np.ndarray], rows: int
+                 ) -> np.ndarray:
+    """(K, rows) weights: each model's class weights from its own training rows."""
+    row_weight = np.ones((len(train_rows), rows), dtype=np.float32)
+    if spec.task != "regression":
+        for m, own in enumerate(train_rows):
+            weights = class_weight_map(spec.train.class_weight, class_counts(y[own]))
+            if weights is not None:
+                row_weight[m] = sample_weights(y, weights)
+    return row_weight
 
-    ``y`` holds the labels of all rows; ``val_rows[k]`` are model k's validation rows
-    (may be empty: then early stopping watches the training loss).
-    ``validation_metrics(labels, output)`` gives ``{"auc": ..., "accuracy": ...}``.
-    ``seeds[k]``, if given, alone decides model k's initial weights and batch order
-    (otherwise ``train.seed`` and k do).
-    """
-    import time
 
+@dataclass
+class _Programs:
+    """The stacked network's variables and its compiled programs."""
+
+    variables: list
+    train_epoch: Callable  # (index, valid) -> (K,) summed training loss of the epoch
+    predict: Callable  # () -> (K, rows, units) outputs for every row
+    validation_loss: Callable  # () -> (K,) loss on each model's validation rows
+
+
+def _compile(spec: Spec, x: np.ndarray, y_out: np.ndarray, row_weight: np.ndarray,
+             val_rows: list[np.ndarray], seeds: list[int] | None) -> _Programs:
+    """K stacked copies of the spec's network, its optimiser and its compiled programs."""
     import keras
     import tensorflow as tf
 
-    t, task = spec.train, spec.task
+    t = spec.train
     k, n, width = x.shape
-    keras.utils.set_random_seed(t.seed)
-    rngs = [np.random.default_rng(seeds[m] if seeds else [t.seed, m]) for m in range(k)]
-    y_out = target_array(np.asarray(y), spec)  # (rows, units)
-    units_out = y_out.shape[1]
-    row_weight = np.ones((k, n), dtype=np.float32)
-    if task != "regression":
-        for m, rows in enumerate(train_rows):
-            weights = class_weight_map(t.class_weight, class_counts(np.asarray(y)[rows]))
-            if weights is not None:
-                row_weight[m] = sample_weights(np.asarray(y), weights)
-
     specs = [(h.units, h.activation, h.initializer, h.dropout, h.l2) for h in spec.model.hidden]
     out = spec.model.output
     specs.append((out.units, out.activation, out.initializer, 0.0, 0.0))
@@ -145,7 +151,7 @@ def fit_together(spec: Spec, x: np.ndarray, y: np.ndarray, train_rows: list[np.n
     optimizer.build(variables)
     loss_fn = _loss_fn(t.loss)
     x_all = tf.constant(x.astype(np.float32))
-    y_all = tf.constant(np.broadcast_to(y_out, (k, n, units_out)).astype(np.float32))
+    y_all = tf.constant(np.broadcast_to(y_out, (k, n, y_out.shape[1])).astype(np.float32))
     w_all = tf.constant(row_weight)
     dropout_seed = keras.random.SeedGenerator(t.seed)
 
@@ -197,74 +203,96 @@ def fit_together(spec: Spec, x: np.ndarray, y: np.ndarray, train_rows: list[np.n
         count = tf.maximum(tf.reduce_sum(val_all, axis=1), 1.0)
         return tf.reduce_sum(per_row * val_all, axis=1) / count + penalty()
 
-    es = t.early_stopping
-    monitor = es.monitor if es else None
-    if monitor and monitor.startswith("val_") and not all(len(r) for r in val_rows):
-        monitor = monitor.removeprefix("val_")  # as fit_dataset: no validation rows
-    maximise = bool(monitor and monitor.endswith(("auc", "accuracy")))
-    best = np.full(k, -np.inf if maximise else np.inf)
-    best_epoch: list[int | None] = [None] * k
-    waited = np.zeros(k, dtype=np.int64)
-    active = np.ones(k, dtype=bool)
-    epochs_run = [0] * k
-    kept = [None] * k  # weights each model ends with (best, or at its stop)
-    histories: list[dict[str, list[float]]] = [{"loss": []} for _ in range(k)]
+    def train_epoch(index: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        return epoch(tf.constant(index), tf.constant(valid)).numpy()
+
+    return _Programs(variables, train_epoch, lambda: predict_all().numpy(),
+                     lambda: validation_loss().numpy())
+
+
+class _Kept:
+    """The weights each model ends with once they are fixed: its best, or those at its stop
+    (training goes on for all K models, so a stopped model's later updates are discarded)."""
+
+    def __init__(self, models: int):
+        self.fixed = np.zeros(models, dtype=bool)
+        self.weights: list[np.ndarray] = []
+
+    def take(self, models: np.ndarray, variables: list) -> None:
+        """Fix these models' current weights."""
+        if not models.any():
+            return
+        now = [np.array(v.numpy()) for v in variables]
+        if not self.weights:
+            self.weights = now
+        for kept, current in zip(self.weights, now, strict=True):
+            kept[models] = current[models]
+        self.fixed |= models
+
+    def restore(self, variables: list) -> list[np.ndarray]:
+        """Set the variables to each model's final weights, and return them."""
+        final = [np.array(v.numpy()) for v in variables]
+        for w, kept in zip(final, self.weights, strict=False):  # none, if none was fixed
+            w[self.fixed] = kept[self.fixed]
+        for v, w in zip(variables, final, strict=True):
+            v.assign(w)
+        return final
+
+
+def fit_together(spec: Spec, x: np.ndarray, y: np.ndarray, train_rows: list[np.ndarray],
+                 val_rows: list[np.ndarray], validation_metrics=None,
+                 seeds: list[int] | None = None) -> TogetherResult:
+    """Train one network per entry of ``train_rows`` on ``x[k]`` (K, rows, inputs).
+
+    ``y`` holds the labels of all rows; ``val_rows[k]`` are model k's validation rows
+    (may be empty: then early stopping watches the training loss).
+    ``validation_metrics(labels, output)`` gives ``{"auc": ..., "accuracy": ...}``.
+    ``seeds[k]``, if given, alone decides model k's initial weights and batch order
+    (otherwise ``train.seed`` and k do).
+    """
+    import keras
+
+    t, (k, n, _width) = spec.train, x.shape
+    keras.utils.set_random_seed(t.seed)
+    rngs = [np.random.default_rng(seeds[m] if seeds else [t.seed, m]) for m in range(k)]
+    y_out = target_array(np.asarray(y), spec)  # (rows, units)
+    row_weight = _row_weights(spec, np.asarray(y), train_rows, n)
+    net = _compile(spec, x, y_out, row_weight, val_rows, seeds)
     has_val = all(len(r) for r in val_rows)
-    start = time.perf_counter()
+    es = t.early_stopping
+    stopper = None if es is None else ManyEarlyStopping(
+        k, es.monitor if has_val else es.monitor.removeprefix("val_"),  # as fit_dataset
+        es.min_delta, es.patience, restore_best_weights=es.restore_best)
+    kept = _Kept(k)
+    epochs_run = np.zeros(k, dtype=np.int64)
+    histories: list[dict[str, list[float]]] = [{"loss": []} for _ in range(k)]
     train_sizes = np.array([len(r) for r in train_rows], dtype=np.float64)
+    start = time.perf_counter()
     for e in range(1, t.epochs + 1):
+        running = np.ones(k, dtype=bool) if stopper is None else ~stopper.stopped
         index, valid, _steps = _batch_plan(train_rows, t.batch_size, rngs)
-        train_loss = epoch(tf.constant(index), tf.constant(valid)).numpy() / train_sizes
-        val_loss = validation_loss().numpy() if has_val else None
-        for m in np.flatnonzero(active):
-            epochs_run[m] = e
-            histories[m]["loss"].append(float(train_loss[m]))
-            if val_loss is not None:
-                histories[m].setdefault("val_loss", []).append(float(val_loss[m]))
-        if monitor is None:
-            continue
-        if monitor == "loss":
-            scores = train_loss
-        elif monitor == "val_loss":
-            scores = val_loss
-        else:
-            scores = _validation_scores(monitor.removeprefix("val_"), predict_all().numpy(),
-                                        y_out, val_rows, validation_metrics)
-            for m in np.flatnonzero(active):
-                histories[m].setdefault(monitor, []).append(float(scores[m]))
-        weights_now = None
-        for m in np.flatnonzero(active):
-            delta = es.min_delta
-            improved = (scores[m] > best[m] + delta) if maximise else (
-                scores[m] < best[m] - delta)
-            if improved or best_epoch[m] is None:
-                best[m], best_epoch[m], waited[m] = scores[m], e, 0
-                if es.restore_best:
-                    weights_now = weights_now or [v.numpy() for v in variables]
-                    kept[m] = [w[m].copy() for w in weights_now]
-            else:
-                waited[m] += 1
-                if waited[m] >= es.patience:
-                    active[m] = False
-                    if not es.restore_best:
-                        weights_now = weights_now or [v.numpy() for v in variables]
-                        kept[m] = [w[m].copy() for w in weights_now]
-        if not active.any():
-            break
-    final = [v.numpy() for v in variables]
-    for m in range(k):
-        if kept[m] is not None:
-            for w, part in zip(final, kept[m], strict=True):
-                w[m] = part
-    for v, w in zip(variables, final, strict=True):
-        v.assign(w)
-    outputs = predict_all().numpy()
-    if not es:
-        best_epoch = [None] * k
+        logs = {"loss": net.train_epoch(index, valid) / train_sizes}
+        if has_val:
+            logs["val_loss"] = net.validation_loss()
+        if stopper is not None and stopper.monitor not in logs:  # AUC or accuracy
+            logs[stopper.monitor] = _validation_scores(
+                stopper.monitor.removeprefix("val_"), net.predict(), y_out, val_rows,
+                validation_metrics)
+        epochs_run[running] = e
+        for m in np.flatnonzero(running):
+            for name, values in logs.items():
+                histories[m].setdefault(name, []).append(float(values[m]))
+        if stopper is not None:
+            improved = stopper.on_epoch_end(e - 1, logs[stopper.monitor])
+            kept.take(stopper.to_keep(improved), net.variables)
+            if stopper.stopped.all():
+                break
+    final = kept.restore(net.variables)
     per_model = [[w[m].reshape(-1) if i % 2 else w[m] for i, w in enumerate(final)]
                  for m in range(k)]  # biases (K, 1, units) -> (units,)
-    return TogetherResult(outputs, epochs_run, best_epoch, time.perf_counter() - start,
-                          per_model, histories)
+    best_epochs = [int(b) + 1 for b in stopper.best_epoch] if stopper is not None else [None] * k
+    return TogetherResult(net.predict(), epochs_run.tolist(), best_epochs,
+                          time.perf_counter() - start, per_model, histories)
 
 
 def fit_seeds(spec: Spec, seeds: list[int], x_train: np.ndarray, y_train: np.ndarray,
@@ -306,3 +334,12 @@ def _validation_scores(name: str, outputs: np.ndarray, y_out: np.ndarray,
         return np.full(len(val_rows), np.nan)
     return np.array([validation_metrics(y_out[rows], outputs[m][rows])[name]
                      for m, rows in enumerate(val_rows)])
+
+
+def seeds_train_together(spec: Spec, data: Any, seeds: int) -> bool:
+    """Whether a sweep's seeds can share one program: in-memory rows that fit K times,
+    full precision, and a CPU choice (a GPU takes one trial at a time)."""
+    if seeds < 2 or data.streaming or spec.train.mixed_precision:
+        return False
+    return (device_for(spec.train.device, count_parameters(spec, data.width)) == "cpu"
+            and fits_together(seeds, data.rows, data.width))

@@ -13,6 +13,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,10 @@ from heartflow.data.batches import (
     sample_weights,
     target_array,
 )
+from heartflow.errors import TrainingError
+from heartflow.model.builder import build_model, count_parameters
+from heartflow.model.devices import device_for, device_scope
+from heartflow.model.progress import EpochReporter
 from heartflow.spec.schema import Spec, TrainSpec
 
 # (labels in the output's shape, network output) -> {"auc": ..., "accuracy": ...}
@@ -108,6 +113,40 @@ def _validation_callback(model, x_val: np.ndarray, y_val: np.ndarray, loss,
     return Validation()
 
 
+def check_finite(losses: list[float], train: TrainSpec) -> None:
+    """A TrainingError when the training loss became NaN or infinite (the network diverged):
+    such a network's outputs mean nothing, so the run must fail rather than be scored."""
+    bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+    if bad is None:
+        return
+    opt = train.optimizer
+    raise TrainingError(
+        f"training diverged: the loss became {losses[bad]} in epoch {bad + 1} "
+        f"(optimizer {opt.name}, learning_rate {opt.learning_rate}). Nothing was scored or "
+        "registered. Try a lower learning rate (e.g. 0.001), Adam instead of SGD, or "
+        "standardised inputs")
+
+
+def train_prepared(spec: Spec, data: Any, verbose: bool,
+                   validation_metrics: EpochMetrics | None = None) -> TrainResult:
+    """Fit the spec's network on prepared data (in memory or streamed), on the device its
+    size calls for, with per-epoch progress on the terminal when ``verbose``."""
+    import keras  # lazy: TensorFlow
+
+    keras.utils.set_random_seed(spec.train.seed)  # before the batches: their shuffle is seeded
+    weights = (class_weight_map(spec.train.class_weight, data.train_class_counts())
+               if spec.task != "regression" else None)
+    batches, steps = data.train_batches(spec, weights)
+    x_val, y_val = data.validation()
+    reporter = EpochReporter(spec.train.epochs, enabled=verbose)
+    try:
+        with device_scope(device_for(spec.train.device, count_parameters(spec, data.width))):
+            return fit_dataset(spec, data.width, batches, steps, x_val, y_val, reporter,
+                               validation_metrics)
+    finally:
+        reporter.close()
+
+
 def train_model(spec: Spec, input_width: int, x_train: np.ndarray, y_train: np.ndarray,
                 x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
                 on_epoch: Callable[[int, dict[str, float]], None] | None = None,
@@ -136,9 +175,7 @@ def fit_dataset(spec: Spec, input_width: int, train_ds, steps: int,
     ``y_val`` holds plain labels (as the data gives them); the mixed-precision policy,
     if the spec asks for it, holds for this fit only.
     """
-    import keras
-
-    from heartflow.model.builder import build_model
+    import keras  # lazy: TensorFlow's 4 s import, only when training
 
     t = spec.train
     keras.utils.set_random_seed(t.seed)
@@ -167,6 +204,7 @@ def fit_dataset(spec: Spec, input_width: int, train_ds, steps: int,
                                                 min_delta=es.min_delta, mode=mode,
                                                 restore_best_weights=es.restore_best)
         callbacks.append(stopper)
+    callbacks.append(keras.callbacks.TerminateOnNaN())
     if on_epoch is not None:
         callbacks.append(keras.callbacks.LambdaCallback(
             on_epoch_end=lambda epoch, logs: on_epoch(epoch + 1, dict(logs or {}))))
@@ -176,6 +214,7 @@ def fit_dataset(spec: Spec, input_width: int, train_ds, steps: int,
                         callbacks=callbacks)
     seconds = time.perf_counter() - start
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    check_finite(hist.get("loss", []), t)
     epochs_run = len(hist.get("loss", []))
     best = None
     if stopper is not None and stopper.best_weights is not None and epochs_run:

@@ -13,7 +13,7 @@ import re
 import warnings
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from heartflow.spec import vocabulary as V
 
@@ -320,7 +320,6 @@ class EvaluateSpec(_Section):
     min_subgroup_rows: int = Field(default=30, ge=1, description="Subgroups with fewer rows "
                                    "(or fewer than 5 of either outcome) are flagged too small "
                                    "to judge.")
-    _chosen_threshold: float | None = PrivateAttr(default=None)
 
     @field_validator("threshold")
     @classmethod
@@ -331,10 +330,10 @@ class EvaluateSpec(_Section):
 
     @property
     def decision_threshold(self) -> float:
-        """The threshold in force: as given, from the cost ratio, or chosen on validation rows
-        (set by the run once the model is trained)."""
-        if self._chosen_threshold is not None:
-            return self._chosen_threshold
+        """The declared threshold: as given, or from the cost ratio. A run settles the one in
+        force after training (``evaluation.thresholds.settle_threshold``: with
+        ``method: validation`` it is chosen on validation rows) and records it with the
+        model (``ModelMeta.threshold``); the spec itself never changes."""
         if isinstance(self.threshold, ThresholdCosts):
             return self.threshold.ratio_threshold
         return float(self.threshold)
@@ -343,12 +342,6 @@ class EvaluateSpec(_Section):
     def costs(self) -> ThresholdCosts | None:
         """Error costs, when the threshold is derived from them."""
         return self.threshold if isinstance(self.threshold, ThresholdCosts) else None
-
-    def with_chosen_threshold(self, value: float) -> EvaluateSpec:
-        """A copy whose decision threshold is ``value`` (chosen on validation rows)."""
-        copy = self.model_copy(deep=True)
-        copy._chosen_threshold = float(value)
-        return copy
 
     @property
     def subgroup_specs(self) -> list[SubgroupSpec]:

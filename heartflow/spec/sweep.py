@@ -129,10 +129,8 @@ def load_sweep(path: str) -> Sweep:
                             column=column, field=f"sweep.axes.{axis}")
     trials = []
     for number, overrides in enumerate(points(section), start=1):
-        overrides = {**overrides, "register.enabled": section.register}
         try:
-            loaded = load_spec_text(base.text, base.path,
-                                    overrides=overrides)
+            loaded = load_spec_text(base.text, base.path, overrides=overrides)
         except SpecError as err:
             axis = next((a for a in section.axes if err.field and err.field.startswith(
                 a.rsplit(".", 1)[0])), None)
@@ -140,10 +138,9 @@ def load_sweep(path: str) -> Sweep:
             raise SpecError(f"trial {number} ({_label(overrides)}) is not a valid spec: "
                             f"{err.detail}", path=path, line=line, column=column,
                             field=err.field) from None
-        trials.append(Trial(number, {k: v for k, v in overrides.items()
-                                     if k != "register.enabled"}, loaded))
+        trials.append(Trial(number, overrides, loaded))
     return Sweep(path=path, section=section, base=base, trials=trials)
 
 
 def _label(overrides: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in overrides.items() if k != "register.enabled")
+    return ", ".join(f"{k}={v}" for k, v in overrides.items())

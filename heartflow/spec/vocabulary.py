@@ -58,3 +58,14 @@ def register_plugin_activation(name: str) -> None:
     """Allow ``name`` in specs (called by opt-in plugins, see heartflow.model.activations)."""
     if name not in _plugin_activations:
         _plugin_activations.append(name)
+
+
+def improvement(metric: str, new: float, old: float) -> float:
+    """How much better ``new`` is than ``old`` on ``metric`` (positive: better), whichever
+    way the metric points. The one home of metric direction: promotion, ranking, sweeps."""
+    return new - old if metric in HIGHER_IS_BETTER else old - new
+
+
+def rank_value(metric: str, value: float) -> float:
+    """A sort key that puts the best value of ``metric`` first (ascending sort)."""
+    return -value if metric in HIGHER_IS_BETTER else value

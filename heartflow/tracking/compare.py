@@ -1,31 +1,27 @@
-"""How runs are ranked and chosen: `heartflow compare`, and the sweep's choice.
-
-Runs are ranked on development rows only: the cross-validation mean when the runs were
-cross-validated (on training + validation rows), else the metric on the validation rows.
-Test metrics are shown, with their 95% intervals, and never used to rank. A metric that
-is undefined (NaN) ranks last and is never chosen.
-"""
+"""`heartflow compare`: the runs of an experiment or a sweep, read from MLflow and ranked
+(on development rows; :mod:`heartflow.evaluation.ranking` says how)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import math
 import re
 from typing import Any
 
-import numpy as np
+from rich.console import Console
+from rich.table import Table
 
 from heartflow.errors import HeartflowError
-from heartflow.spec.vocabulary import HIGHER_IS_BETTER
+from heartflow.evaluation.ranking import defined as _defined
+from heartflow.evaluation.ranking import rank_key
+from heartflow.tracking import names as N
+from heartflow.tracking.store import client
 
 NOISE_PARAMS = {"description", "register.model_name", "register.enabled", "sweep.trials"}
 
 
 def _runs(target: str) -> tuple[list[Any], str | None, list[str] | None]:
-    from heartflow.tracking.runs import client
-
     c = client()
     if re.fullmatch(r"[0-9a-f]{32}", target):
         try:
@@ -43,7 +39,7 @@ def _runs(target: str) -> tuple[list[Any], str | None, list[str] | None]:
         raise HeartflowError(f"no experiment or run called {target!r}; experiments: "
                              + ", ".join(e.name for e in c.search_experiments()))
     runs = c.search_runs([experiment.experiment_id], max_results=5000)
-    return [r for r in runs if "heartflow.sweep" not in r.data.tags], None, None
+    return [r for r in runs if N.SWEEP not in r.data.tags], None, None
 
 
 def rows_for(target: str, metric: str | None = None) -> tuple[list[dict[str, Any]], str,
@@ -59,17 +55,16 @@ def rows_for(target: str, metric: str | None = None) -> tuple[list[dict[str, Any
             keys |= set(run.data.params)
         varied = sorted(k for k in keys - NOISE_PARAMS
                         if len({run.data.params.get(k) for run in finished
-                                if "heartflow.baseline" not in run.data.tags}) > 1)
+                                if N.BASELINE not in run.data.tags}) > 1)
     rows = []
     for run in finished:
         m, tags = run.data.metrics, run.data.tags
         row: dict[str, Any] = {
             "run": run.info.run_name or run.info.run_id[:8], "run_id": run.info.run_id,
             "status": run.info.status,
-            "kind": f"baseline:{tags['heartflow.baseline']}" if "heartflow.baseline" in tags
-            else "network"}
+            "kind": f"baseline:{tags[N.BASELINE]}" if N.BASELINE in tags else "network"}
         try:
-            overrides = json.loads(tags.get("heartflow.overrides") or "{}")
+            overrides = json.loads(tags.get(N.OVERRIDES) or "{}")
         except ValueError:
             overrides = {}
         for key in varied:
@@ -81,83 +76,16 @@ def rows_for(target: str, metric: str | None = None) -> tuple[list[dict[str, Any
         row[f"test_{metric}"] = m.get(f"test_{metric}")
         row[f"test_{metric}_ci"] = (m.get(f"test_{metric}_ci_low"),
                                     m.get(f"test_{metric}_ci_high"))
-        row["test_rows"] = tags.get("heartflow.split.test", "")
-        row["parameters"] = tags.get("heartflow.parameters", "")
-        row["epochs_run"] = tags.get("heartflow.epochs_run", "")
+        row["test_rows"] = tags.get(N.split_size("test"), "")
+        row["parameters"] = tags.get(N.PARAMETERS, "")
+        row["epochs_run"] = tags.get(N.EPOCHS_RUN, "")
         row["train_seconds"] = m.get("train_seconds")
         rows.append(row)
     key = f"cv_{metric}" if any(f"cv_{metric}" in r for r in rows) else f"validation_{metric}"
-    rows.sort(key=lambda row: _rank_key(row.get(key), metric))
+    rows.sort(key=lambda row: rank_key(row.get(key), metric))
     for i, row in enumerate(rows, start=1):
         row["rank"] = i if _defined(row.get(key)) else ""
     return rows, metric, varied
-
-
-def _defined(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not math.isnan(value)
-
-
-def _rank_key(value: Any, metric: str) -> float:
-    if not _defined(value):
-        return math.inf  # undefined: last, never chosen
-    return -value if metric in HIGHER_IS_BETTER else value
-
-
-def selection_score(outcome: dict[str, Any], metric: str) -> tuple[float, str]:
-    """What a finished run is chosen by: (CV mean, 'cv') or (validation metric, 'validation')."""
-    if metric in outcome.get("cv", {}):
-        return float(outcome["cv"][metric][0]), "cv"
-    value = outcome.get("validation", {}).get(metric)
-    return (float(value), "validation") if value is not None else (math.nan, "none")
-
-
-def choose(outcomes: list[dict[str, Any]], metric: str, task: str,
-           threshold: float) -> dict[str, Any]:
-    """Rank runs on development rows; say whether the leader beats the runner-up.
-
-    The leader and runner-up are compared on the same rows: fold by fold (Student t) when
-    both were cross-validated on the same folds, else by a paired bootstrap on the same
-    validation rows. Returns the ranked outcomes and a sentence for the user.
-    """
-    from heartflow.evaluation.intervals import paired_difference, paired_fold_difference
-
-    scored = [(selection_score(o, metric), o) for o in outcomes]
-    ranked = [o for (value, _source), o in sorted(
-        scored, key=lambda item: _rank_key(item[0][0], metric)) if _defined(value)]
-    out: dict[str, Any] = {"ranked": ranked, "source": scored[0][0][1] if scored else "none",
-                           "distinguishable": None, "summary": "no run has a defined "
-                           f"development-row {metric}"}
-    if not ranked:
-        return out
-    leader = ranked[0]
-    out["summary"] = f"chosen by {out['source']} {metric}: {leader['run_id']}"
-    if len(ranked) < 2:
-        return out
-    runner = ranked[1]
-    sign = 1 if metric in HIGHER_IS_BETTER else -1
-    if out["source"] == "cv" and leader.get("cv_scores", {}).get(metric) and \
-            len(leader["cv_scores"][metric]) == len(runner.get("cv_scores", {}).get(metric, [])):
-        diff, low, high = paired_fold_difference(leader["cv_scores"][metric],
-                                                 runner["cv_scores"][metric])
-        how = f"fold by fold over {len(leader['cv_scores'][metric])} folds"
-    elif leader.get("validation_output") and \
-            leader.get("validation_labels") == runner.get("validation_labels"):
-        diff, low, high = paired_difference(task, np.asarray(leader["validation_labels"]),
-                                            np.asarray(leader["validation_output"]),
-                                            np.asarray(runner["validation_output"]),
-                                            threshold, metric)
-        how = f"paired bootstrap on the same {len(leader['validation_labels'])} validation rows"
-    else:
-        out["summary"] += "; the runner-up was scored on other rows: no paired comparison"
-        return out
-    clear = sign * low > 0 if sign > 0 else sign * high > 0
-    out["distinguishable"] = bool(clear)
-    out["difference"] = [diff, low, high]
-    verdict = "better than" if clear else "not distinguishable from"
-    out["summary"] = (f"leader {leader['run_id'][:8]} is {verdict} the runner-up "
-                      f"{runner['run_id'][:8]}: {metric} difference {diff:+.4f} "
-                      f"[{low:+.4f}, {high:+.4f}] ({how}, 95%)")
-    return out
 
 
 def render(rows: list[dict[str, Any]], metric: str, varied: list[str], fmt: str) -> str:
@@ -177,9 +105,6 @@ def render(rows: list[dict[str, Any]], metric: str, varied: list[str], fmt: str)
         writer.writeheader()
         writer.writerows(rows)
         return out.getvalue()
-    from rich.console import Console
-    from rich.table import Table
-
     source = "CV (development rows)" if cv else "validation rows"
     table = Table(title=f"ranked by {metric} on {source}; test is reported, not used to rank",
                   caption="undefined figures rank last; intervals are 95%")

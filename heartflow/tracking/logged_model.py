@@ -8,18 +8,17 @@ activations the network uses travel with it as MLflow ``code_paths``.
 from __future__ import annotations
 
 import importlib.metadata as md
-import json
 import os
 import tempfile
 import warnings
-from typing import Any
 
 import pandas as pd
 
-from heartflow.data.encoder import TabularEncoder
 from heartflow.errors import DataError
-from heartflow.model.scorer import Scorer, model_meta
-from heartflow.spec.schema import Spec
+from heartflow.model.meta import ModelMeta
+from heartflow.model.plugins import plugin_code_paths
+from heartflow.model.scorer import Scorer
+from heartflow.tracking import names as N
 
 ENTRY = os.path.join(os.path.dirname(__file__), "model_entry.py")
 KERAS_ARTIFACT, ENCODER_ARTIFACT, META_ARTIFACT = "keras_model", "encoder", "meta"
@@ -35,45 +34,30 @@ def _requirements() -> list[str]:
     return reqs
 
 
-def signature(meta: dict[str, Any]):
+def signature(meta: ModelMeta):
     """Input: the raw feature columns (any type, scored by the training rules)."""
-    from mlflow.models import ModelSignature
+    from mlflow.models import ModelSignature  # lazy: MLflow costs 1.3 s to import
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
-    inputs = Schema([ColSpec(AnyType(), name) for name in [*meta["numeric"],
-                                                           *meta["categorical"]]])
+    inputs = Schema([ColSpec(AnyType(), name) for name in meta.columns])
     imputed = ColSpec("long", "imputed")  # feature values missing in the row, imputed
-    if meta["task"] == "binary":
+    if meta.task == "binary":
         outputs = Schema([ColSpec("double", "probability"), ColSpec("long", "prediction"),
                           imputed])
-    elif meta["task"] == "multiclass":
-        outputs = Schema([*(ColSpec("double", f"probability_{c}") for c in meta["classes"]),
+    elif meta.task == "multiclass":
+        outputs = Schema([*(ColSpec("double", f"probability_{c}") for c in meta.classes),
                           ColSpec("string", "prediction"), imputed])
     else:
         outputs = Schema([ColSpec("double", "prediction"), imputed])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-def log_model(run_id: str, experiment_id: str, spec: Spec, encoder: TabularEncoder, network,
-              classes: list[str], example: pd.DataFrame) -> str:
-    """Save network, encoder and meta and log them as a pyfunc; returns the model URI."""
-    from heartflow.model.activations import plugin_modules
-
-    plugins = plugin_modules([layer.activation for layer in spec.model.hidden])
-    return log_scorer(run_id, experiment_id, Scorer(encoder, network,
-                                                    model_meta(spec, encoder, classes, plugins)),
-                      example)
-
-
 def log_scorer(run_id: str, experiment_id: str, scorer: Scorer, example: pd.DataFrame) -> str:
     """Log a Scorer (network, encoder, meta; plugin code) as a pyfunc; returns the model URI."""
-    import mlflow.pyfunc
+    import mlflow.pyfunc  # lazy: MLflow
     from mlflow.models import Model
 
-    from heartflow.model.plugins import plugin_code_paths
-
     encoder, network, meta = scorer.encoder, scorer.network, scorer.meta
-    plugins = list(meta.get("plugins", []))
     with tempfile.TemporaryDirectory(prefix="heartflow-model-") as tmp:
         keras_path = os.path.join(tmp, "network.keras")
         network.save(keras_path)
@@ -81,18 +65,18 @@ def log_scorer(run_id: str, experiment_id: str, scorer: Scorer, example: pd.Data
         encoder.save(encoder_path)
         meta_path = os.path.join(tmp, "meta.json")
         with open(meta_path, "w", encoding="utf-8") as fh:
-            json.dump(meta, fh, indent=1)
+            fh.write(meta.to_json())
         example = example.astype(object).where(example.notna(), None)
-        logged = mlflow.initialize_logged_model(name="model", source_run_id=run_id,
+        logged = mlflow.initialize_logged_model(name=N.MODEL_ARTIFACT, source_run_id=run_id,
                                                 experiment_id=experiment_id)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*type hints.*")
             info = Model.log(
-                artifact_path=None, name="model", flavor=mlflow.pyfunc, run_id=run_id,
+                artifact_path=None, name=N.MODEL_ARTIFACT, flavor=mlflow.pyfunc, run_id=run_id,
                 model_id=logged.model_id, python_model=ENTRY,
                 artifacts={KERAS_ARTIFACT: keras_path, ENCODER_ARTIFACT: encoder_path,
                            META_ARTIFACT: meta_path},
-                code_paths=plugin_code_paths(plugins) or None,
+                code_paths=plugin_code_paths(list(meta.plugins)) or None,
                 signature=signature(meta), input_example=example,
                 pip_requirements=_requirements())
     return info.model_uri
@@ -100,7 +84,7 @@ def log_scorer(run_id: str, experiment_id: str, scorer: Scorer, example: pd.Data
 
 def python_model_class():
     """The MLflow PythonModel class that wraps a :class:`Scorer` (used by model_entry)."""
-    import mlflow.pyfunc
+    import mlflow.pyfunc  # lazy: MLflow
 
     class HeartflowModel(mlflow.pyfunc.PythonModel):
         """MLflow pyfunc wrapper around :class:`Scorer`."""
@@ -119,7 +103,7 @@ def python_model_class():
 
 def load_scorer(model_uri: str) -> Scorer:
     """Load a logged or registered heartflow model (``models:/name@champion``) as a Scorer."""
-    import mlflow.pyfunc
+    import mlflow.pyfunc  # lazy: MLflow
 
     model = mlflow.pyfunc.load_model(model_uri)
     scorer = getattr(model.unwrap_python_model(), "scorer", None)

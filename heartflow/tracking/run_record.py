@@ -1,20 +1,37 @@
-"""What every training run records at its start, written once for in-memory and streamed data:
-parameters flattened from the resolved spec, tags (data fingerprint, split sizes, seed,
-devices, versions), the spec as given and as resolved, the encoder, the swept values."""
+"""What a training run records, step by step, written once for in-memory and streamed data:
+
+- at its start: parameters flattened from the resolved spec, tags (data fingerprint, split
+  sizes, seed, devices, versions), the data as an MLflow dataset input, the spec as given
+  and as resolved, the encoder, the population summary, the split manifest, swept values;
+- after training: the per-epoch history, epochs run and parameters;
+- the settled decision threshold and how it was set;
+- the test evaluation (metrics, plots, report, subgroups; undefined figures and why);
+- cross-validation (fold summaries, the pooled out-of-fold report);
+- each baseline as a sibling run.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
 
+from heartflow.data.summary import population_summary
+from heartflow.evaluation.heldout import UNDEFINED_REASON, Evaluation
+from heartflow.evaluation.subgroups import subgroup_table
+from heartflow.model.builder import count_parameters
+from heartflow.model.devices import device_facts
+from heartflow.model.training import TrainResult
 from heartflow.spec.loading import LoadedSpec
-from heartflow.tracking.registry import MANIFEST_ARTIFACT
-from heartflow.tracking.runs import Recorder, environment_tags, flatten, set_default_view
-
-POPULATION_ARTIFACT = "data/population.json"
+from heartflow.tracking import names as N
+from heartflow.tracking.recorder import Recorder, environment_tags, flatten, tracked_run
+from heartflow.tracking.store import set_default_view
 
 
 def spec_hash(loaded: LoadedSpec) -> str:
@@ -25,29 +42,22 @@ def spec_hash(loaded: LoadedSpec) -> str:
 
 def run_tags(loaded: LoadedSpec, data: Any) -> dict[str, object]:
     """Run tags: data fingerprint, split sizes, versions, seed, devices."""
-    from heartflow.model.builder import count_parameters
-    from heartflow.model.devices import device_tags
-
-    return {"heartflow.spec_name": loaded.spec.name, "heartflow.spec_path": loaded.path,
-            "heartflow.spec_hash": spec_hash(loaded),
-            "heartflow.data_sha256": data.sha256, "heartflow.data_source": data.source,
-            "heartflow.rows": data.rows,
-            "heartflow.streaming": "true" if data.streaming else "false",
-            **{f"heartflow.split.{k}": v for k, v in data.sizes().items()},
-            "heartflow.seed": loaded.spec.train.seed,
-            "heartflow.input_width": data.width,
-            "heartflow.missing_rule": "see preprocessing/encoder.json (median/mode/unseen=zeros)",
-            "mlflow.note.content": loaded.spec.description or "",
+    spec = loaded.spec
+    devices = device_facts(spec.train.device, count_parameters(spec, data.width))
+    return {N.SPEC_NAME: spec.name, N.SPEC_PATH: loaded.path, N.SPEC_HASH: spec_hash(loaded),
+            N.DATA_SHA256: data.sha256, N.DATA_SOURCE: data.source, N.ROWS: data.rows,
+            N.STREAMING: "true" if data.streaming else "false",
+            **{N.split_size(k): v for k, v in data.sizes().items()},
+            N.SEED: spec.train.seed, N.INPUT_WIDTH: data.width,
+            N.MISSING_RULE: "see preprocessing/encoder.json (median/mode/unseen=zeros)",
+            "mlflow.note.content": spec.description or "",
             "mlflow.source.name": loaded.path, "mlflow.source.type": "LOCAL",
-            **environment_tags(), **device_tags(loaded.spec.train.device,
-                                                  count_parameters(loaded.spec, data.width))}
+            **environment_tags(), **{N.device(k): v for k, v in devices.items()}}
 
 
 def dataset_input(loaded: LoadedSpec, data: Any) -> tuple[str, str, str, dict[str, Any], int]:
     """(name, digest, source, schema, rows) of the run's data for MLflow's dataset input:
     named after the file, its digest the data sha256, its schema the spec's typed columns."""
-    import os
-
     feats = loaded.spec.data.features
     target = loaded.spec.data.target_spec.column
     schema = {"mlflow_colspec": [
@@ -66,29 +76,111 @@ def record_run_inputs(recorder: Recorder, loaded: LoadedSpec, data: Any,
     recorder.tags({**run_tags(loaded, data), **(extra_tags or {})})
     recorder.dataset(*dataset_input(loaded, data))
     set_default_view(recorder.experiment_id, spec.promotion_metric)
-    recorder.text(loaded.text, "spec/spec.yaml")
+    recorder.text(loaded.text, N.SPEC_ARTIFACT)
     recorder.text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False),
-                  "spec/resolved.yaml")
+                  N.RESOLVED_SPEC_ARTIFACT)
     recorder.text(json.dumps(data.encoder.to_dict(), indent=1, sort_keys=True),
-                  "preprocessing/encoder.json")
+                  N.ENCODER_ARTIFACT)
     dataset = getattr(data, "dataset", None)
     if dataset is not None:  # in memory: who the rows are (read by the model card)
-        from heartflow.data.summary import population_summary
-
         feats = spec.data.features
         parts = {name: getattr(data.split, name) for name in ("train", "validation", "test")}
         recorder.text(json.dumps(population_summary(dataset.features, dataset.y,
                                                     list(feats.numeric),
                                                     list(feats.categorical), parts,
                                                     spec.task == "binary"), indent=1),
-                      POPULATION_ARTIFACT)
+                      N.POPULATION_ARTIFACT)
     manifest = data.manifest()
     if manifest is not None:  # which rows trained, validated and tested (the fair gate)
-        recorder.text(manifest.to_csv(index=False), MANIFEST_ARTIFACT)
+        recorder.text(manifest.to_csv(index=False), N.MANIFEST_ARTIFACT)
     if loaded.overrides:
-        shown = {k: v for k, v in loaded.overrides.items() if k != "register.enabled"}
-        recorder.tags({"heartflow.overrides": json.dumps(shown)})
+        shown = dict(loaded.overrides)
+        recorder.tags({N.OVERRIDES: json.dumps(shown)})
         # The swept values as their own params, so MLflow's compare view and its
         # parallel-coordinates chart show them first (0 units = no hidden layer).
         recorder.params({f"axis.{k}": json.dumps(v) if isinstance(v, (list, dict))
                          else str(v) for k, v in shown.items()})
+
+
+def record_training(recorder: Recorder, result: TrainResult) -> None:
+    """Per-epoch metrics and training facts."""
+    recorder.history(result.history)
+    recorder.tags({N.EPOCHS_RUN: result.epochs_run, N.BEST_EPOCH: result.best_epoch or "",
+                   N.PARAMETERS: result.model.count_params()})
+    recorder.metrics({"train_seconds": result.seconds, "epochs_run": result.epochs_run})
+
+
+def record_threshold(recorder: Recorder, threshold: float | None, rule: str) -> None:
+    """The decision threshold in force and how it was set (binary models)."""
+    if threshold is not None:
+        recorder.tags({N.THRESHOLD: repr(float(threshold)), N.THRESHOLD_RULE: rule})
+
+
+def record_evaluation(recorder: Recorder, evaluation: Evaluation, plots_folder: str,
+                      report_html: str | None) -> None:
+    """Test metrics (NaN ones as tags saying why), plots, the clinical report and subgroups."""
+    recorder.directory(plots_folder, N.PLOTS_FOLDER)
+    if report_html is not None:
+        recorder.text(report_html, N.REPORT_ARTIFACT)
+    if evaluation.subgroups:
+        recorder.text(subgroup_table(evaluation.subgroups).to_csv(index=False),
+                      N.SUBGROUPS_ARTIFACT)
+        recorder.metrics(subgroup_metrics(evaluation))
+    recorder.metrics(evaluation.as_metrics())
+    undefined = [k for k, v in evaluation.metrics.items() if v != v]
+    if undefined:  # NaN is not logged as a metric: say so, and why
+        recorder.tags({N.undefined(f"test_{k}"): UNDEFINED_REASON.get(k, "undefined")
+                       for k in undefined})
+
+
+def subgroup_metrics(evaluation: Evaluation) -> dict[str, float]:
+    """``subgroup/<column>/<level>/<figure>`` metrics (MLflow-safe names)."""
+    out = {}
+    for g in evaluation.subgroups:
+        level = re.sub(r"[^A-Za-z0-9_.-]+", "_", g.level).strip("_") or "level"
+        key = f"subgroup/{g.column}/{level}"
+        out[f"{key}/rows"], out[f"{key}/cases"] = float(g.rows), float(g.cases)
+        for name in ("roc_auc", "calibration_slope", "calibration_intercept"):
+            out[f"{key}/{name}"] = g.report.values[name]
+    return out
+
+
+def record_cv(recorder: Recorder, summary: Any, pooled_html: str | None,
+              plots_folder: str | None) -> None:
+    """Fold summaries (cv_<metric>_mean/_ci95) and the pooled out-of-fold report."""
+    recorder.metrics(summary.as_metrics())
+    pooled = summary.pooled_report
+    if pooled is not None:
+        recorder.metrics(pooled.as_metrics("cv_pooled_"))
+    if pooled_html is not None:
+        recorder.text(pooled_html, N.CV_REPORT_ARTIFACT)
+    if plots_folder is not None:
+        recorder.directory(plots_folder, N.PLOTS_FOLDER)
+
+
+@contextlib.contextmanager
+def baseline_run(spec_name: str, name: str, parent: Recorder, data: Any,
+                 parent_run_id: str | None) -> Iterator[Recorder]:
+    """A sibling run for one baseline fitted on the run's identical split and encoding."""
+    tags = {N.BASELINE: name, N.BASELINE_FOR: parent.run_id, N.SPEC_NAME: spec_name,
+            N.DATA_SHA256: data.sha256, **{N.split_size(k): str(v)
+                                           for k, v in data.sizes().items()}}
+    with tracked_run(spec_name, f"baseline-{name}", tags=tags,
+                     parent_run_id=parent_run_id) as recorder:
+        yield recorder
+
+
+def record_baseline(recorder: Recorder, name: str, result: Any) -> None:
+    """A baseline's parameters, test and validation figures, time and CV."""
+    recorder.params({"baseline": name, **{f"estimator.{k}": v
+                                          for k, v in result.params.items()}})
+    recorder.metrics({f"test_{k}": v for k, v in result.metrics.items()})
+    recorder.metrics({f"validation_{k}": v for k, v in (result.validation or {}).items()})
+    recorder.metrics({"train_seconds": result.seconds})
+    if result.cv is not None:
+        recorder.metrics(result.cv.as_metrics())
+
+
+def record_registration(recorder: Recorder, name: str, version: str) -> None:
+    """Which registered version this run became."""
+    recorder.tags({N.REGISTERED_MODEL: name, N.REGISTERED_VERSION: version})

@@ -281,7 +281,7 @@ def test_mlflow_ui_shows_sweep_children_and_metrics_in_a_browser(tmp_path: Path,
         experiment = result["experiment_id"]
         # The experiment opens as model training (not GenAI), in heartflow's view: the
         # dataset, source and figure columns, sweep children listed, ranked by validation.
-        from heartflow.tracking.runs import runs_page as page_of
+        from heartflow.tracking.store import runs_page as page_of
 
         url = page_of(f"http://127.0.0.1:{port}", experiment)
         runs_page = _dom(url)

@@ -4,6 +4,7 @@ leader is compared with the runner-up on the same rows."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,12 +14,18 @@ from heartflow.evaluation.intervals import (
     paired_difference,
     paired_fold_difference,
 )
-from heartflow.tracking.compare import choose
+from heartflow.evaluation.ranking import choose
 
 
-def _outcome(run_id: str, validation: float, test: float, **extra) -> dict:
-    return {"run_id": run_id, "validation": {"roc_auc": validation},
-            "metrics": {"roc_auc": test}, **extra}
+def _run(**fields) -> SimpleNamespace:
+    """A finished run as the ranking reads it (a RunOutcome's fields)."""
+    return SimpleNamespace(**{"cv": {}, "cv_scores": {}, "validation": {},
+                              "validation_output": [], "validation_labels": [], **fields})
+
+
+def _outcome(run_id: str, validation: float, test: float, **extra) -> SimpleNamespace:
+    return _run(run_id=run_id, validation={"roc_auc": validation},
+                metrics={"roc_auc": test}, **extra)
 
 
 def test_best_on_test_but_worst_on_validation_is_not_chosen() -> None:
@@ -26,16 +33,16 @@ def test_best_on_test_but_worst_on_validation_is_not_chosen() -> None:
               _outcome("b" * 32, validation=0.90, test=0.80),
               _outcome("c" * 32, validation=0.80, test=0.85)]
     choice = choose(trials, "roc_auc", "binary", 0.5)
-    assert [o["run_id"][0] for o in choice["ranked"]] == ["b", "c", "a"]
+    assert [o.run_id[0] for o in choice["ranked"]] == ["b", "c", "a"]
     assert choice["source"] == "validation"
 
 
 def test_lower_is_better_metrics_and_undefined_figures() -> None:
-    trials = [{"run_id": "x" * 32, "validation": {"log_loss": 0.50}},
-              {"run_id": "y" * 32, "validation": {"log_loss": math.nan}},
-              {"run_id": "z" * 32, "validation": {"log_loss": 0.40}}]
+    trials = [_run(run_id="x" * 32, validation={"log_loss": 0.50}),
+              _run(run_id="y" * 32, validation={"log_loss": math.nan}),
+              _run(run_id="z" * 32, validation={"log_loss": 0.40})]
     choice = choose(trials, "log_loss", "binary", 0.5)
-    assert [o["run_id"][0] for o in choice["ranked"]] == ["z", "x"]  # NaN never chosen
+    assert [o.run_id[0] for o in choice["ranked"]] == ["z", "x"]  # NaN never chosen
 
 
 def test_cross_validation_wins_over_validation_and_is_compared_fold_by_fold() -> None:
@@ -46,14 +53,14 @@ def test_cross_validation_wins_over_validation_and_is_compared_fold_by_fold() ->
     close = base + rng.normal(0, 0.01, 10)        # same quality, noise only
     better = base + 0.05 + rng.normal(0, 0.005, 10)
     for other, should_differ in ((close, False), (better, True)):
-        trials = [{"run_id": "l" * 32, "cv": {"roc_auc": [float(other.mean()), 0.0]},
-                   "cv_scores": {"roc_auc": other.tolist()}, "validation": {"roc_auc": 0.1}},
-                  {"run_id": "r" * 32, "cv": {"roc_auc": [float(base.mean()), 0.0]},
-                   "cv_scores": {"roc_auc": base.tolist()}, "validation": {"roc_auc": 0.9}}]
+        trials = [_run(run_id="l" * 32, cv={"roc_auc": [float(other.mean()), 0.0]},
+                       cv_scores={"roc_auc": other.tolist()}, validation={"roc_auc": 0.1}),
+                  _run(run_id="r" * 32, cv={"roc_auc": [float(base.mean()), 0.0]},
+                       cv_scores={"roc_auc": base.tolist()}, validation={"roc_auc": 0.9})]
         choice = choose(trials, "roc_auc", "binary", 0.5)
         assert choice["source"] == "cv"
         leader, runner = choice["ranked"][0], choice["ranked"][1]
-        a, b = np.array(leader["cv_scores"]["roc_auc"]), np.array(runner["cv_scores"]["roc_auc"])
+        a, b = np.array(leader.cv_scores["roc_auc"]), np.array(runner.cv_scores["roc_auc"])
         # The interval excludes 0 exactly when scipy's paired t-test rejects at 5%.
         assert choice["distinguishable"] == (ttest_rel(a, b).pvalue < 0.05)
         assert choice["distinguishable"] is should_differ

@@ -71,7 +71,7 @@ def test_better_model_is_promoted_worse_and_equal_are_not(tmp_path, prefect_serv
     assert strong["promoted"] is True and "better by the margin" in strong["decision"]
     assert registry.alias_version(MODEL, "champion") == "2"
     tags = _client().get_model_version(MODEL, "2").tags
-    assert tags[registry.PREVIOUS_TAG] == "1"
+    assert tags["heartflow.previous_champion"] == "1"
     assert float(tags["heartflow.promotion.champion_score"]) == pytest.approx(
         weak["metrics"]["roc_auc"], abs=1e-6)  # the champion was re-scored on these rows
 
@@ -132,8 +132,10 @@ def test_failed_registration_leaves_aliases_unchanged(tmp_path, prefect_server,
     def store_went_away(*args, **kwargs):
         raise RuntimeError("model registry unavailable")
 
+    from heartflow.pipelines import training as flow
+
     with monkeypatch.context() as patched, pytest.raises(RuntimeError):
-        patched.setattr(registry, "register_version", store_went_away)
+        patched.setattr(flow, "register_version", store_went_away)
         train(tmp_path, **STRONG)
     client = _client()
     assert [str(v.version) for v in client.search_model_versions(f"name='{MODEL}'")] == ["1"]
@@ -146,7 +148,7 @@ def test_failed_registration_leaves_aliases_unchanged(tmp_path, prefect_server,
 
 def test_interrupt_while_logging_the_model_marks_run_killed(tmp_path, prefect_server,
                                                             monkeypatch) -> None:
-    from heartflow.tracking import logged_model as packaging
+    from heartflow.pipelines import training as flow
 
     train(tmp_path, **WEAK)
 
@@ -154,7 +156,7 @@ def test_interrupt_while_logging_the_model_marks_run_killed(tmp_path, prefect_se
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
-        patched.setattr(packaging, "log_model", interrupted)
+        patched.setattr(flow, "log_scorer", interrupted)
         train(tmp_path, **STRONG)
     client = _client()
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()],

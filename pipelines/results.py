@@ -1,13 +1,18 @@
-"""What one run produced: returned by the flow, printed by the CLI, shown by notebooks."""
+"""What the flows return: typed results, printed by the CLI, shown by notebooks.
+
+- :class:`RunOutcome`: one training run (``heartflow run``, a sweep trial, a retraining);
+- :class:`TrialResult`: one trial of a sweep, finished or failed.
+"""
 
 from __future__ import annotations
 
 import html
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
-UNDEFINED_REASON = {
-    "roc_auc": "needs both classes among the rows", "pr_auc": "needs a positive row",
-    "r2": "the target is constant on these rows"}
+from heartflow.evaluation.heldout import UNDEFINED_REASON
+from heartflow.evaluation.subgroups import subgroup_table
+from heartflow.model.builder import count_parameters
 
 
 @dataclass
@@ -53,6 +58,40 @@ class RunOutcome:
     def as_dict(self) -> dict[str, object]:
         """Plain data."""
         return asdict(self)
+
+    @classmethod
+    def of(cls, spec: Any, data: Any, result: Any, evaluation: Any, summary: Any,
+           baselines: dict[str, dict[str, float]], threshold: float | None, rule: str,
+           recorder: Any, model_name: str | None, version: str | None, decision: Any
+           ) -> RunOutcome:
+        """The outcome of one tracked run, from what its steps returned."""
+        return cls(
+            spec_name=spec.name, run_id=recorder.run_id, experiment_id=recorder.experiment_id,
+            input_width=data.width, parameters=count_parameters(spec, data.width),
+            metrics=evaluation.metrics, test_rows=evaluation.test_rows, split=data.sizes(),
+            intervals={k: list(v) for k, v in evaluation.intervals.items()},
+            calibration=evaluation.calibration, validation=evaluation.validation,
+            validation_rows=evaluation.validation_rows,
+            validation_output=evaluation.validation_output,
+            validation_labels=evaluation.validation_labels,
+            epochs_run=result.epochs_run, epochs_planned=spec.train.epochs,
+            best_epoch=result.best_epoch, train_seconds=result.seconds,
+            model_name=model_name, version=version,
+            promoted=decision.promoted if decision else None,
+            decision=decision.reason if decision else "",
+            gate_rows=decision.gate_rows if decision else None,
+            undecided=bool(decision and decision.undecided), data_sha256=data.sha256,
+            cv={m: [summary.mean(m), summary.ci95(m)] for m in summary.scores}
+            if summary else {},
+            cv_scores=dict(summary.scores) if summary else {},
+            cv_folds=summary.folds if summary else 0, baselines=baselines,
+            plots={p.rsplit("/", 1)[-1].removesuffix(".png"): f"plots/{p.rsplit('/', 1)[-1]}"
+                   for p in evaluation.plots},
+            threshold=threshold, threshold_rule=rule,
+            subgroups=(subgroup_table(evaluation.subgroups).to_dict("records")
+                       if evaluation.subgroups else []),
+            cv_pooled=summary.pooled_metrics() if summary else {},
+            extra={"streaming": data.streaming, "rows": data.rows})
 
     @property
     def model_uri(self) -> str | None:
@@ -137,3 +176,32 @@ class RunOutcome:
                        for k, v in self.rows())
         return (f"<table><caption>heartflow run: {html.escape(self.spec_name)}</caption>"
                 f"{body}</table>")
+
+
+@dataclass
+class TrialResult:
+    """One trial of a sweep: its outcome when it finished, else the FAILED run and why."""
+
+    number: int
+    overrides: dict[str, Any]
+    ok: bool
+    seconds: float
+    outcome: RunOutcome | None = None
+    run_id: str | None = None  # the FAILED child run, when the trial failed
+    error: str = ""
+    worker: str = ""  # the Prefect worker that ran it (``--pool``)
+
+    @property
+    def label(self) -> str:
+        """The swept values, e.g. ``model.hidden.0.units=8``."""
+        return ", ".join(f"{k}={v}" for k, v in self.overrides.items())
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready with ``default=str``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialResult:
+        """Back from :meth:`as_dict` (a pool worker's JSON)."""
+        outcome = data.get("outcome")
+        return cls(**{**data, "outcome": RunOutcome(**outcome) if outcome else None})

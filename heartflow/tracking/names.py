@@ -1,0 +1,137 @@
+"""Every MLflow name heartflow writes or reads: tags, artifact paths, experiments, aliases.
+
+One home, so a reader finds what a run, a version or an experiment carries in one place,
+and a writer and its reader can never spell a name two ways (the way Ludwig keeps its
+keys in ``constants.py``). Names that take a part (a split, a site, a metric) are
+functions.
+"""
+
+from __future__ import annotations
+
+PREFIX = "heartflow."
+
+# -- aliases of registered versions --------------------------------------------------------
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+# -- run tags: what the run trained on and how ---------------------------------------------
+SPEC_NAME = "heartflow.spec_name"
+SPEC_PATH = "heartflow.spec_path"
+SPEC_HASH = "heartflow.spec_hash"
+DATA_SHA256 = "heartflow.data_sha256"
+DATA_SOURCE = "heartflow.data_source"
+ROWS = "heartflow.rows"
+STREAMING = "heartflow.streaming"
+SEED = "heartflow.seed"
+INPUT_WIDTH = "heartflow.input_width"
+MISSING_RULE = "heartflow.missing_rule"
+OVERRIDES = "heartflow.overrides"
+EPOCHS_RUN = "heartflow.epochs_run"
+BEST_EPOCH = "heartflow.best_epoch"
+PARAMETERS = "heartflow.parameters"
+THRESHOLD = "heartflow.threshold"
+THRESHOLD_RULE = "heartflow.threshold_rule"
+TRAINED_TOGETHER = "heartflow.trained_together"
+STATUS_REASON = "heartflow.status_reason"
+REGISTERED_MODEL = "heartflow.registered_model"
+REGISTERED_VERSION = "heartflow.registered_version"
+BASELINES = "heartflow.baselines"
+BASELINE = "heartflow.baseline"
+BASELINE_FOR = "heartflow.baseline_for"
+PREFECT_FLOW_RUN = "heartflow.prefect_flow_run"
+DEPLOYMENT = "heartflow.deployment"
+
+
+def split_size(part: str) -> str:
+    """Rows of one part of the split (train, validation, test)."""
+    return f"heartflow.split.{part}"
+
+
+def undefined(metric: str) -> str:
+    """Why a metric is undefined (NaN is never logged as a metric)."""
+    return f"heartflow.undefined.{metric}"
+
+
+def library_version(dist: str) -> str:
+    """The installed version of a library the run used."""
+    return f"heartflow.version.{dist}"
+
+
+def device(fact: str) -> str:
+    """Where training ran: requested, used, reason, gpus, cpus."""
+    return f"heartflow.device.{fact}"
+
+
+# -- run tags: which process owns a run (stale-run detection) ------------------------------
+HOST = "heartflow.host"
+PID = "heartflow.pid"
+PID_START = "heartflow.pid_start"
+
+# -- sweeps ---------------------------------------------------------------------------------
+SWEEP = "heartflow.sweep"
+WORKER = "heartflow.worker"
+BEST_RUN = "heartflow.best_run"
+CHOSEN_BY = "heartflow.chosen_by"
+LEADER_VS_RUNNER_UP = "heartflow.leader_vs_runner_up"
+
+# -- the promotion gate and the registry's history (version tags, mirrored on the run) ------
+PREVIOUS_CHAMPION = "heartflow.previous_champion"
+PROMOTION_PREFIX = "heartflow.promotion."
+PROMOTED = "heartflow.promotion.promoted"
+PROMOTION_REASON = "heartflow.promotion.reason"
+PROMOTION_AT = "heartflow.promotion.at"
+ROLLBACK_REPLACED_BY = "heartflow.rollback.replaced_by"
+ROLLBACK_RESTORED_FROM = "heartflow.rollback.restored_from"
+
+
+def promotion(field: str) -> str:
+    """One field of the gate's decision (see ``evaluation.gate.Decision``)."""
+    return f"{PROMOTION_PREFIX}{field}"
+
+
+# -- other sites: evaluations and recalibrations ---------------------------------------------
+SITE_PREFIX = "heartflow.site."  # version tags: heartflow.site.<site> (summary), .<site>.run
+
+
+def site_summary(site: str) -> str:
+    """A version's one-line summary of its figures at a site."""
+    return f"{SITE_PREFIX}{site}"
+
+
+def site_run(site: str) -> str:
+    """The evaluation run behind a site's summary."""
+    return f"{SITE_PREFIX}{site}.run"
+
+
+EVALUATED_MODEL_URI = "heartflow.evaluation.model_uri"
+EVALUATED_SITE = "heartflow.evaluation.site"
+EVALUATED_MODEL_NAME = "heartflow.evaluation.model_name"
+EVALUATED_MODEL_VERSION = "heartflow.evaluation.model_version"
+RECALIBRATED_FROM = "heartflow.recalibrated_from"  # version tag: the source version
+RECALIBRATION = "heartflow.recalibration"  # version tag: "<method> on <site> (<n> rows)"
+RECALIBRATION_MODEL_URI = "heartflow.recalibration.model_uri"
+RECALIBRATION_SITE = "heartflow.recalibration.site"
+RECALIBRATION_METHOD = "heartflow.recalibration.method"
+
+# -- experiments ----------------------------------------------------------------------------
+
+
+def evaluations_experiment(model_name: str | None) -> str:
+    """Where a model's site evaluations and recalibrations are recorded."""
+    return f"{model_name or 'models'}-evaluations"
+
+
+# -- artifact paths within a run -------------------------------------------------------------
+MODEL_ARTIFACT = "model"
+SPEC_ARTIFACT = "spec/spec.yaml"
+RESOLVED_SPEC_ARTIFACT = "spec/resolved.yaml"
+SWEEP_ARTIFACT = "spec/sweep.yaml"
+ENCODER_ARTIFACT = "preprocessing/encoder.json"
+POPULATION_ARTIFACT = "data/population.json"
+MANIFEST_ARTIFACT = "split/manifest.csv"
+PLOTS_FOLDER = "plots"
+REPORT_ARTIFACT = "report.html"
+CV_REPORT_ARTIFACT = "report_cv.html"
+SUBGROUPS_ARTIFACT = "evaluation/subgroups.csv"
+CARD_ARTIFACT = "model_card.md"
+CARD_HTML_ARTIFACT = "model_card.html"

@@ -1,0 +1,49 @@
+"""The promotion gate as one step of a flow: under the registry lock, the champion and the rows
+it has seen come from the registry, evaluation judges, and the registry applies the decision.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+
+from heartflow.errors import RegistryError
+from heartflow.evaluation.gate import Decision, GateRows, judge, score
+from heartflow.model.scorer import Scorer
+from heartflow.pipelines.task_options import RETRYING
+from heartflow.spec.schema import PromoteSpec
+from heartflow.tracking import names as N
+from heartflow.tracking import registry
+from heartflow.tracking.locks import registry_lock
+from heartflow.tracking.logged_model import load_scorer
+
+
+@task(name="promotion-gate", **RETRYING)
+def gate_task(name: str, version: str, run_id: str, challenger: Scorer, rows: GateRows,
+              rule: PromoteSpec, metric: str,
+              baseline_scores: dict[str, float] | None = None) -> Decision:
+    """Make ``version`` the challenger, judge it against the champion, move the aliases."""
+    registry.set_challenger(name, version)
+    with registry_lock(name):
+        champion = registry.alias_version(name, N.CHAMPION)
+        if champion == version:  # a retried step: this version already won
+            value = score(challenger, rows, metric)
+            decision = Decision(True, metric, value, value, champion, "already champion",
+                                len(rows.y), 0)
+        elif champion is None:
+            decision = judge(metric, challenger, rows, min_gate_rows=rule.min_gate_rows,
+                             baseline_scores=baseline_scores)
+        else:
+            decision = judge(metric, challenger, rows, champion=_load(name, champion),
+                             champion_version=champion, seen=registry.seen_keys(name, champion),
+                             min_improvement=rule.min_improvement,
+                             min_gate_rows=rule.min_gate_rows, baseline_scores=baseline_scores)
+        registry.apply_decision(name, version, run_id, decision)
+    return decision
+
+
+def _load(name: str, version: str) -> Scorer:
+    try:
+        return load_scorer(f"models:/{name}/{version}")
+    except Exception as exc:
+        raise RegistryError(f"cannot load champion {name} v{version} to re-score it: "
+                            f"{exc}") from exc

@@ -19,8 +19,7 @@ from heartflow.tracking.logged_model import load_scorer
 
 @task(name="promotion-gate", **RETRYING)
 def gate_task(name: str, version: str, run_id: str, challenger: Scorer, rows: GateRows,
-              rule: PromoteSpec, metric: str,
-              baseline_scores: dict[str, float] | None = None) -> Decision:
+              rule: PromoteSpec, metric: str) -> Decision:
     """Make ``version`` the challenger, judge it against the champion, move the aliases."""
     registry.set_challenger(name, version)
     with registry_lock(name):
@@ -30,13 +29,13 @@ def gate_task(name: str, version: str, run_id: str, challenger: Scorer, rows: Ga
             decision = Decision(True, metric, value, value, champion, "already champion",
                                 len(rows.y), 0)
         elif champion is None:
-            decision = judge(metric, challenger, rows, min_gate_rows=rule.min_gate_rows,
-                             baseline_scores=baseline_scores)
+            decision = judge(metric, challenger, rows, rule=rule.rule,
+                             min_gate_rows=rule.min_gate_rows)
         else:
             decision = judge(metric, challenger, rows, champion=_load(name, champion),
                              champion_version=champion, seen=registry.seen_keys(name, champion),
-                             min_improvement=rule.min_improvement,
-                             min_gate_rows=rule.min_gate_rows, baseline_scores=baseline_scores)
+                             rule=rule.rule, margin=rule.margin,
+                             min_gate_rows=rule.min_gate_rows)
         registry.apply_decision(name, version, run_id, decision)
     return decision
 

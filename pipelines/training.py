@@ -18,7 +18,7 @@ from prefect import flow, task
 
 from heartflow.data.prepare import FrameSource, PreparedData, prepare
 from heartflow.data.sources import resolve_source
-from heartflow.evaluation.baselines import run_baseline
+from heartflow.evaluation.baselines import BaselineResult, run_baseline
 from heartflow.evaluation.cv import CVSummary, cross_validate_network
 from heartflow.evaluation.gate import Decision, GateRows
 from heartflow.evaluation.heldout import Evaluation, evaluate_prepared
@@ -122,17 +122,16 @@ def cv_task(loaded: LoadedSpec, data: PreparedData, threshold: float | None,
 
 @task(name="baselines", **TASK_OPTIONS)
 def baselines_task(loaded: LoadedSpec, data: PreparedData, threshold: float | None,
-                   recorder: Recorder, parent_run_id: str | None
-                   ) -> dict[str, dict[str, float]]:
+                   recorder: Recorder, parent_run_id: str | None) -> list[BaselineResult]:
     """Fit each baseline on the identical split and encoding; log each as a sibling run."""
     spec = loaded.spec
     threshold = spec.evaluate.decision_threshold if threshold is None else threshold
-    results: dict[str, dict[str, float]] = {}
+    results = []
     for name in spec.evaluate.baselines:
         with R.baseline_run(spec.name, name, recorder, data, parent_run_id) as base:
             result = run_baseline(name, spec, data, threshold)
             R.record_baseline(base, name, result)
-        results[name] = result.scores()
+        results.append(result)
     recorder.tags({N.BASELINES: ",".join(spec.evaluate.baselines)})
     return results
 
@@ -211,7 +210,7 @@ def tracked(loaded: LoadedSpec, data: PreparedData, result: TrainResult | None, 
         evaluation = evaluate_task(loaded, data, result, threshold, recorder)
         summary = cv_task(loaded, data, threshold, recorder) if spec.evaluate.cv else None
         baselines = (baselines_task(loaded, data, threshold, recorder, parent_run_id)
-                     if spec.evaluate.baselines else {})
+                     if spec.evaluate.baselines else [])
         scorer = Scorer.trained(spec, data.encoder, result.model, data.classes,
                                 spec.evaluate.decision_threshold if threshold is None
                                 else threshold)
@@ -219,15 +218,18 @@ def tracked(loaded: LoadedSpec, data: PreparedData, result: TrainResult | None, 
                                    dict(extra_tags or {}))
         decision = None
         if registered.version is not None:
-            metric = spec.promotion_metric
             promote = spec.register.promote
+            features, y, keys = data.gate_rows()
+            rows = GateRows(features, y, keys, baselines={  # the same rows (in memory)
+                b.name: b.test_output for b in baselines
+                if b.test_output is not None and len(b.test_output) == len(y)}
+                if promote.must_beat_baselines else {})
             decision = gate_task(registered.name, registered.version, recorder.run_id, scorer,
-                                 GateRows(*data.gate_rows()), promote, metric,
-                                 {b: s[metric] for b, s in baselines.items()}
-                                 if promote.must_beat_baselines else None)
+                                 rows, promote, spec.promotion_metric)
             write_card(registered.name, registered.version)  # model_card.md and .html
-    return RunOutcome.of(spec, data, result, evaluation, summary, baselines, threshold, rule,
-                         recorder, registered.name, registered.version, decision)
+    return RunOutcome.of(spec, data, result, evaluation, summary,
+                         {b.name: b.scores() for b in baselines}, threshold, rule, recorder,
+                         registered.name, registered.version, decision)
 
 
 @flow(name="heartflow-run", persist_result=False, validate_parameters=False)

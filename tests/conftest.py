@@ -34,7 +34,7 @@ train:
   seed: {seed}
 register:
   model_name: {model_name}
-  promote: {{metric: roc_auc, min_improvement: {margin}}}
+  promote: {{metric: roc_auc, rule: point, min_improvement: {margin}}}
 """
 
 

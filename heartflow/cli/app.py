@@ -11,11 +11,16 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
 
-from heartflow.errors import HeartflowError
+from heartflow import api
+from heartflow.cli.predict_csv import predict_csv
+from heartflow.errors import EXIT_CTRL_C, EXIT_TERMINATED, HeartflowError, Interrupted
+from heartflow.runtime import fast_exit
+from heartflow.runtime.quiet_import import apply_quiet_defaults
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Declarative neural networks for tabular data: YAML spec -> Keras model "
@@ -25,43 +30,46 @@ def _err(message: str) -> None:
     sys.stderr.write(f"heartflow: error: {message}\n")
 
 
+# Commands that record an MLflow run: an interrupt ends that run KILLED.
+RECORDING = {"run", "sweep", "evaluate", "recalibrate"}
+
+
 def handles_errors(fn: Callable) -> Callable:
     """Turn heartflow's own errors and interrupts into a message and an exit status."""
 
+    recording = fn.__name__ in RECORDING
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from heartflow.runtime.quiet_import import apply_quiet_defaults
-
         apply_quiet_defaults()
         try:
             return fn(*args, **kwargs)
         except HeartflowError as exc:
             _err(str(exc))
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            _err("interrupted (Ctrl-C); the MLflow run was marked KILLED, nothing registered")
-            raise typer.Exit(130) from None
         except BaseException as exc:
-            from heartflow.tracking.recorder import is_interrupt
-            from heartflow.tracking.retries import is_transient
-            from heartflow.tracking.store import redact, tracking_uri
-
-            if isinstance(exc, Exception) and is_transient(exc):
-                _err(f"the tracking store at {redact(tracking_uri())} stopped answering after "
-                     f"retries ({type(exc).__name__}); the run could not finish and nothing "
-                     "was registered. Check the server, then retry")
+            ctrl_c = isinstance(exc, KeyboardInterrupt)
+            # Interrupted: our SIGTERM handler; TerminationSignal: Prefect's
+            if ctrl_c or isinstance(exc, Interrupted) or \
+                    type(exc).__name__ == "TerminationSignal":
+                what = "interrupted (Ctrl-C)" if ctrl_c else "terminated (SIGTERM)"
+                _err(what + ("; the MLflow run was marked KILLED, nothing registered"
+                             if recording else ""))
+                raise typer.Exit(EXIT_CTRL_C if ctrl_c else EXIT_TERMINATED) from None
+            if isinstance(exc, Exception) and not isinstance(exc, typer.Exit) \
+                    and api.is_store_failure(exc):
+                _err(f"the tracking store at {api.tracking_store()} stopped answering after "
+                     f"retries ({type(exc).__name__})"
+                     + ("; the run could not finish and nothing was registered"
+                        if recording else "")
+                     + ". Check the server, then retry")
                 raise typer.Exit(4) from None
-            if is_interrupt(exc) and not isinstance(exc, (SystemExit, typer.Exit)):
-                _err("terminated (SIGTERM); the MLflow run was marked KILLED, nothing registered")
-                raise typer.Exit(143) from None
             raise
 
     return wrapper
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    from heartflow.errors import Interrupted
-
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     raise Interrupted()
 
@@ -88,7 +96,6 @@ PluginOpt = Annotated[list[str] | None, typer.Option(
 @handles_errors
 def validate(spec: SpecArg, plugin: PluginOpt = None) -> None:
     """Check a spec or a sweep file without running anything (no TensorFlow import)."""
-    from heartflow import api
 
     if _is_sweep(spec):
         sweep_spec = api.load_sweep(spec, plugins=plugin)
@@ -106,39 +113,17 @@ def validate(spec: SpecArg, plugin: PluginOpt = None) -> None:
 @handles_errors
 def show(spec: SpecArg, plugin: PluginOpt = None) -> None:
     """The layer table: input width (reads the data for the categories) and parameter counts."""
-    from rich.console import Console
-    from rich.table import Table
+    from heartflow.cli.console import print_architecture  # lazy: rich
 
-    from heartflow import api
-    from heartflow.data.prepare import prepare
-    from heartflow.model.builder import count_parameters, layer_table
-
-    loaded = api.load_spec(spec, plugins=plugin)
-    prepared = prepare(loaded)
-    width = prepared.width
-    table = Table(title=f"{loaded.spec.name}: {width} inputs, "
-                        f"{count_parameters(loaded.spec, width)} parameters")
-    for column in ("layer", "units", "activation", "initializer", "params"):
-        table.add_column(column, justify="right" if column in ("units", "params") else "left")
-    for row in layer_table(loaded.spec, width):
-        table.add_row(*(str(row[c]) for c in ("layer", "units", "activation", "initializer",
-                                               "params")))
-    console = Console()
-    console.print(table)
-    enc = prepared.encoder
-    console.print(f"inputs: {len(enc.numeric)} numeric + "
-                  + " + ".join(f"{c}({len(enc.levels[c])})" for c in enc.categorical)
-                  + f" one-hot = {width}")
-    console.print(f"total parameters: {count_parameters(loaded.spec, width)}")
+    print_architecture(api.show(spec, plugins=plugin))
 
 
 @app.command()
 @handles_errors
 def schema() -> None:
     """Print the JSON Schema of the spec (for editors)."""
-    from heartflow.spec.schema import Spec
 
-    typer.echo(json.dumps(Spec.model_json_schema(by_alias=True), indent=2))
+    typer.echo(json.dumps(api.spec_schema(), indent=2))
 
 
 @app.command()
@@ -148,7 +133,6 @@ def run(spec: SpecArg, plugin: PluginOpt = None,
         json_out: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")]
         = False) -> None:
     """Validate SPEC, then run preprocess -> train -> evaluate -> register as a Prefect flow."""
-    from heartflow import api
 
     loaded = api.load_spec(spec, plugins=plugin)  # fail fast: nothing starts for a bad spec
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -156,9 +140,9 @@ def run(spec: SpecArg, plugin: PluginOpt = None,
     if json_out:
         typer.echo(json.dumps(outcome.as_dict(), indent=1, default=str))
     else:
-        from heartflow.cli.console import print_outcome
+        from heartflow.cli.console import print_outcome  # lazy: rich
 
-        print_outcome(outcome)
+        print_outcome(outcome, api.tracking_store(), api.runs_page(outcome.experiment_id))
     if outcome.undecided:  # the run is recorded; the registry refused to judge it
         _err(f"promotion gate: {outcome.decision}")
         raise typer.Exit(5)
@@ -175,7 +159,6 @@ def sweep(spec: Annotated[str, typer.Argument(help="A sweep file (sweep: base, a
                    "instead of local processes.")] = None,
           json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Run every trial of a sweep in parallel worker processes (MLflow child runs)."""
-    from heartflow import api
 
     sweep_spec = api.load_sweep(spec, plugins=plugin)  # validates every trial first
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -183,20 +166,19 @@ def sweep(spec: Annotated[str, typer.Argument(help="A sweep file (sweep: base, a
     typer.echo(f"sweep {sweep_spec.name}: {len(sweep_spec.trials)} trials, {where}", err=True)
     result = api.sweep(spec, workers=workers, plugins=plugin, progress=True, pool=pool)
     if json_out:
-        typer.echo(json.dumps({"parent_run_id": result.parent_run_id,
-                               "experiment_id": result.experiment_id, "metric": result.metric,
-                               "wall_seconds": result.wall_seconds, "workers": result.workers,
-                               "choice": result.choice, "trials": result.trials}, indent=1,
-                              default=str))
+        typer.echo(json.dumps(result.as_dict(), indent=1, default=str))
         return
-    typer.echo(result.table())
-    typer.echo(result.choice.get("summary", ""))
+    from heartflow.cli.console import console, print_ranked  # lazy: rich
+
+    out = console()
+    print_ranked(result, out)
+    out.print(result.choice.get("summary", ""))
     for trial in result.trials:
-        if not trial["ok"]:
-            typer.echo(f"trial {trial['number']} failed: {trial['error']}", err=True)
-    typer.echo(f"parent run {result.parent_run_id}  ({result.wall_seconds:.1f} s with "
-               f"{result.workers} workers); compare again: heartflow compare "
-               f"{result.parent_run_id}")
+        if not trial.ok:
+            typer.echo(f"trial {trial.number} ({trial.label}) failed: {trial.error}", err=True)
+    out.print(f"parent run {result.parent_run_id}  ({result.wall_seconds:.1f} s with "
+              f"{result.workers} workers); compare again: heartflow compare "
+              f"{result.parent_run_id}")
 
 
 @app.command()
@@ -207,11 +189,16 @@ def compare(target: Annotated[str, typer.Argument(
             fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")]
             = "table") -> None:
     """Ranked table of runs: varied parameters, metrics (± CV), parameters, epochs, time."""
-    from heartflow import api
 
     if fmt not in ("table", "csv", "json"):
         raise HeartflowError(f"--format must be table, csv or json, not {fmt!r}")
-    typer.echo(api.compare(target, metric).table(fmt), nl=fmt == "table")
+    comparison = api.compare(target, metric)
+    if fmt == "table":
+        from heartflow.cli.console import print_ranked  # lazy: rich
+
+        print_ranked(comparison)
+    else:
+        typer.echo(comparison.table(fmt), nl=False)
 
 
 @app.command()
@@ -222,8 +209,6 @@ def predict(model_uri: Annotated[str, typer.Argument(help="e.g. models:/heart-di
                                                        help="Write here (default: stdout).")]
             = None, plugin: PluginOpt = None) -> None:
     """Score raw records with a registered model; adds probability and prediction columns."""
-    from heartflow.cli.predict_csv import predict_csv
-
     predict_csv(model_uri, input_csv, output, plugin)
 
 
@@ -240,32 +225,30 @@ def evaluate(model_uri: Annotated[str, typer.Argument(help="e.g. models:/uci-cle
                  help="Decision thresholds for net benefit, e.g. 0.1,0.2,0.3.")] = None,
              plugin: PluginOpt = None) -> None:
     """Judge a risk model on another site: discrimination, calibration, net benefit (95% CIs)."""
-    from rich.console import Console
-    from rich.table import Table
+    from heartflow.cli.console import print_site_evaluation  # lazy: rich
 
-    from heartflow import api
-
-    chosen = tuple(float(x) for x in thresholds.split(",")) if thresholds else None
+    chosen = _thresholds(thresholds)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     result = api.evaluate(model_uri, data, site=site, decision_thresholds=chosen,
                           report=output, plugins=plugin)
-    r = result.report
-    table = Table(title=f"{model_uri} on {result.site}: {r.rows} rows scored "
-                        f"({r.rows_with_missing} with imputed values, "
-                        f"{result.rows_without_outcome} without an outcome)")
-    for column in ("figure", "value", "95% interval"):
-        table.add_column(column)
-    for row in r.table():
-        table.add_row(*row)
-    console = Console() if sys.stdout.isatty() else Console(width=120)
-    console.print(table)
-    for note in r.notes:
-        console.print(f"note: {note}")
-    if result.subgroups:
-        from heartflow.cli.console import subgroup_rich_table
+    print_site_evaluation(result, model_uri, output)
 
-        console.print(subgroup_rich_table(result.subgroups))
-    console.print(f"MLflow run {result.run_id}" + (f"; report written to {output}"
-                                                   if output else ""))
+
+def _thresholds(text: str | None) -> tuple[float, ...] | None:
+    """``0.1,0.2,0.3`` as numbers in (0, 1); a HeartflowError naming a bad one."""
+    if not text:
+        return None
+    out = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            value = float("nan")
+        if not 0 < value < 1:
+            raise HeartflowError(f"--thresholds: {part.strip()!r} is not a number between 0 "
+                                 "and 1; give them like 0.1,0.2,0.3")
+        out.append(value)
+    return tuple(out)
 
 
 @app.command()
@@ -279,38 +262,13 @@ def recalibrate(model_uri: Annotated[str, typer.Argument(help="e.g. models:/uci-
                 = None,
                 plugin: PluginOpt = None) -> None:
     """Refit a risk model's calibration on a site; register it as a new version."""
-    from rich.console import Console
-    from rich.table import Table
+    from heartflow.cli.console import print_recalibration  # lazy: rich
 
-    from heartflow import api
-
+    if method not in ("intercept", "logistic", "isotonic"):
+        raise HeartflowError(f"--method must be intercept, logistic or isotonic, not {method!r}")
+    signal.signal(signal.SIGTERM, _on_sigterm)
     result = api.recalibrate(model_uri, data, method=method, site=site, plugins=plugin)
-    table = Table(title=f"{model_uri} recalibrated ({method}) on {result.site}: "
-                        f"{result.before.rows} rows")
-    for column in ("figure", "before", "after (fitted rows)", "after (5-fold cross-fitted)"):
-        table.add_column(column)
-
-    def cell(report, name: str) -> str:
-        value = report.values[name]
-        low, high = report.intervals.get(name, (float("nan"), float("nan")))
-        ci = f" [{low:.3f}, {high:.3f}]" if low == low and high == high else ""
-        return "undefined" if value != value else f"{value:.3f}{ci}"
-
-    for name in ("roc_auc", "mean_risk", "prevalence", "calibration_intercept",
-                 "calibration_slope", "ece", "brier"):
-        table.add_row(name, cell(result.before, name), cell(result.after_fitted, name),
-                      cell(result.after_cross_fitted, name))
-    console = Console() if sys.stdout.isatty() else Console(width=140)
-    console.print(table)
-    rule = ", ".join(f"{k} {result.rule[k]:.4f}" for k in ("intercept", "slope")
-                     if k in result.rule)
-    console.print(f"rule: {method}{': ' + rule if rule else ''}")
-    if result.new_version:
-        name = result.new_model_uri.removeprefix("models:/").split("/")[0]
-        console.print(f"registered {result.new_model_uri} (not promoted; to serve it: "
-                      f"heartflow promote {name} {result.new_version})")
-    else:
-        console.print(f"logged {result.new_model_uri}")
+    print_recalibration(result, model_uri)
 
 
 @app.command()
@@ -320,7 +278,6 @@ def card(model_uri: Annotated[str, typer.Argument(help="e.g. models:/uci-clevela
                                                     help="Write the markdown here.")] = None
          ) -> None:
     """The model card of a registered version (TRIPOD+AI items), as it stands now."""
-    from heartflow import api
 
     text = api.model_card(model_uri)
     if output:
@@ -336,35 +293,35 @@ def card(model_uri: Annotated[str, typer.Argument(help="e.g. models:/uci-clevela
 def models(name: Annotated[str | None, typer.Argument(help="Registered model name.")] = None,
            json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List registered versions: run, spec, test metrics, aliases, created."""
-    from heartflow.cli.console import print_versions
-    from heartflow.tracking import registry
 
-    rows = registry.list_versions(name)
+    found = api.versions(name)
     if json_out:
-        typer.echo(registry.to_json(rows))
+        typer.echo(json.dumps([v.as_dict() for v in found], indent=1, default=str))
     else:
-        print_versions(rows)
+        from heartflow.cli.console import print_versions  # lazy: rich
+
+        print_versions(found)
 
 
 @app.command()
 @handles_errors
-def promote(name: str, version: str) -> None:
+def promote(name: str, version: str,
+            reason: Annotated[str, typer.Option(help="Recorded on the version.")]
+            = "manual promotion") -> None:
     """Make VERSION the champion of NAME by hand (recorded)."""
-    from heartflow.tracking import registry
 
-    previous = registry.promote(name, version)
-    typer.echo(f"{name}: champion is now v{version}"
-               + (f" (was v{previous})" if previous else ""))
+    done = api.promote(name, version, reason=reason)
+    typer.echo(f"{name}: champion is now v{done.version}"
+               + (f" (was v{done.previous})" if done.previous else ""))
 
 
 @app.command()
 @handles_errors
 def rollback(name: str) -> None:
     """Move NAME's champion back to the champion it replaced (recorded)."""
-    from heartflow.tracking import registry
 
-    current, previous = registry.rollback(name)
-    typer.echo(f"{name}: champion rolled back from v{current} to v{previous}")
+    done = api.rollback(name)
+    typer.echo(f"{name}: champion rolled back from v{done.previous} to v{done.version}")
 
 
 @app.command()
@@ -373,17 +330,26 @@ def ui(port: Annotated[int, typer.Option(help="Port.")] = 5000,
        host: Annotated[str, typer.Option(help="Bind address (default loopback only).")]
        = "127.0.0.1") -> None:
     """Open the MLflow UI on the current tracking store (binds 127.0.0.1 by default)."""
-    import subprocess
 
-    from heartflow.tracking.store import runs_page, tracking_uri
-
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port),
-           "--backend-store-uri", tracking_uri(), "--workers", "1"]
-    typer.echo(f"MLflow UI on http://{host}:{port} (Ctrl-C stops it); an experiment's runs "
-               f"with their data, source and figures: "
-               f"{runs_page(f'http://{host}:{port}', '<id>')}")
-    raise typer.Exit(subprocess.call(cmd, env=env))
+    server = None
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        server = api.start_ui(port=port, host=host)
+        if server.experiment_id:
+            typer.echo(f"MLflow UI on {server.url} (Ctrl-C stops it); the latest heartflow "
+                       f"experiment's runs with their data, source and figures: {server.page}")
+        else:
+            typer.echo(f"MLflow UI on {server.url} (Ctrl-C stops it); no heartflow "
+                       "experiment yet")
+        code = server.wait()
+    except (KeyboardInterrupt, Interrupted) as exc:
+        ctrl_c = isinstance(exc, KeyboardInterrupt)
+        if server is not None:
+            server.stop()
+        sys.stderr.write(f"heartflow: MLflow UI stopped ({'Ctrl-C' if ctrl_c else 'SIGTERM'})"
+                         "\n")
+        raise typer.Exit(EXIT_CTRL_C if ctrl_c else EXIT_TERMINATED) from None
+    raise typer.Exit(code)
 
 
 @app.command("stale-runs")
@@ -391,19 +357,14 @@ def ui(port: Annotated[int, typer.Option(help="Port.")] = 5000,
 def stale_runs(mark_failed: Annotated[bool, typer.Option(
         "--mark-failed", help="End each stale run as FAILED.")] = False) -> None:
     """List MLflow runs left RUNNING by heartflow processes that died (SIGKILL, crash)."""
-    from heartflow.tracking import stale as tracking
 
-    runs = tracking.stale_runs()
+    runs = api.stale_runs(mark_failed=mark_failed)
     if not runs:
         typer.echo("no stale runs")
         return
     for run in runs:
-        action = ""
-        if mark_failed:
-            tracking.mark_failed(run["run_id"], f"owning process {run['pid']} died; marked "
-                                                "FAILED by heartflow stale-runs")
-            action = " -> FAILED"
-        typer.echo(f"{run['run_id']}  {run['run_name']}  (pid {run['pid']} is gone){action}")
+        action = " -> FAILED" if run.marked_failed else ""
+        typer.echo(f"{run.run_id}  {run.run_name}  (pid {run.pid} is gone){action}")
     if not mark_failed:
         typer.echo("run again with --mark-failed to end them as FAILED")
 
@@ -419,46 +380,39 @@ def deploy(spec: SpecArg,
            timezone: Annotated[str | None, typer.Option(help="IANA time zone of the cron.")]
            = None, plugin: PluginOpt = None) -> None:
     """Create or update the scheduled retraining deployment of SPEC on the Prefect server."""
-    from heartflow.pipelines.deployments import deploy as do_deploy
 
-    info = do_deploy(spec, cron, pool, name, timezone, plugins=plugin)
-    typer.echo(f"deployed {info['name']} on pool {info['pool']}: cron '{info['cron']}' "
-               f"({info['timezone']}), registers {info['model']}\n"
-               f"start a worker: prefect worker start --pool {info['pool']}\n"
-               f"run it now:     prefect deployment run '{info['name']}'")
+    info = api.deploy(spec, cron, pool=pool, name=name, timezone=timezone, plugins=plugin)
+    typer.echo(f"deployed {info.name} on pool {info.pool}: cron '{info.cron}' "
+               f"({info.timezone}), registers {info.model}\n"
+               f"start a worker: prefect worker start --pool {info.pool}\n"
+               f"run it now:     prefect deployment run '{info.name}'")
 
 
 @app.command()
 @handles_errors
 def deployments(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List heartflow deployments: schedule, pool, last run state, the champion they produced."""
-    from heartflow.pipelines.deployments import list_deployments
 
-    rows = list_deployments()
+    rows = api.deployments()
     if json_out:
-        typer.echo(json.dumps(rows, indent=1))
+        typer.echo(json.dumps([asdict(r) for r in rows], indent=1))
         return
-    if not rows:
-        typer.echo("no heartflow deployments")
-    for row in rows:
-        typer.echo(f"{row['name']}  cron {', '.join(row['schedules'])}  pool {row['pool']}  "
-                   f"last run {row['last_run'] or '-'}  {row['champion']}")
+    from heartflow.cli.console import print_deployments  # lazy: rich
+
+    print_deployments(rows)
 
 
 @app.command()
 @handles_errors
 def undeploy(name: Annotated[str, typer.Argument(help="Deployment name.")]) -> None:
     """Remove a heartflow deployment."""
-    from heartflow.pipelines.deployments import remove
 
-    remove(name)
+    api.undeploy(name)
     typer.echo(f"removed deployment {name}")
 
 
 def main() -> None:
     """Console-script entry point."""
-    from heartflow.runtime import fast_exit
-
     fast_exit.install()
     for key in ("HEARTFLOW_DATA_DIR", "HEARTFLOW_CACHE_DIR"):  # relative to where the command
         if os.environ.get(key):                               # started (workers move on)

@@ -1,82 +1,265 @@
-"""Rich tables for run outcomes and registry listings."""
+"""Every table the `heartflow` command prints, in one place.
+
+All numbers go through :mod:`heartflow.evaluation.tables` (``undefined`` for NaN, an
+interval on the same line as its figure), the formatter the API's text tables use too.
+Tables fit 100 columns where they can: long cells wrap (or fold), nothing is cut off.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from heartflow.evaluation.tables import (
+    WIDTH,
+    defined,
+    figure,
+    fit,
+    interval,
+    number,
+    outcome_rows,
+    ranked_table,
+)
 
-def print_outcome(outcome, console: Console | None = None) -> None:
-    """The end-of-run summary."""
-    from heartflow.tracking.store import redact, runs_page, tracking_uri
 
-    console = console or _console()
-    table = Table(title=f"heartflow run: {outcome.spec_name}", show_header=False)
-    table.add_column("what")
-    table.add_column("value")
-    for what, value in outcome.rows():
+def console() -> Console:
+    """The terminal's width on a terminal, else 100 columns (pipes, files, tests)."""
+    return Console() if sys.stdout.isatty() else Console(width=WIDTH)
+
+
+def _table(title: str | None = None, **kwargs: Any) -> Table:
+    return Table(title=title, title_justify="left", **kwargs)
+
+
+def _print(out: Console, table: Table) -> None:
+    out.print(fit(table, out))
+
+
+def _column(table: Table, header: str, cells: list[str] | None = None, *,
+            figures: bool = False, **kwargs: Any) -> None:
+    """A column whose long words fold instead of being cut; a figures column keeps each
+    figure and its interval on one line (it is as wide as its widest cell)."""
+    widest = max((len(line) for c in cells or [] for line in c.splitlines()), default=0)
+    table.add_column(header, overflow="fold",
+                     width=max(widest, len(header)) if figures and widest else None, **kwargs)
+
+
+# -- heartflow run -------------------------------------------------------------------------
+
+
+def print_outcome(outcome: Any, store: str, page: str, out: Console | None = None) -> None:
+    """The end-of-run summary, then where to look at the run in the MLflow UI."""
+    out = out or console()
+    table = _table(f"heartflow run: {outcome.spec_name}", show_header=False)
+    rows = outcome_rows(outcome)
+    _column(table, "what", [w for w, _ in rows])
+    _column(table, "value", [v for _, v in rows])
+    for what, value in rows:
         table.add_row(what, value)
-    console.print(table)
-    uri = redact(tracking_uri())
-    page = runs_page("http://127.0.0.1:5000", outcome.experiment_id)
-    console.print(f"Open the MLflow UI:  heartflow ui  (or mlflow ui --backend-store-uri {uri})"
-                  f", then {page}  (this run: .../runs/{outcome.run_id})")
+    _print(out, table)
+    out.print(f"Open the MLflow UI:  heartflow ui  (or mlflow ui --backend-store-uri {store})",
+              soft_wrap=True)  # addresses are never broken across lines
+    out.print(f"then {page}  (this run: .../runs/{outcome.run_id})", soft_wrap=True)
 
 
-def _console() -> Console:
-    return Console() if sys.stdout.isatty() else Console(width=160)
+# -- heartflow models ----------------------------------------------------------------------
 
 
-def print_versions(rows: list[dict[str, object]], console: Console | None = None) -> None:
-    """Registered versions as a table."""
-    console = console or _console()
-    table = Table(title="registered models")
-    for column in ("model", "version", "aliases", "spec", "test roc_auc [95%]",
-                   "test accuracy [95%]", "other sites", "run", "created"):
-        table.add_column(column)
+SHOWN_METRICS = ("roc_auc", "accuracy", "r2", "rmse")  # the first two a version has
+
+
+def _test_figures(metrics: dict[str, float]) -> str:
+    shown = [m for m in SHOWN_METRICS if m in metrics][:2]
+    return "\n".join(f"{m} " + figure(metrics[m], metrics.get(f"{m}_ci_low"),
+                                      metrics.get(f"{m}_ci_high"), 3) for m in shown)
+
+
+def version_rows(versions: list[Any]) -> list[list[str]]:
+    """One row of cells per registered version (see :func:`print_versions`)."""
+    rows = []
+    for v in versions:
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(int(v.created) / 1000)) \
+            if v.created else ""
+        rows.append([f"{v.name} v{v.version}", ", ".join(v.aliases), v.spec,
+                     _test_figures(v.metrics), (v.run_id or "")[:8], created])
+    return rows
+
+
+def print_versions(versions: list[Any], out: Console | None = None) -> None:
+    """Registered versions (aliases, spec, test figures with intervals, run, created), then
+    each version's other sites and recalibration."""
+    out = out or console()
+    if not versions:
+        out.print("no registered models")
+        return
+    table = _table("registered models")
+    rows = version_rows(versions)
+    for k, head in enumerate(("model", "aliases", "spec", "test [95%]", "run", "created")):
+        _column(table, head, [r[k] for r in rows], figures=k == 3)
     for row in rows:
-        metrics = row["metrics"] or {}
-        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(int(row["created"]) / 1000))
-        table.add_row(str(row["name"]), str(row["version"]), ",".join(row["aliases"]),
-                      str(row["spec"]), _fmt(metrics, "roc_auc"),
-                      _fmt(metrics, "accuracy"),
-                      "\n".join([*([str(row["recalibration"])] if row.get("recalibration")
-                                   else []),
-                                 *(f"{s}: {v}" for s, v in (row.get("sites") or {}).items())]),
-                      str(row["run_id"] or "")[:12], created)
-    console.print(table)
+        table.add_row(*row)
+    _print(out, table)
+    others = [(v, line) for v in versions
+              for line in [*([v.recalibration] if v.recalibration else []),
+                           *(f"at {site}: {summary}" for site, summary in v.sites.items())]]
+    if others:
+        out.print("other sites:")
+        for v, line in others:
+            out.print(f"  {v.name} v{v.version} {line}")
 
 
-def _fmt(metrics: dict, key: str) -> str:
-    if key not in metrics:
-        return ""
-    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
-    ci = f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
-    return f"{metrics[key]:.4f}{ci}"
+# -- heartflow compare ---------------------------------------------------------------------
 
 
-def subgroup_rich_table(subgroups) -> Table:
-    """Subgroups with counts, AUC and calibration (95% intervals); small ones flagged."""
-    table = Table(title="subgroups")
-    for column in ("subgroup", "rows", "cases", "ROC AUC", "calibration slope", "intercept",
-                   "mean risk / prevalence", ""):
-        table.add_column(column)
+def print_ranked(comparison: Any, out: Console | None = None) -> None:
+    """Ranked runs (``hf.compare`` / a sweep): the table ``.table()`` writes as text."""
+    out = out or console()
+    _print(out, ranked_table(comparison.rows, comparison.metric, comparison.varied))
 
-    def shown(report, name: str) -> str:
-        value = report.values.get(name, float("nan"))
-        low, high = report.intervals.get(name, (float("nan"), float("nan")))
-        if value != value:
-            return "undefined"
-        return f"{value:.3f}" + (f" [{low:.2f}, {high:.2f}]" if low == low and high == high
-                                 else "")
 
+# -- heartflow evaluate --------------------------------------------------------------------
+
+
+def report_rows(report: Any) -> list[list[str]]:
+    """(figure, value, 95% interval) cells of a clinical report."""
+    rows = []
+    for name, value in report.values.items():
+        low, high = report.intervals.get(name, (None, None))
+        rows.append([name, number(value), interval(low, high) if defined(value) else ""])
+    return rows
+
+
+def print_site_evaluation(result: Any, model_uri: str, report_path: str | None,
+                          out: Console | None = None) -> None:
+    """A model on another site: its figures with intervals, the notes, the subgroups."""
+    out = out or console()
+    r = result.report
+    out.print(f"{model_uri} on {result.site}: {r.rows} rows scored ({r.rows_with_missing} "
+              f"with imputed values, {result.rows_without_outcome} without an outcome)")
+    table = _table()
+    rows = report_rows(r)
+    for k, head in enumerate(("figure", "value", "95% interval")):
+        _column(table, head, [row[k] for row in rows], figures=k > 0)
+    for row in rows:
+        table.add_row(*row)
+    _print(out, table)
+    for note in r.notes:
+        out.print(f"note: {note}")
+    if result.subgroups:
+        _print(out, subgroup_table(result.subgroups))
+    out.print(f"MLflow run {result.run_id}" + (f"; report written to {report_path}"
+                                               if report_path else ""))
+
+
+def subgroup_rows(subgroups: list[Any]) -> list[list[str]]:
+    """Cells of :func:`subgroup_table`."""
+    rows = []
     for g in subgroups:
         r = g.report
-        table.add_row(g.name, str(g.rows), str(g.cases), shown(r, "roc_auc"),
-                      shown(r, "calibration_slope"), shown(r, "calibration_intercept"),
-                      f"{r.values['mean_risk']:.2f} / {r.values['prevalence']:.2f}",
-                      "too small to judge" if g.too_small else "")
+
+        def shown(name: str, digits: int = 3, signed: bool = False, r: Any = r) -> str:
+            low, high = r.intervals.get(name, (None, None))
+            return figure(r.values.get(name), low, high, digits, signed=signed)
+
+        rows.append([g.name, str(g.rows), str(g.cases), shown("roc_auc"),
+                     shown("calibration_slope", 2), shown("calibration_intercept", 2, True),
+                     f"{number(r.values.get('mean_risk'), 2)} / "
+                     f"{number(r.values.get('prevalence'), 2)}",
+                     "too small to judge" if g.too_small else ""])
+    return rows
+
+
+def subgroup_table(subgroups: list[Any]) -> Table:
+    """Subgroups with counts, AUC and calibration (95% intervals); small ones flagged."""
+    table = _table("subgroups")
+    rows = subgroup_rows(subgroups)
+    heads = ("subgroup", "rows", "cases", "ROC AUC", "calibration slope", "intercept",
+             "mean risk / prevalence", "")
+    for k, head in enumerate(heads):
+        _column(table, head, [r[k] for r in rows], figures=3 <= k <= 5,
+                justify="right" if k in (1, 2) else "left")
+    for row in rows:
+        table.add_row(*row)
     return table
+
+
+# -- heartflow recalibrate -----------------------------------------------------------------
+
+RECALIBRATION_FIGURES = ("roc_auc", "mean_risk", "prevalence", "calibration_intercept",
+                         "calibration_slope", "ece", "brier")
+
+
+def print_recalibration(result: Any, model_uri: str, out: Console | None = None) -> None:
+    """Before / after (fitted rows, cross-fitted) figures, the rule, the new version."""
+    out = out or console()
+    out.print(f"{model_uri} recalibrated ({result.method}) on {result.site}: "
+              f"{result.before.rows} rows")
+    reports = (result.before, result.after_fitted, result.after_cross_fitted)
+    rows = []
+    for name in RECALIBRATION_FIGURES:
+        cells = [name]
+        for report in reports:
+            low, high = report.intervals.get(name, (None, None))
+            cells.append(figure(report.values.get(name), low, high, 3,
+                                signed=name == "calibration_intercept"))
+        rows.append(cells)
+    table = _table()
+    heads = ("figure", "before", "after (fitted rows)", "after (5-fold cross-fitted)")
+    for k, head in enumerate(heads):
+        _column(table, head, [r[k] for r in rows], figures=k > 0)
+    for row in rows:
+        table.add_row(*row)
+    _print(out, table)
+    rule = ", ".join(f"{k} {number(result.rule[k])}" for k in ("intercept", "slope")
+                     if k in result.rule)
+    out.print(f"rule: {result.method}{': ' + rule if rule else ''}")
+    if result.new_version:
+        name = result.new_model_uri.removeprefix("models:/").split("/")[0]
+        out.print(f"registered {result.new_model_uri} (not promoted; to serve it: "
+                  f"heartflow promote {name} {result.new_version})")
+    else:
+        out.print(f"logged {result.new_model_uri}")
+
+
+# -- heartflow show ------------------------------------------------------------------------
+
+
+def print_architecture(arch: Any, out: Console | None = None) -> None:
+    """The layer table of ``hf.show``: units, activation, initializer, parameters."""
+    out = out or console()
+    table = _table(f"{arch.spec_name}: {arch.input_width} inputs, {arch.parameters} parameters")
+    rows = [[layer.name, str(layer.units), layer.activation, layer.initializer,
+             str(layer.parameters)] for layer in arch.layers]
+    for k, head in enumerate(("layer", "units", "activation", "initializer", "params")):
+        _column(table, head, [r[k] for r in rows],
+                justify="right" if head in ("units", "params") else "left")
+    for row in rows:
+        table.add_row(*row)
+    _print(out, table)
+    out.print(f"inputs: {arch.numeric} numeric + "
+              + " + ".join(f"{c}({n})" for c, n in arch.categorical.items())
+              + f" one-hot = {arch.input_width}")
+    out.print(f"total parameters: {arch.parameters}")
+
+
+# -- heartflow deployments -----------------------------------------------------------------
+
+
+def print_deployments(rows: list[Any], out: Console | None = None) -> None:
+    """Deployments: schedule, pool, the last run's state, the champion it produced."""
+    out = out or console()
+    if not rows:
+        out.print("no heartflow deployments")
+        return
+    table = _table("heartflow deployments")
+    cells = [[d.name, ", ".join(d.schedules), d.pool, d.last_run or "-", d.champion]
+             for d in rows]
+    for k, head in enumerate(("deployment", "cron", "pool", "last run", "latest version")):
+        _column(table, head, [c[k] for c in cells])
+    for row in cells:
+        table.add_row(*row)
+    _print(out, table)

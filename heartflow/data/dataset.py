@@ -45,6 +45,7 @@ def prepare_features(frame: pd.DataFrame, numeric: list[str], categorical: list[
     """Convert raw cells of the feature columns into typed columns (same rule everywhere).
 
     ``missing_codes`` adds per-column codes that mean "not measured" (``chol: ["0"]``).
+    Codes and ``na_values`` compare typed values: ``0`` also matches a cell ``0.0``.
     """
     codes = missing_codes or {}
     out = {}
@@ -96,7 +97,7 @@ def dataset_from_table(table: RawTable, spec: Spec, sha256: str = "",
                                 table.where, table.source, data.missing_codes)
     _check_features(features, feats.numeric, feats.categorical, table.source)
     y, classes = _target(table, data, spec)
-    keys = row_keys(table.frame, data.id)
+    keys = row_keys(table.frame, data.id, data.na_values)
     if data.id:
         check_unique_ids(table.frame[data.id], keys, table)
     return Dataset(features=features, y=y, classes=classes, sha256=sha256, source=source,

@@ -1,13 +1,27 @@
-"""Seeded train/validation/test splits by a hash of each row's key, stratified by class when
-asked, and checked for sufficiency.
+"""Seeded train/validation/test splits by a hash of each row's key, checked for sufficiency.
 
-A row's key is a 64-bit hash of its ``data.id`` cell, or of all its cells; mixed with
-the seed it gives the row a uniform number u in [0, 1). Within each class the rows with
-the smallest u go to test, the next to validation, the rest to training. So a row's
-part depends on its content, not its position in the file: when rows are added, a row
-changes part only if new rows of its class outrank it, and different seeds give
-independent splits. Every part must hold the spec's minimum of rows and, for
-classification, of each class (``data.split.min_rows``, ``data.split.min_per_class``).
+A row's key is a 64-bit hash of its cells, or of its ``data.id`` cell, in typed form
+(:func:`row_keys`): a missing cell is one value whatever marker wrote it, a number one
+text whatever its spelling (``63``, ``63.0``, ``6.3e1``), so a file re-exported by pandas
+or a spreadsheet keeps its keys. Mixed with the seed, the key gives the row a uniform
+number u in [0, 1), and fixed cut-offs give its part: test if u < ``test``, validation if
+u < ``test + validation``, else train. In memory and streamed, this is the one rule, so
+both put every row in the same part.
+
+A row's part depends on its key and the seed only, not on its position in the file nor
+on the other rows: adding rows never moves an existing row (editing one of its cells
+may, unless ``data.id`` is the key), identical rows share a part, and different seeds
+give independent splits. ``stratify: true`` applies these cut-offs
+within each class, which is the same rule (the cut-offs are fixed), so it changes no row's
+part; it does not make each class's shares exact.
+
+Proportions are therefore not exact: each part's row count, over all rows and within each
+class, is a Binomial(n, fraction) count, whose standard deviation is
+sqrt(n * fraction * (1 - fraction)) rows (about 7 rows for ``test: 0.2`` of 303 rows).
+A realised count lies within 4 standard deviations of n * fraction except with a
+probability of about 1e-4. Every part must still hold the spec's minimum of rows and,
+for classification, of each class (``data.split.min_rows``, ``data.split.min_per_class``):
+a split that falls short is refused (:func:`check_sufficiency`), never rebalanced.
 """
 
 from __future__ import annotations
@@ -17,20 +31,41 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from heartflow.data.table import MissingRule, canonical_cell
 from heartflow.errors import DataError
-from heartflow.spec.schema import SplitSpec
+from heartflow.spec.schema import DataSpec, SplitSpec
 
 PARTS = ("train", "validation", "test")
 PART_CODES = {"train": 0, "validation": 1, "test": 2}
 _HASH_KEY = "heartflow-rows-1"  # 16 characters, as pandas' hash_key wants
 
 
-def row_keys(cells: pd.DataFrame, id_column: str | None = None) -> np.ndarray:
-    """One 64-bit key per row: a hash of the row's text cells (or of its id cell)."""
+_DEFAULT_NA: list[str] = DataSpec.model_fields["na_values"].get_default(call_default_factory=True)
+
+
+def row_keys(cells: pd.DataFrame, id_column: str | None = None,
+             na_values: list[str] | None = None) -> np.ndarray:
+    """One 64-bit key per row: a hash of the row's cells (or of its id cell) in typed form.
+
+    Each cell is hashed as :func:`heartflow.data.table.canonical_cell` writes it: empty
+    when missing (``na_values``, the spec's default when None), a number in one form
+    (``63.0`` as ``63``), other text stripped; so re-exported files keep their keys.
+    """
+    rule = MissingRule.of(_DEFAULT_NA if na_values is None else na_values)
     frame = cells[[id_column]] if id_column else cells
-    text = frame.astype(str).where(frame.notna(), "")
-    return pd.util.hash_pandas_object(text, index=False, hash_key=_HASH_KEY).to_numpy(
+    typed = pd.DataFrame({i: _canonical_column(frame.iloc[:, i], rule)
+                          for i in range(frame.shape[1])}, index=range(len(frame)))
+    return pd.util.hash_pandas_object(typed, index=False, hash_key=_HASH_KEY).to_numpy(
         np.uint64)
+
+
+def _canonical_column(values: pd.Series, rule: MissingRule) -> pd.Categorical:
+    """Each distinct cell made canonical once; as a categorical, which pandas hashes as the
+    same text would hash, hashing each distinct text once."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    table = [*(canonical_cell(u, rule) for u in np.asarray(uniques, dtype=object)), ""]
+    merged, texts = pd.factorize(np.array(table, dtype=object))  # '63' and '63.0' are one
+    return pd.Categorical.from_codes(merged[codes], categories=texts)  # -1 (NaN): ""
 
 
 def uniform(keys: np.ndarray, seed: int) -> np.ndarray:
@@ -62,25 +97,26 @@ class Split:
                 "test": len(self.test)}
 
 
+def part_codes(u: np.ndarray, test: float, validation: float) -> np.ndarray:
+    """0 train, 1 validation, 2 test from each row's uniform number: fixed cut-offs."""
+    return np.where(u < test, PART_CODES["test"],
+                    np.where(u < test + validation, PART_CODES["validation"],
+                             PART_CODES["train"])).astype(np.uint8)
+
+
 def split_rows(y: np.ndarray, spec: SplitSpec, classification: bool,
                class_names: list[str] | None = None, keys: np.ndarray | None = None) -> Split:
-    """Split row indices; each class is divided in the same proportions when stratified.
+    """Split row indices by fixed cut-offs on each row's uniform number (module docstring).
 
-    Without ``keys`` the row numbers serve as keys.
+    Without ``keys`` the row numbers, hashed, serve as keys (consecutive numbers straight
+    into :func:`uniform` are less evenly spread than hashes).
     """
     n = len(y)
-    u = uniform(np.arange(n, dtype=np.uint64) if keys is None else keys, spec.seed)
-    groups = ([np.flatnonzero(y == c) for c in np.unique(y)]
-              if classification and spec.stratify else [np.arange(n)])
-    parts: dict[str, list[np.ndarray]] = {"train": [], "validation": [], "test": []}
-    for idx in groups:
-        idx = idx[np.lexsort((idx, u[idx]))]  # by u, ties (duplicate rows) by position
-        n_test = round(len(idx) * spec.test)
-        n_val = round(len(idx) * spec.validation)
-        parts["test"].append(idx[:n_test])
-        parts["validation"].append(idx[n_test:n_test + n_val])
-        parts["train"].append(idx[n_test + n_val:])
-    split = Split(*(np.sort(np.concatenate(parts[k])) for k in PARTS))
+    if keys is None:
+        keys = pd.util.hash_array(np.arange(n, dtype=np.uint64))
+    u = uniform(keys, spec.seed)
+    codes = part_codes(u, spec.test, spec.validation)
+    split = Split(*(np.flatnonzero(codes == PART_CODES[part]) for part in PARTS))
     counts = {part: _class_counts(y[getattr(split, part)], y) if classification else {}
               for part in PARTS}
     check_sufficiency(n, split.sizes(), counts, spec, class_names)

@@ -9,8 +9,10 @@ block by block, keeps the rows of one part, encodes them with vectorised NumPy
 is parsed once, not once per epoch. Memory stays flat in the number of rows, but for that
 byte.
 
-Differences from the in-memory path, by design: a row's part is a threshold on its hash
-(not stratified, so the proportions hold to within sampling error); the numeric median
+The same rules as in memory: the same row keys, and so the same part for every row
+(fixed cut-offs on the key's uniform number, :mod:`heartflow.data.split`); the same
+missing cells (``na_values`` and ``missing_codes`` compared as typed values,
+:class:`heartflow.data.table.MissingRule`). Differences, by design: the numeric median
 used for missing values comes from a reservoir sample of up to 200,000 training values
 (exact below that); early stopping's validation and the promotion gate use a sample of
 up to 50,000 rows drawn uniformly from the whole of their part (the test metrics use
@@ -26,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from heartflow.data.encoder import TabularEncoder
-from heartflow.data.split import check_sufficiency, row_keys, uniform
-from heartflow.data.table import MAX_ABS_VALUE, normalize_level
+from heartflow.data.split import check_sufficiency, part_codes, row_keys, uniform
+from heartflow.data.table import MAX_ABS_VALUE, MissingRule, normalize_level
 from heartflow.errors import DataError
 from heartflow.spec.schema import COMPARISONS, Spec, TargetSpec
 
@@ -44,8 +46,8 @@ def should_stream(spec: Spec, path: str) -> bool:
 
 
 def threshold_parts(u: np.ndarray, test: float, validation: float) -> np.ndarray:
-    """0 train, 1 validation, 2 test from each row's uniform number (not stratified)."""
-    return np.where(u < test, 2, np.where(u < test + validation, 1, 0)).astype(np.uint8)
+    """0 train, 1 validation, 2 test: the in-memory split's rule (``split.part_codes``)."""
+    return part_codes(u, test, validation)
 
 
 _SAMPLE_SALT = 1_000_003  # the samples' priorities: another seed, independent of the split
@@ -69,9 +71,9 @@ class StreamStats:
     cache: RowCache | None = None  # every row, typed, on disk: what the epochs read
 
 
-def _binary_target(raw: pd.Series, target: TargetSpec, na: set[str], where: str,
+def _binary_target(raw: pd.Series, target: TargetSpec, na: MissingRule, where: str,
                    offset: int) -> np.ndarray:
-    missing = np.flatnonzero(raw.isin(na).to_numpy())
+    missing = np.flatnonzero(na.mask(raw))
     if len(missing):
         rows = ", ".join(f"row {offset + int(i) + 1}" for i in missing[:5])
         raise DataError(f"{where}: target column {target.column!r} is missing in "
@@ -106,7 +108,9 @@ def scan(spec: Spec, path: str, columns: list[str] | None, chunk_rows: int = 100
     data = spec.data
     feats = data.features
     target = data.target_spec
-    na = set(data.na_values)
+    na = MissingRule.of(data.na_values)
+    rules = {c: MissingRule.of([*data.na_values, *data.missing_codes.get(c, [])])
+             for c in [*feats.numeric, *feats.categorical]}
     split = data.split
     rng = np.random.default_rng(seed)
     sums = dict.fromkeys(feats.numeric, 0.0)
@@ -121,7 +125,7 @@ def scan(spec: Spec, path: str, columns: list[str] | None, chunk_rows: int = 100
     positives = 0
     positives_in = {"train": 0, "validation": 0, "test": 0}
     kept: dict[str, pd.DataFrame] = {}  # per part: the rows of lowest priority so far
-    part_codes: list[np.ndarray] = []
+    row_codes: list[np.ndarray] = []
     cache = RowCache(list(feats.numeric), list(feats.categorical))
     header = columns is None
     reader = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False,
@@ -136,14 +140,14 @@ def scan(spec: Spec, path: str, columns: list[str] | None, chunk_rows: int = 100
         if absent:
             raise DataError(f"{path}: column(s) {', '.join(map(repr, absent))} named in the "
                             f"spec are not in the data. Columns present: {', '.join(names)}")
-        keys = row_keys(chunk, data.id)
+        keys = row_keys(chunk, data.id, data.na_values)
         part = threshold_parts(uniform(keys, split.seed), split.test, split.validation)
-        part_codes.append(part)
+        row_codes.append(part)
         train = part == 0
         typed = {}
         for col in feats.numeric:
             text = chunk[col].str.strip()
-            is_na = text.isin(na).to_numpy()
+            is_na = rules[col].mask(text)
             values = _numbers(text.where(~is_na, None))
             bad = np.flatnonzero(np.isnan(values) & ~is_na)
             if len(bad):
@@ -155,6 +159,8 @@ def scan(spec: Spec, path: str, columns: list[str] | None, chunk_rows: int = 100
                 i = int(huge[0])
                 raise DataError(f"{path}: column {col!r}, row {offset + i + 1}: "
                                 f"{chunk[col].iloc[i]!r} is not a finite number in range")
+            if rules[col].numbers:  # a number the marker's text did not match ('1_000')
+                values = np.where(np.isin(values, list(rules[col].numbers)), np.nan, values)
             typed[col] = values
             obs = values[train & ~np.isnan(values)]
             sums[col] += float(obs.sum())
@@ -165,10 +171,11 @@ def scan(spec: Spec, path: str, columns: list[str] | None, chunk_rows: int = 100
             seen[col] += len(obs)
         for col in feats.categorical:
             text = chunk[col].str.strip()
-            is_na = text.isin(na)
-            mapping = {v: normalize_level(v) for v in text[~is_na].unique()}
-            normalized = text.map(mapping).where(~is_na, None)
-            levels[col].update(mapping.values())
+            rule = rules[col]  # each distinct text judged and normalised once
+            mapping = {v: None if rule(v) else normalize_level(v) for v in text.unique()}
+            normalized = text.map(mapping).astype(object)
+            normalized = normalized.where(normalized.notna(), None)
+            levels[col].update(v for v in mapping.values() if v is not None)
             for level, n in normalized[train].value_counts().items():
                 mode_counts[col][level] = mode_counts[col].get(level, 0) + int(n)
             typed[col] = normalized.to_numpy(dtype=object)
@@ -220,7 +227,7 @@ def scan(spec: Spec, path: str, columns: list[str] | None, chunk_rows: int = 100
                                  if len(v)},
                        sample_keys={k: v["__key"].to_numpy(np.uint64) for k, v in kept.items()
                                     if len(v)},
-                       row_parts=np.concatenate(part_codes) if part_codes else
+                       row_parts=np.concatenate(row_codes) if row_codes else
                        np.empty(0, np.uint8), cache=cache.close())
 
 

@@ -1,9 +1,14 @@
 """Reading a CSV into typed columns, with errors that name the column and row.
 
 Every cell is read as text and converted here, so the rules are ours and the
-same for training and scoring: the spec's ``na_values`` mean missing, numeric
-columns must parse as finite numbers, categorical values are normalised so
-``6.0`` and ``6`` are the same level.
+same for training and scoring: the spec's ``na_values`` (and a column's
+``missing_codes``) mean missing, numeric columns must parse as finite numbers,
+categorical values are normalised so ``6.0`` and ``6`` are the same level.
+
+Missing markers compare typed values, not text: a marker that is a number matches
+every cell writing that number (``0`` matches ``0.0``, ``-9`` matches ``-9.00``), so a
+file re-exported by pandas or a spreadsheet has the same missing cells. Other markers
+match the cell's text, stripped of surrounding blanks.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,27 +100,110 @@ def require_columns(table: RawTable, needed: list[str], delimiter: str = ",") ->
                         f"spec are not in the data. Columns present: {', '.join(have)}.{hint}")
 
 
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+(?:\.0*)?")
+
+
+def number_value(text: str) -> float | None:
+    """The finite number a cell's text writes (``63``, ``63.0``, ``6.3e1``), else None."""
+    text = text.strip()
+    if not _NUMBER.fullmatch(text):
+        return None
+    number = float(text)
+    return number if math.isfinite(number) else None
+
+
+def _as_float(value: int | float | np.integer | np.floating) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond float range equals no marker
+        return math.nan
+
+
+def _is_null(value: object) -> bool:
+    return value is None or value is pd.NA or (
+        isinstance(value, (float, np.floating)) and math.isnan(value))
+
+
+@dataclass(frozen=True)
+class MissingRule:
+    """Which cells count as missing: None/NaN, an empty cell (always), a text marker, or a
+    number equal to a numeric marker (``0`` matches ``0.0``)."""
+
+    text: frozenset[str]
+    numbers: frozenset[float]
+
+    @classmethod
+    def of(cls, markers: Iterable[str]) -> MissingRule:
+        """The rule for ``na_values`` (plus a column's ``missing_codes``)."""
+        texts = {str(m).strip() for m in markers} | {""}
+        numbers = {x for x in map(number_value, texts) if x is not None}
+        return cls(text=frozenset(texts), numbers=frozenset(numbers))
+
+    def __call__(self, value: object) -> bool:
+        """Whether one cell (text or a Python/NumPy scalar) is missing."""
+        if _is_null(value):
+            return True
+        if isinstance(value, str):
+            text = value.strip()
+            if text in self.text:
+                return True
+            return bool(self.numbers) and number_value(text) in self.numbers
+        if isinstance(value, (bool, np.bool_)):
+            return False
+        if isinstance(value, (int, float, np.integer, np.floating)):
+            return bool(self.numbers) and _as_float(value) in self.numbers
+        return str(value).strip() in self.text
+
+    def mask(self, text: pd.Series) -> np.ndarray:
+        """Vectorised :meth:`__call__` for a column of stripped text cells."""
+        out = text.isin(self.text).to_numpy(dtype=bool) | text.isna().to_numpy(dtype=bool)
+        if self.numbers:
+            numbers = text.where(~out, "").str.fullmatch(_NUMBER.pattern).to_numpy(dtype=bool)
+            values = pd.to_numeric(text[numbers], errors="coerce").to_numpy(dtype=np.float64)
+            out[np.flatnonzero(numbers)] |= np.isin(values, list(self.numbers))
+        return out
+
+
 def is_missing(values: pd.Series, na_values: list[str]) -> np.ndarray:
     """Boolean mask of cells that count as missing: NaN/None, an empty cell (always, whatever
-    ``na_values`` says), or an NA token."""
-    tokens = {*na_values, ""}
-    out = np.zeros(len(values), dtype=bool)
-    for i, v in enumerate(values.to_numpy(dtype=object)):
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            out[i] = True
-        elif isinstance(v, str) and v.strip() in tokens:
-            out[i] = True
-    return out
+    ``na_values`` says), or an NA marker (numbers compared as numbers: see MissingRule)."""
+    rule = MissingRule.of(na_values)
+    return np.fromiter((rule(v) for v in values.to_numpy(dtype=object)), dtype=bool,
+                       count=len(values))
+
+
+def canonical_cell(value: object, rule: MissingRule) -> str:
+    """One cell in the form row keys hash: "" when missing, a number written one way
+    (``63.0`` and ``+63`` as ``63``, ``2.30`` as ``2.3``; integers exact at any length),
+    ``True``/``False`` for booleans, other text stripped."""
+    if rule(value):
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return _number_text(float(value)) if math.isfinite(value) else str(float(value))
+    text = str(value).strip()
+    if _INTEGER.fullmatch(text):
+        return str(int(text.split(".")[0]))
+    number = number_value(text)
+    return text if number is None else _number_text(number)
+
+
+def _number_text(number: float) -> str:
+    return str(int(number)) if number.is_integer() else repr(number)
 
 
 def numeric_column(values: pd.Series, name: str, na_values: list[str],
                    where=lambda i: f"row {i + 1}", label: str = "") -> np.ndarray:
     """Parse a column as float64 (NaN for missing); text, inf or huge values are errors."""
-    missing = is_missing(values, na_values)
+    rule = MissingRule.of(na_values)
     out = np.full(len(values), np.nan, dtype=np.float64)
     prefix = f"{label}: " if label else ""
     for i, v in enumerate(values.to_numpy(dtype=object)):
-        if missing[i]:
+        if rule(v):
             continue
         try:
             x = float(v.strip() if isinstance(v, str) else v)
@@ -126,16 +216,17 @@ def numeric_column(values: pd.Series, name: str, na_values: list[str],
         if abs(x) > MAX_ABS_VALUE:
             raise DataError(f"{prefix}column {name!r}, {where(i)}: {v!r} is outside the "
                             f"supported range ±{MAX_ABS_VALUE:g}")
-        out[i] = x
+        if x not in rule.numbers:  # e.g. '1_000' when 1000 is a marker
+            out[i] = x
     return out
 
 
 def categorical_column(values: pd.Series, na_values: list[str]) -> np.ndarray:
     """Normalise a column's levels as strings (None for missing; '6.0' -> '6')."""
-    missing = is_missing(values, na_values)
+    rule = MissingRule.of(na_values)
     out = np.empty(len(values), dtype=object)
     for i, v in enumerate(values.to_numpy(dtype=object)):
-        out[i] = None if missing[i] else normalize_level(v)
+        out[i] = None if rule(v) else normalize_level(v)
     return out
 
 

@@ -21,6 +21,7 @@ class BaselineResult:
     params: dict[str, str]
     cv: Any = None  # heartflow.evaluation.cv.CVSummary
     validation: dict[str, float] | None = None
+    test_output: np.ndarray | None = None  # per test row, in the split's order (the gate)
 
     def scores(self) -> dict[str, float]:
         """Test metrics, plus cv_<metric> and cv_<metric>_ci95 when cross-validated."""
@@ -61,7 +62,8 @@ def fit_score(name: str, task: str, seed: int, x_train: np.ndarray, y_train: np.
     values = M.compute(task, y_test, output, threshold, metrics)
     params = {k: str(v) for k, v in model.get_params().items()
               if isinstance(v, (int, float, str, bool)) or v is None}
-    return BaselineResult(name=name, metrics=values, seconds=seconds, params=params)
+    return BaselineResult(name=name, metrics=values, seconds=seconds, params=params,
+                          test_output=np.asarray(output))
 
 
 def run_baseline(name: str, spec: Any, data: Any, threshold: float) -> BaselineResult:

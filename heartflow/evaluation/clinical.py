@@ -4,58 +4,119 @@ each with a 95% interval and the number of rows it rests on.
 - Calibration-in-the-large (intercept) and calibration slope: logistic recalibration of the
   outcome on logit(p) (statsmodels GLM, Wald intervals), as in Van Calster et al.,
   "Calibration: the Achilles heel of predictive analytics" (BMC Medicine, 2019). Ideal:
-  intercept 0, slope 1; a slope below 1 means the risks are too extreme.
+  intercept 0, slope 1; a slope below 1 means the risks are too extreme. Undefined (NaN,
+  with the reason) rather than an absurd number when no finite fit exists: risks of
+  exactly 0 or 1 (infinite logit), separation (the risks order the outcomes perfectly),
+  identical risks (no slope), or a fit that does not converge.
 - Expected calibration error over ten bins of predicted risk with equal counts (the bins of
   scikit-learn's ``calibration_curve(strategy="quantile")``, computed here to keep
   scikit-learn's import, half a second, off every training run; tested equal to it).
+  With the bootstrap the report shows it bias-corrected, see :func:`debiased_ece`.
 - Sensitivity, specificity, PPV and NPV at the model's threshold.
 - Net benefit (Vickers & Elkin, 2006) at each declared threshold t:
   TP/n - FP/n * t / (1 - t), against treating everyone and no one (0).
-Intervals other than the GLM's are percentile bootstraps (heartflow.evaluation.intervals).
+Intervals other than the GLM's are percentile bootstraps (heartflow.evaluation.intervals),
+withheld when the figure is undefined on too many resamples; the ECE's is the basic
+bootstrap interval. Non-finite risks (NaN, infinity) make every figure that uses them
+undefined. ``ClinicalReport.undefined`` says why each undefined figure (or interval) is.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from heartflow.model.recalibration import logit
+from heartflow.evaluation.intervals import MAX_UNDEFINED_SHARE, _percentiles, _resamples, _subset
 from heartflow.spec.schema import ThresholdCosts
 
 DEFAULT_DECISION_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5)
+NAN = math.nan
+ONE_CLASS = "needs rows with and without the outcome"
+SEPARATION = ("separation: the risks order the outcomes perfectly, so no finite "
+              "maximum-likelihood fit exists")
+IDENTICAL = "all risks are identical: the slope on logit(risk) is not identifiable"
+NOT_CONVERGED = "the logistic fit did not converge"
+UNDEFINED_REASON = {
+    "roc_auc": ONE_CLASS, "calibration_intercept": ONE_CLASS, "calibration_slope": ONE_CLASS,
+    "sensitivity": "no row with the outcome", "specificity": "no row without the outcome",
+    "ppv": "no row at or above the threshold", "npv": "no row below the threshold"}
+"""Why a figure of the report is undefined (NaN) when nothing more specific is known."""
+RISK_FREE = ("prevalence",)  # figures that do not use the risks
+
+
+def _saturated(count: int) -> str:
+    return (f"{count} risk(s) of exactly 0 or 1: their logit is infinite, so the logistic "
+            "recalibration has no finite fit")
+
+
+def _non_finite(count: int) -> str:
+    return f"{count} non-finite risk(s) (NaN or infinite) among these rows"
+
+
+def _glm(y: np.ndarray, x: np.ndarray, offset: np.ndarray | None = None
+         ) -> tuple[np.ndarray, np.ndarray] | str:
+    """Parameters and 95% Wald intervals of a binomial GLM, or why there is no finite fit."""
+    from statsmodels.genmod import families
+    from statsmodels.genmod.generalized_linear_model import GLM  # not statsmodels.api: 1 s
+    from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            fit = GLM(y, x, family=families.Binomial(), offset=offset).fit()
+        except (np.linalg.LinAlgError, ValueError) as error:
+            return f"the logistic fit failed ({error})"
+    if any(issubclass(w.category, PerfectSeparationWarning) for w in caught):
+        return SEPARATION
+    params, ci = np.asarray(fit.params), np.asarray(fit.conf_int(0.05))
+    if not (fit.converged and np.isfinite(params).all() and np.isfinite(ci).all()):
+        return NOT_CONVERGED
+    return params, ci
+
+
+def calibration_fit(y: np.ndarray, p: np.ndarray) -> tuple[dict[str, float], dict[str, str]]:
+    """Intercept (slope fixed at 1, logit(p) as offset) and slope with 95% Wald intervals,
+    and why any of the two is undefined (NaN): one outcome class, non-finite risks, risks
+    of exactly 0 or 1, separation, identical risks (slope only) or no convergence."""
+    y = np.asarray(y, dtype=np.float64).ravel()
+    p = np.asarray(p, dtype=np.float64).ravel()
+    out = {k: NAN for k in ("intercept", "intercept_low", "intercept_high", "slope",
+                            "slope_low", "slope_high")}
+    case = y > 0.5
+    bad, saturated = int(np.sum(~np.isfinite(p))), int(np.sum((p <= 0) | (p >= 1)))
+    why = (ONE_CLASS if case.all() or not case.any() else _non_finite(bad) if bad
+           else _saturated(saturated) if saturated else None)
+    if why:
+        return out, {"intercept": why, "slope": why}
+    z = np.log(p) - np.log1p(-p)  # exact: no clipping that would invent a finite logit
+    reasons: dict[str, str] = {}
+    large = _glm(y, np.ones((len(y), 1)), offset=z)
+    if isinstance(large, str):
+        reasons["intercept"] = large
+    else:
+        out.update(intercept=float(large[0][0]), intercept_low=float(large[1][0][0]),
+                   intercept_high=float(large[1][0][1]))
+    if np.ptp(z) <= 1e-9 * max(1.0, float(np.abs(z).max())):
+        reasons["slope"] = IDENTICAL
+    elif z[~case].max() <= z[case].min() or z[case].max() <= z[~case].min():
+        reasons["slope"] = SEPARATION
+    else:
+        fitted = _glm(y, np.column_stack([np.ones(len(z)), z]))
+        if isinstance(fitted, str):
+            reasons["slope"] = fitted
+        else:
+            out.update(slope=float(fitted[0][1]), slope_low=float(fitted[1][1][0]),
+                       slope_high=float(fitted[1][1][1]))
+    return out, reasons
 
 
 def calibration_intercept_slope(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """Intercept (slope fixed at 1, logit(p) as offset) and slope, with 95% Wald intervals."""
-    import warnings
-
-    from statsmodels.genmod import families
-    from statsmodels.genmod.generalized_linear_model import GLM  # not statsmodels.api: 1 s
-
-    y = np.asarray(y, dtype=np.float64)
-    z = logit(p)
-    nan = {k: math.nan for k in ("intercept", "intercept_low", "intercept_high", "slope",
-                                 "slope_low", "slope_high")}
-    if len(np.unique(y)) < 2:
-        return nan
-    out = dict(nan)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # separation: the intervals say it (very wide)
-            large = GLM(y, np.ones((len(y), 1)), family=families.Binomial(), offset=z).fit()
-            low, high = large.conf_int(0.05)[0]
-            out.update(intercept=float(large.params[0]), intercept_low=float(low),
-                       intercept_high=float(high))
-            fitted = GLM(y, np.column_stack([np.ones(len(z)), z]),
-                         family=families.Binomial()).fit()
-            low, high = fitted.conf_int(0.05)[1]
-            out.update(slope=float(fitted.params[1]), slope_low=float(low),
-                       slope_high=float(high))
-    except (np.linalg.LinAlgError, ValueError):
-        pass  # undefined, reported as such
-    return out
+    """Intercept and slope with 95% Wald intervals (NaN when undefined: see
+    :func:`calibration_fit`, which also says why)."""
+    return calibration_fit(y, p)[0]
 
 
 def _quantile_bins(p: np.ndarray, bins: int) -> np.ndarray:
@@ -78,7 +139,8 @@ def calibration_bins(y: np.ndarray, p: np.ndarray, bins: int = 10
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    """Mean |observed - predicted| over the quantile bins of predicted risk, by bin size."""
+    """Mean |observed - predicted| over the quantile bins of predicted risk, by bin size (the
+    plug-in estimate, biased upwards on few rows: see :func:`debiased_ece`)."""
     if not len(y):
         return math.nan
     return float(_ece(np.asarray(y, dtype=np.float64)[None], np.asarray(p, dtype=np.float64)[None],
@@ -92,6 +154,23 @@ def _ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> np.ndarray:
     gap = (np.bincount(ids.ravel(), weights=(y - p).ravel(), minlength=k * bins)
            .reshape(k, bins))
     return np.abs(gap).sum(axis=1) / n  # sum over bins of count * |observed - predicted| / n
+
+
+def debiased_ece(plain: float, resampled: np.ndarray) -> tuple[float, tuple[float, float]]:
+    """Bias-corrected ECE and its 95% basic bootstrap interval, from the plug-in ECE and its
+    values on bootstrap resamples.
+
+    The plug-in ECE sums absolute gaps, so sampling noise only ever adds to it: on a
+    resample it is larger still, and the percentile interval can lie wholly above the
+    point (0.047 [0.053, 0.138]). The bootstrap measures that bias: the point is
+    2 ECE - median(ECE*) (median, not mean, so that it always lies inside the interval), and
+    the interval is the basic one, [2 ECE - q97.5, 2 ECE - q2.5], which removes the same
+    bias from both bounds. All three are cut at 0, the least possible ECE.
+    """
+    median = float(np.median(resampled))
+    q_low, q_high = np.percentile(resampled, [2.5, 97.5])
+    return (max(0.0, 2 * plain - median),
+            (max(0.0, 2 * plain - float(q_high)), max(0.0, 2 * plain - float(q_low))))
 
 
 def net_benefit(y: np.ndarray, p: np.ndarray, threshold: float) -> float:
@@ -124,14 +203,17 @@ def at_threshold(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, fl
 def _figures(y: np.ndarray, p: np.ndarray, threshold: float,
              decision_thresholds: tuple[float, ...], costs: ThresholdCosts | None
              ) -> dict[str, np.ndarray]:
-    """Every bootstrapped figure for each row of (resamples, rows) arrays at once."""
+    """Every bootstrapped figure for each row of (resamples, rows) arrays at once; NaN for
+    each figure that uses the risks on a row where one is NaN."""
     from scipy.stats import rankdata
 
     n = y.shape[1]
+    bad = np.isnan(p).any(axis=1)
     case = y > 0.5
     cases = case.sum(axis=1)
     non_cases = n - cases
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         ranks = rankdata(p, axis=1)
         auc = ((ranks * case).sum(axis=1) - cases * (cases + 1) / 2) / (cases * non_cases)
         treat = p >= threshold
@@ -148,12 +230,18 @@ def _figures(y: np.ndarray, p: np.ndarray, threshold: float,
     if costs is not None:
         out["expected_cost"] = (costs.false_negative_cost * fn
                                 + costs.false_positive_cost * fp) / n
-    return {k: np.where(np.isfinite(v), v, np.nan).astype(np.float64) for k, v in out.items()}
+    return {k: np.where(np.isfinite(v) & (k in RISK_FREE or ~bad), v, np.nan).astype(np.float64)
+            for k, v in out.items()}
 
 
 @dataclass
 class ClinicalReport:
-    """Every figure of a clinical evaluation, with intervals and counts."""
+    """Every figure of a clinical evaluation, with intervals and counts.
+
+    ``undefined`` says why a figure is undefined (NaN) or its interval withheld;
+    ``undefined_resamples`` how many of the ``resamples`` bootstrap resamples left each
+    figure undefined (only figures with any). The notes say both in words.
+    """
 
     values: dict[str, float]
     intervals: dict[str, tuple[float, float]]
@@ -162,6 +250,9 @@ class ClinicalReport:
     threshold: float
     decision_thresholds: tuple[float, ...]
     notes: list[str] = field(default_factory=list)
+    undefined: dict[str, str] = field(default_factory=dict)
+    resamples: int = 0
+    undefined_resamples: dict[str, int] = field(default_factory=dict)
 
     def table(self) -> list[tuple[str, str, str]]:
         """(figure, value, 95% interval) rows."""
@@ -181,6 +272,8 @@ class ClinicalReport:
             out[key] = value
             if name in self.intervals:
                 out[f"{key}_ci_low"], out[f"{key}_ci_high"] = self.intervals[name]
+            if name in self.undefined_resamples:
+                out[f"{key}_undefined_resamples"] = float(self.undefined_resamples[name])
         out[f"{prefix}rows"] = float(self.rows)
         out[f"{prefix}rows_with_missing"] = float(self.rows_with_missing)
         return out
@@ -193,37 +286,84 @@ def clinical_report(y: np.ndarray, p: np.ndarray, threshold: float = 0.5,
     """Discrimination, calibration, threshold figures and net benefit for risks ``p``.
 
     Without ``bootstrap`` only the calibration intercept and slope carry intervals (the
-    GLM's). With ``costs``, the expected cost per row of the threshold is reported too.
+    GLM's), and the ECE is the plug-in one. With ``costs``, the expected cost per row of
+    the threshold is reported too. Undefined figures are NaN, each with its reason.
     """
-    from heartflow.evaluation.intervals import _percentiles, _resamples, _subset
-
     y = np.asarray(y, dtype=np.float64).ravel()
-    p = np.clip(np.asarray(p, dtype=np.float64).ravel(), 0.0, 1.0)
-    point = _figures(y[None], p[None], threshold, tuple(decision_thresholds), costs)
+    raw = np.asarray(p, dtype=np.float64).ravel()
+    finite = np.isfinite(raw)
+    p = np.where(finite, np.clip(raw, 0.0, 1.0), np.nan)
+    thresholds = tuple(decision_thresholds)
+    point = _figures(y[None], p[None], threshold, thresholds, costs)
     values = {name: float(v[0]) for name, v in point.items()}
     intervals: dict[str, tuple[float, float]] = {}
-    if bootstrap and len(y):
-        rows = _subset(len(y), seed)
-        ys, ps = y[rows], p[rows]
-        rng = np.random.default_rng(seed)
-        draws: list[np.ndarray] = []
-        total = _resamples(len(rows))
-        block = max(1, min(total, 2_000_000 // max(1, len(rows))))
-        for start in range(0, total, block):
-            idx = rng.integers(0, len(rows), (min(block, total - start), len(rows)))
-            figures = _figures(ys[idx], ps[idx], threshold, tuple(decision_thresholds), costs)
-            draws.append(np.column_stack([figures[name] for name in values]))
-        low, high = _percentiles(np.vstack(draws))
+    missing: dict[str, int] = {}
+    resamples = 0
+    if bootstrap and len(y) and finite.all():
+        draws = _bootstrap_draws(y, p, threshold, thresholds, costs, seed, list(values))
+        low, high, undefined_counts = _percentiles(draws)
         intervals = {n: (float(low[k]), float(high[k])) for k, n in enumerate(values)}
-    glm = calibration_intercept_slope(y, p)
+        resamples = len(draws)
+        missing = {n: int(undefined_counts[k]) for k, n in enumerate(values)
+                   if undefined_counts[k]}
+        values["ece"], intervals["ece"] = debiased_ece(values["ece"],
+                                                       draws[:, list(values).index("ece")])
+    elif bootstrap and len(y):
+        intervals = {n: (NAN, NAN) for n in values}  # non-finite risks: nothing to resample
+    glm, why = calibration_fit(y, p)
     for name in ("intercept", "slope"):
         values[f"calibration_{name}"] = glm[name]
         intervals[f"calibration_{name}"] = (glm[f"{name}_low"], glm[f"{name}_high"])
-    for t in decision_thresholds:
+    for t in thresholds:
         values[f"treat_all@{t:g}"] = treat_all_benefit(values["prevalence"], t)
-    notes = []
-    if len(np.unique(y)) < 2:
-        notes.append("only one outcome class among these rows: ROC AUC and calibration are "
-                     "undefined")
-    return ClinicalReport(values, intervals, len(y), rows_with_missing, threshold,
-                          tuple(decision_thresholds), notes)
+    undefined: dict[str, str] = {}
+    for name, value in values.items():
+        if value != value:
+            undefined[name] = (why.get(name.removeprefix("calibration_"))
+                               or (_non_finite(int(np.sum(~finite))) if not finite.all()
+                                   else UNDEFINED_REASON.get(name,
+                                                             "not computable on these rows")))
+    withheld = [n for n, m in missing.items() if m > MAX_UNDEFINED_SHARE * resamples]
+    for name in withheld:
+        undefined.setdefault(name, f"interval withheld: undefined on {missing[name]} of "
+                                   f"{resamples} bootstrap resamples (more than "
+                                   f"{MAX_UNDEFINED_SHARE:.0%})")
+    notes = _notes(undefined, values, missing, resamples, withheld)
+    return ClinicalReport(values, intervals, len(y), rows_with_missing, threshold, thresholds,
+                          notes, undefined, resamples, missing)
+
+
+def _bootstrap_draws(y: np.ndarray, p: np.ndarray, threshold: float,
+                     thresholds: tuple[float, ...], costs: ThresholdCosts | None, seed: int,
+                     names: list[str]) -> np.ndarray:
+    """(resamples, figures): the ``names`` on each seeded resample, in vectorised blocks."""
+    rows = _subset(len(y), seed)
+    ys, ps = y[rows], p[rows]
+    rng = np.random.default_rng(seed)
+    draws: list[np.ndarray] = []
+    total = _resamples(len(rows))
+    block = max(1, min(total, 2_000_000 // max(1, len(rows))))
+    for start in range(0, total, block):
+        idx = rng.integers(0, len(rows), (min(block, total - start), len(rows)))
+        figures = _figures(ys[idx], ps[idx], threshold, thresholds, costs)
+        draws.append(np.column_stack([figures[name] for name in names]))
+    return np.vstack(draws)
+
+
+def _notes(undefined: dict[str, str], values: dict[str, float], missing: dict[str, int],
+           resamples: int, withheld: list[str]) -> list[str]:
+    """Undefined figures grouped by reason, then the bootstrap's undefined resamples."""
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in undefined.items():
+        if values[name] != values[name]:
+            by_reason.setdefault(reason, []).append(name)
+    notes = [f"{', '.join(names)} undefined: {reason}" for reason, names in by_reason.items()]
+    shown = {name: count for name, count in missing.items() if values[name] == values[name]}
+    if shown:  # (a figure undefined on the rows themselves is undefined on every resample)
+        counts = "; ".join(f"{name} {count} of {resamples} undefined"
+                           + (" (interval withheld)" if name in withheld else "")
+                           for name, count in shown.items())
+        notes.append(f"bootstrap resamples on which a figure was undefined (its interval "
+                     f"rests on the others, and is withheld past {MAX_UNDEFINED_SHARE:.0%}): "
+                     f"{counts}")
+    return notes

@@ -8,6 +8,11 @@ per-resample overhead for a non-vectorised statistic tripled the time (1.4 s aga
 0.35 s for 61 rows). Above ``MAX_ROWS`` rows a seeded random subset is resampled, which
 makes the interval wider (conservative), never narrower. Paired fold comparisons use
 scipy's Student t.
+
+A figure can be undefined on some resamples (an AUC on one without a case). The interval
+of the others is shown only while they are at most ``MAX_UNDEFINED_SHARE`` of the
+resamples; past that it is withheld (NaN), and the count of undefined resamples is
+reported either way.
 """
 
 from __future__ import annotations
@@ -20,6 +25,11 @@ from heartflow.evaluation import metrics as M
 
 RESAMPLES = 1000
 MAX_ROWS = 20_000
+MAX_UNDEFINED_SHARE = 0.10
+"""Largest share of bootstrap resamples on which a figure may be undefined for its interval to
+be shown. The defined resamples are not a random sample of the resamples (for an AUC, those
+that happened to draw a case), so past this share their percentiles describe a different,
+more favourable population than the rows: the interval is withheld (NaN)."""
 
 
 def _subset(n: int, seed: int) -> np.ndarray:
@@ -38,17 +48,28 @@ def _bootstrap(n: int, statistic, seed: int) -> np.ndarray:
     return np.array([statistic(rng.integers(0, n, n)) for _ in range(_resamples(n))])
 
 
-def _percentiles(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _percentiles(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """2.5th and 97.5th percentiles of each column of (resamples, figures) over its defined
+    resamples, and how many were undefined (NaN); bounds NaN past ``MAX_UNDEFINED_SHARE``."""
     import warnings
 
+    undefined = np.isnan(draws).sum(axis=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: undefined
-        return np.nanpercentile(draws, 2.5, axis=0), np.nanpercentile(draws, 97.5, axis=0)
+        low = np.nanpercentile(draws, 2.5, axis=0)
+        high = np.nanpercentile(draws, 97.5, axis=0)
+    withheld = undefined > MAX_UNDEFINED_SHARE * len(draws)
+    low, high = np.where(withheld, np.nan, low), np.where(withheld, np.nan, high)
+    return low, high, undefined
 
 
 def bootstrap_intervals(task: str, y: np.ndarray, output: np.ndarray, threshold: float,
-                        names: list[str], seed: int = 0) -> dict[str, tuple[float, float]]:
-    """95% percentile-bootstrap interval of each metric (NaN bounds when undefined)."""
+                        names: list[str], seed: int = 0,
+                        undefined: dict[str, int] | None = None
+                        ) -> dict[str, tuple[float, float]]:
+    """95% percentile-bootstrap interval of each metric (NaN bounds when undefined, or when
+    undefined on more than ``MAX_UNDEFINED_SHARE`` of the resamples). ``undefined``, when
+    given, receives the number of undefined resamples of each metric that had any."""
     rows = _subset(len(y), seed)
     y, output = np.asarray(y)[rows], np.asarray(output)[rows]
     if len(rows) < 2 or not names:
@@ -58,21 +79,26 @@ def bootstrap_intervals(task: str, y: np.ndarray, output: np.ndarray, threshold:
         values = M.compute(task, y[i], output[i], threshold, names)
         return [values[m] for m in names]
 
-    low, high = _percentiles(_bootstrap(len(rows), statistic, seed))
+    low, high, missing = _percentiles(_bootstrap(len(rows), statistic, seed))
+    if undefined is not None:
+        undefined.update({m: int(missing[k]) for k, m in enumerate(names) if missing[k]})
     return {m: (float(low[k]), float(high[k])) for k, m in enumerate(names)}
 
 
 def paired_difference(task: str, y: np.ndarray, first: np.ndarray, second: np.ndarray,
-                      threshold: float, metric: str, seed: int = 0) -> tuple[float, float, float]:
-    """metric(first) - metric(second) on the same rows, with its 95% bootstrap interval."""
+                      threshold: float, metric: str, seed: int = 0,
+                      second_threshold: float | None = None) -> tuple[float, float, float]:
+    """metric(first) - metric(second) on the same rows, with its 95% bootstrap interval
+    (the second model at ``second_threshold`` when it has its own)."""
     rows = _subset(len(y), seed)
     y, first, second = np.asarray(y)[rows], np.asarray(first)[rows], np.asarray(second)[rows]
+    other = threshold if second_threshold is None else second_threshold
 
     def diff(i: np.ndarray) -> list[float]:
         return [M.compute(task, y[i], first[i], threshold, [metric])[metric]
-                - M.compute(task, y[i], second[i], threshold, [metric])[metric]]
+                - M.compute(task, y[i], second[i], other, [metric])[metric]]
 
-    low, high = _percentiles(_bootstrap(len(rows), diff, seed))
+    low, high, _undefined = _percentiles(_bootstrap(len(rows), diff, seed))
     return float(diff(np.arange(len(rows)))[0]), float(low[0]), float(high[0])
 
 

@@ -1,6 +1,9 @@
 """Evaluation metrics in plain NumPy (checked against scikit-learn in the tests).
 
-Plain NumPy keeps scikit-learn's import off the `heartflow run` path.
+Plain NumPy keeps scikit-learn's import off the `heartflow run` path. An output that is NaN or
+infinite (a diverged network) makes every metric of the rows undefined (NaN): ranking such
+outputs as ties would report an AUC of 0.5 and a defined accuracy for a network that said
+nothing (scikit-learn refuses such input outright).
 """
 
 from __future__ import annotations
@@ -8,6 +11,20 @@ from __future__ import annotations
 import numpy as np
 
 EPS = 1e-15
+BINARY_NAMES = ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "log_loss",
+                "brier")
+MULTICLASS_NAMES = ("accuracy", "macro_f1", "log_loss", "roc_auc")
+REGRESSION_NAMES = ("mse", "rmse", "mae", "r2")
+NAN = float("nan")
+
+
+def all_finite(output: np.ndarray) -> bool:
+    """Whether every output is a finite number (no NaN, no infinity)."""
+    return bool(np.isfinite(np.asarray(output, dtype=np.float64)).all())
+
+
+def _undefined(names: tuple[str, ...]) -> dict[str, float]:
+    return dict.fromkeys(names, NAN)
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
@@ -22,11 +39,12 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 
 
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U); NaN if only one class is present."""
+    """Area under the ROC curve (Mann-Whitney U); NaN if only one class is present or an
+    output is not finite."""
     y = np.asarray(y).astype(bool)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
+    if n_pos == 0 or n_neg == 0 or not all_finite(p):
+        return NAN
     ranks = _ranks(np.asarray(p, dtype=np.float64))
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
@@ -59,15 +77,21 @@ def pr_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def average_precision(y: np.ndarray, p: np.ndarray) -> float:
-    """Area under the precision-recall curve as a step sum (scikit-learn's definition)."""
+    """Area under the precision-recall curve as a step sum (scikit-learn's definition); NaN
+    if an output is not finite."""
+    if not all_finite(p):
+        return NAN
     precision, recall = pr_curve(y, p)
     return float(np.sum(np.diff(recall) * precision[1:]))
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5,
                    names: list[str] | None = None) -> dict[str, float]:
-    """Binary metrics (all, or the ``names``) for probabilities ``p`` of the positive class."""
+    """Binary metrics (all, or the ``names``) for probabilities ``p`` of the positive class;
+    all NaN if an output is not finite."""
     y = np.asarray(y).astype(np.float64).ravel()
+    if not all_finite(p):
+        return _undefined(BINARY_NAMES)
     p = np.clip(np.asarray(p, dtype=np.float64).ravel(), 0.0, 1.0)
     pred = p >= threshold
     truth = y > 0.5
@@ -80,8 +104,8 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5,
     q = np.clip(p, EPS, 1 - EPS)
     wanted = set(names or ("roc_auc", "pr_auc"))
     return {
-        "roc_auc": roc_auc(truth, p) if "roc_auc" in wanted else float("nan"),
-        "pr_auc": average_precision(truth, p) if "pr_auc" in wanted else float("nan"),
+        "roc_auc": roc_auc(truth, p) if "roc_auc" in wanted else NAN,
+        "pr_auc": average_precision(truth, p) if "pr_auc" in wanted else NAN,
         "accuracy": float(np.mean(pred == truth)),
         "precision": precision,
         "recall": recall,
@@ -92,9 +116,11 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5,
 
 
 def multiclass_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """Accuracy, macro F1, log loss and one-vs-rest macro ROC AUC."""
+    """Accuracy, macro F1, log loss and one-vs-rest macro ROC AUC (NaN for non-finite output)."""
     y = np.asarray(y).astype(np.int64).ravel()
     proba = np.asarray(proba, dtype=np.float64)
+    if not all_finite(proba):
+        return _undefined(MULTICLASS_NAMES)
     k = proba.shape[1]
     pred = proba.argmax(axis=1)
     f1s, aucs = [], []
@@ -108,17 +134,19 @@ def multiclass_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     finite = [a for a in aucs if not np.isnan(a)]
     return {"accuracy": float(np.mean(pred == y)), "macro_f1": float(np.mean(f1s)),
             "log_loss": float(-np.mean(np.log(q))),
-            "roc_auc": float(np.mean(finite)) if finite else float("nan")}
+            "roc_auc": float(np.mean(finite)) if finite else NAN}
 
 
 def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """MSE, RMSE, MAE and R²."""
+    """MSE, RMSE, MAE and R² (NaN for non-finite output)."""
     y = np.asarray(y, dtype=np.float64).ravel()
     pred = np.asarray(pred, dtype=np.float64).ravel()
+    if not all_finite(pred):
+        return _undefined(REGRESSION_NAMES)
     mse = float(np.mean((y - pred) ** 2))
     var = float(np.var(y))
     return {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": float(np.mean(np.abs(y - pred))),
-            "r2": 1.0 - mse / var if var > 0 else float("nan")}
+            "r2": 1.0 - mse / var if var > 0 else NAN}
 
 
 def compute(task: str, y: np.ndarray, output: np.ndarray, threshold: float,
@@ -134,9 +162,14 @@ def compute(task: str, y: np.ndarray, output: np.ndarray, threshold: float,
 
 
 def epoch_metrics(task: str, threshold: float = 0.5):
-    """Per-epoch validation metrics for training (labels in the network's output shape)."""
+    """Per-epoch validation metrics for training (labels in the network's output shape); NaN
+    when an output is not finite (early stopping then never counts the epoch as best)."""
+    names = {"binary": ("auc", "accuracy"), "multiclass": ("accuracy",)}.get(task,
+                                                                              ("rmse", "mae"))
 
     def compute(truth: np.ndarray, p: np.ndarray) -> dict[str, float]:
+        if not all_finite(p):
+            return _undefined(names)
         if task == "binary":
             t, q = truth.ravel() > 0.5, p.ravel()
             return {"auc": roc_auc(t, q), "accuracy": float(np.mean((q >= threshold) == t))}
@@ -153,6 +186,8 @@ class BinaryAccumulator:
 
     Counts, log loss and Brier score are exact; ROC and PR AUC come from score histograms
     with ``bins`` equal-width bins (ties within a bin count as ties: error below 1/bins).
+    Outputs that are NaN or infinite are counted in ``non_finite`` (and in ``n``), kept out
+    of the histograms and counts, and make every metric of :meth:`result` undefined (NaN).
     """
 
     def __init__(self, threshold: float = 0.5, bins: int = 100_000) -> None:
@@ -162,11 +197,18 @@ class BinaryAccumulator:
         self.tp = self.fp = self.fn = self.tn = 0
         self.log_loss_sum = self.brier_sum = 0.0
         self.n = 0
+        self.non_finite = 0
 
     def update(self, y: np.ndarray, p: np.ndarray) -> None:
         """Add a batch of labels and positive-class probabilities."""
         y = np.asarray(y).ravel() > 0.5
-        p = np.clip(np.asarray(p, dtype=np.float64).ravel(), 0.0, 1.0)
+        p = np.asarray(p, dtype=np.float64).ravel()
+        self.n += len(y)
+        finite = np.isfinite(p)
+        if not finite.all():
+            self.non_finite += int(np.sum(~finite))
+            y, p = y[finite], p[finite]
+        p = np.clip(p, 0.0, 1.0)
         index = np.minimum((p * self.bins).astype(np.int64), self.bins - 1)
         self.pos += np.bincount(index[y], minlength=self.bins)
         self.neg += np.bincount(index[~y], minlength=self.bins)
@@ -178,7 +220,6 @@ class BinaryAccumulator:
         q = np.clip(p, EPS, 1 - EPS)
         self.log_loss_sum += float(-np.sum(np.where(y, np.log(q), np.log(1 - q))))
         self.brier_sum += float(np.sum((p - y) ** 2))
-        self.n += len(y)
 
     def curves(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(fpr, tpr, precision, recall) from the highest score bin down."""
@@ -191,14 +232,16 @@ class BinaryAccumulator:
                 np.r_[1.0, tps / np.maximum(tps + fps, 1)], np.r_[0.0, tps / total_pos])
 
     def result(self) -> dict[str, float]:
-        """The same metric names as :func:`binary_metrics`."""
+        """The same metric names as :func:`binary_metrics` (all NaN after a non-finite output)."""
+        if self.non_finite:
+            return _undefined(BINARY_NAMES)
         fpr, tpr, precision, recall = self.curves()
         tp, fp, fn = self.tp, self.fp, self.fn
         prec = tp / (tp + fp) if tp + fp else 0.0
         rec = tp / (tp + fn) if tp + fn else 0.0
         both = self.pos.sum() > 0 and self.neg.sum() > 0
         return {
-            "roc_auc": float(np.trapezoid(tpr, fpr)) if both else float("nan"),
+            "roc_auc": float(np.trapezoid(tpr, fpr)) if both else NAN,
             "pr_auc": float(np.sum(np.diff(recall) * precision[1:])),
             "accuracy": (tp + self.tn) / max(self.n, 1),
             "precision": prec, "recall": rec,

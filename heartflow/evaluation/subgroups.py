@@ -3,7 +3,9 @@ of a numeric one, each with its rows and outcome counts, flagged when too small 
 
 A subgroup is too small when it has fewer than ``min_rows`` rows or fewer than
 ``MIN_EACH_OUTCOME`` of either outcome: its AUC and calibration would rest on a handful
-of patients (the interval says so too, but a flag is harder to miss). Rows whose
+of patients (a slope of 489 [-791764, 792742] beside the flag says nothing true). Such a
+subgroup shows its counts only: every figure but the prevalence (its cases over its rows)
+is NaN, without an interval, the reason in the report's ``undefined``. Rows whose
 subgroup value is missing form their own group ("missing").
 """
 
@@ -18,6 +20,7 @@ from heartflow.evaluation.clinical import ClinicalReport, clinical_report
 from heartflow.spec.schema import SubgroupSpec, ThresholdCosts
 
 MIN_EACH_OUTCOME = 5
+COUNTS = ("prevalence",)  # what a subgroup too small to judge still shows: its counts
 SHOWN = ("roc_auc", "calibration_intercept", "calibration_slope", "mean_risk", "prevalence",
          "sensitivity", "specificity")
 
@@ -74,13 +77,23 @@ def subgroup_reports(features: pd.DataFrame, y: np.ndarray, p: np.ndarray,
             small = (len(ys) < min_rows or cases < MIN_EACH_OUTCOME
                      or len(ys) - cases < MIN_EACH_OUTCOME)
             report = clinical_report(ys, ps, threshold, decision_thresholds, seed=seed,
-                                     costs=costs)
+                                     costs=costs, bootstrap=not small)
             if small:
-                report.notes.append(
-                    f"too small to judge: {len(ys)} rows, {cases} with the outcome (at least "
-                    f"{min_rows} rows and {MIN_EACH_OUTCOME} of each outcome needed)")
+                _counts_only(report, f"too small to judge: {len(ys)} rows, {cases} with the "
+                                     f"outcome (at least {min_rows} rows and "
+                                     f"{MIN_EACH_OUTCOME} of each outcome needed)")
             out.append(Subgroup(group.column, str(level), len(ys), cases, report, small))
     return out
+
+
+def _counts_only(report: ClinicalReport, reason: str) -> None:
+    """Withhold every figure of ``report`` but its counts (NaN, no interval), for ``reason``."""
+    for name in report.values:
+        if name not in COUNTS:
+            report.values[name] = float("nan")
+            report.undefined[name] = reason
+    report.intervals = {name: (float("nan"), float("nan")) for name in report.values}
+    report.notes = [f"{reason}: counts only, every other figure withheld"]
 
 
 def _order(group: SubgroupSpec):

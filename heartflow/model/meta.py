@@ -17,6 +17,8 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from heartflow.spec.schema import MIN_SUBGROUP_ROWS, REPORT_AT
+
 FORMAT = "heartflow.meta/2"
 READABLE = ("heartflow.meta/1", FORMAT)
 
@@ -25,9 +27,9 @@ READABLE = ("heartflow.meta/1", FORMAT)
 class EvaluationPlan:
     """How the model is judged on other sites' rows (``heartflow evaluate``)."""
 
-    report_at: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)
+    report_at: tuple[float, ...] = REPORT_AT
     subgroups: tuple[dict[str, Any], ...] = ()  # SubgroupSpec fields
-    min_subgroup_rows: int = 30
+    min_subgroup_rows: int = MIN_SUBGROUP_ROWS
     costs: dict[str, Any] | None = None  # ThresholdCosts fields
 
 
@@ -99,5 +101,5 @@ class ModelMeta:
         return cls(**data, evaluate=EvaluationPlan(
             report_at=tuple(plan.get("report_at") or EvaluationPlan.report_at),
             subgroups=tuple(plan.get("subgroups") or ()),
-            min_subgroup_rows=int(plan.get("min_subgroup_rows", 30)),
+            min_subgroup_rows=int(plan.get("min_subgroup_rows", MIN_SUBGROUP_ROWS)),
             costs=plan.get("costs")))

@@ -13,9 +13,20 @@ import re
 import warnings
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from heartflow.spec import vocabulary as V
+
+# Evaluation defaults, defined once: the spec's, and what a model logged without them uses.
+REPORT_AT = (0.05, 0.1, 0.2, 0.3, 0.5)  # risk thresholds whose net benefit is reported
+MIN_SUBGROUP_ROWS = 30  # fewer rows (or < 5 of either outcome): too small to judge
 
 
 class _Section(BaseModel):
@@ -271,8 +282,7 @@ class DecisionCurveSpec(_Section):
 
     low: float = Field(default=0.01, gt=0.0, lt=1.0)
     high: float = Field(default=0.6, gt=0.0, lt=1.0)
-    report_at: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3, 0.5],
-                                   min_length=1)
+    report_at: list[float] = Field(default_factory=lambda: list(REPORT_AT), min_length=1)
 
     @field_validator("report_at")
     @classmethod
@@ -317,9 +327,9 @@ class EvaluateSpec(_Section):
     subgroups: list[str | SubgroupSpec] = Field(
         default_factory=list, description="Columns to report by: 'sex', or {column: age, "
         "bins: [0, 50, 60, 120]}.")
-    min_subgroup_rows: int = Field(default=30, ge=1, description="Subgroups with fewer rows "
-                                   "(or fewer than 5 of either outcome) are flagged too small "
-                                   "to judge.")
+    min_subgroup_rows: int = Field(
+        default=MIN_SUBGROUP_ROWS, ge=1, description="Subgroups with fewer rows (or fewer "
+        "than 5 of either outcome) are flagged too small to judge.")
 
     @field_validator("threshold")
     @classmethod
@@ -357,11 +367,17 @@ class EvaluateSpec(_Section):
 
 
 class PromoteSpec(_Section):
-    """When a new version may take the ``champion`` alias."""
+    """When a new version may take the ``champion`` alias (heartflow.evaluation.gate)."""
 
     metric: str | None = Field(default=None, description="Default: roc_auc (binary), "
                                "accuracy (multiclass), rmse (regression).")
-    min_improvement: float = Field(default=0.0, ge=0.0)
+    rule: Literal["superior", "non_inferior", "point"] = Field(
+        default="superior", description="superior: the lower 95% bound of challenger minus "
+        "champion (paired bootstrap on rows neither saw) must exceed margin; non_inferior: "
+        "must exceed -margin; point: the point difference must exceed margin.")
+    margin: float = Field(default=0.0, ge=0.0,
+                          validation_alias=AliasChoices("margin", "min_improvement"),
+                          description="Margin of the rule (min_improvement: its old name).")
     must_beat_baselines: bool = False
     min_gate_rows: int = Field(default=10, ge=1, description="Fewest test rows the champion "
                                "never trained or validated on that the gate will decide on.")

@@ -1,16 +1,12 @@
 """`heartflow compare`: the runs of an experiment or a sweep, read from MLflow and ranked
-(on development rows; :mod:`heartflow.evaluation.ranking` says how)."""
+(on development rows; :mod:`heartflow.evaluation.ranking` says how). They are written as
+text by :mod:`heartflow.evaluation.tables`."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 from typing import Any
-
-from rich.console import Console
-from rich.table import Table
 
 from heartflow.errors import HeartflowError
 from heartflow.evaluation.ranking import defined as _defined
@@ -86,51 +82,3 @@ def rows_for(target: str, metric: str | None = None) -> tuple[list[dict[str, Any
     for i, row in enumerate(rows, start=1):
         row["rank"] = i if _defined(row.get(key)) else ""
     return rows, metric, varied
-
-
-def render(rows: list[dict[str, Any]], metric: str, varied: list[str], fmt: str) -> str:
-    """Rows as a table, CSV or JSON."""
-    if fmt == "json":
-        return json.dumps(rows, indent=1, default=str)
-    cv = any(f"cv_{metric}" in r for r in rows)
-    chosen_by = f"cv_{metric}" if cv else f"validation_{metric}"
-    columns = ["rank", "run", "kind", "status", *varied, chosen_by]
-    if cv:
-        columns.append(f"cv_{metric}_ci95")
-    columns += [f"test_{metric}", f"test_{metric}_ci", "test_rows", "parameters",
-                "epochs_run", "train_seconds"]
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-        return out.getvalue()
-    source = "CV (development rows)" if cv else "validation rows"
-    table = Table(title=f"ranked by {metric} on {source}; test is reported, not used to rank",
-                  caption="undefined figures rank last; intervals are 95%")
-    heads = {f"cv_{metric}": f"CV {metric} ± 95%", f"validation_{metric}":
-             f"validation {metric}", f"test_{metric}": f"test {metric} [95%] (reported)"}
-    shown = [c for c in columns if c not in (f"cv_{metric}_ci95", f"test_{metric}_ci")]
-    for column in shown:
-        table.add_column(heads.get(column, column))
-    for row in rows:
-        table.add_row(*(_cell(row, column, metric) for column in shown))
-    console = Console(width=200, record=True, file=io.StringIO())
-    console.print(table)
-    return console.export_text()
-
-
-def _cell(row: dict[str, Any], column: str, metric: str) -> str:
-    value = row.get(column)
-    if column == f"cv_{metric}" and _defined(value):
-        return f"{value:.4f} ± {row.get(f'cv_{metric}_ci95') or 0:.4f}"
-    if column == f"test_{metric}" and _defined(value):
-        low, high = row.get(f"test_{metric}_ci") or (None, None)
-        return f"{value:.4f} [{low:.4f}, {high:.4f}]" if _defined(low) and _defined(high) \
-            else f"{value:.4f}"
-    if column in (f"validation_{metric}", f"cv_{metric}", f"test_{metric}") \
-            and not _defined(value):
-        return "undefined"
-    if isinstance(value, float):
-        return f"{value:.4f}" if column != "train_seconds" else f"{value:.2f}s"
-    return "" if value is None else str(value)

@@ -89,6 +89,14 @@ def promotion(field: str) -> str:
     return f"{PROMOTION_PREFIX}{field}"
 
 
+GATE_FIELDS = ("rule", "difference", "ci_low", "ci_high")  # the evidence the gate used
+
+
+def gate(field: str) -> str:
+    """The gate's rule, the difference it judged and its 95% interval, and its rows."""
+    return f"heartflow.gate.{field}"
+
+
 # -- other sites: evaluations and recalibrations ---------------------------------------------
 SITE_PREFIX = "heartflow.site."  # version tags: heartflow.site.<site> (summary), .<site>.run
 

@@ -118,7 +118,11 @@ def apply_decision(name: str, version: str, run_id: str, decision: Decision) -> 
     champion = decision.champion_version
     if decision.promoted and champion != version:
         _make_champion(name, version, champion)
-    record(name, version, run_id, {N.promotion(k): v for k, v in decision.fields().items()})
+    fields = decision.fields()
+    tags = {N.promotion(k): v for k, v in fields.items() if k not in N.GATE_FIELDS}
+    tags.update({N.gate(k): fields[k] for k in N.GATE_FIELDS})
+    tags[N.gate("rows")] = fields["gate_rows"]
+    record(name, version, run_id, tags)
 
 
 def _make_champion(name: str, version: str, previous: str | None) -> None:

@@ -61,12 +61,17 @@ def test_integral_float_levels_match_integer_levels() -> None:
 
 
 def test_stratified_split_is_seeded_and_proportional() -> None:
-    y = np.array([0] * 80 + [1] * 20)
+    y = np.array([0] * 800 + [1] * 200)
     a = split_rows(y, SplitSpec(test=0.2, validation=0.2, seed=1), True)
     b = split_rows(y, SplitSpec(test=0.2, validation=0.2, seed=1), True)
+    c = split_rows(y, SplitSpec(test=0.2, validation=0.2, seed=2), True)
     assert all(np.array_equal(getattr(a, k), getattr(b, k)) for k in ("train", "test"))
-    assert y[a.test].sum() == 4 and len(a.test) == 20
+    assert not np.array_equal(a.test, c.test)
+    # Fixed cut-offs: each class's test count is Binomial(n_c, 0.2), within 4 sd.
+    for label, n in ((0, 800), (1, 200)):
+        assert abs(int(np.sum(y[a.test] == label)) - 0.2 * n) <= 4 * np.sqrt(n * 0.2 * 0.8)
     assert not set(a.train) & set(a.test) and not set(a.validation) & set(a.test)
+    assert len(a.train) + len(a.validation) + len(a.test) == len(y)
 
 
 def test_named_source_is_found_in_data_dir(tmp_path: Path, monkeypatch) -> None:

@@ -4,6 +4,7 @@ levels the training rows never held encode as zeros."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +34,12 @@ def test_rows_keep_their_part_when_the_data_grows() -> None:
     rows = heart_like(303, seed=4)
     rows.insert(0, "rid", range(303))
     before, after = _parts(rows.iloc[:240]), _parts(rows)
-    kept = np.mean([before[r] == after[r] for r in before])
-    assert kept >= 0.85  # a row moves only when new rows of its class outrank it
+    assert all(before[r] == after[r] for r in before)  # no row moves when rows are added
     shuffled = _parts(rows.sample(frac=1, random_state=0))
     assert shuffled == after  # the file's row order plays no part
-    for part, fraction in (("test", 0.2), ("validation", 0.2)):
-        assert abs(sum(p == part for p in after.values()) - 303 * fraction) <= 2
+    for part, fraction in (("test", 0.2), ("validation", 0.2)):  # binomial shares
+        count = sum(p == part for p in after.values())
+        assert abs(count - 303 * fraction) <= _binomial_tolerance(303, fraction)
 
 
 def test_seeds_give_independent_splits() -> None:
@@ -104,3 +105,87 @@ def test_levels_never_in_training_rows_encode_as_zeros() -> None:
     assert x[3, 1:].tolist() == [0.0, 0.0, 0.0]  # 'rare' only in a held-out row
     assert x[0, 1:].sum() == 1.0 and x[1, 1:].sum() == 1.0
     assert encoder.unseen_levels(features) == {"thal": ["rare"]}
+
+
+def _binomial_tolerance(n: int, fraction: float) -> float:
+    """Four standard deviations of a Binomial(n, fraction) count."""
+    return 4 * math.sqrt(n * fraction * (1 - fraction))
+
+
+@pytest.mark.realdata
+def test_heart_csv_rows_keep_their_part_from_240_to_303_rows(shared_data: Path,
+                                                             tmp_path: Path) -> None:
+    from heartflow.data.dataset import load_dataset
+    from heartflow.data.sources import resolve_source
+    from heartflow.spec import load_spec
+    from tests.conftest import ROOT
+
+    lines = (shared_data / "heart.csv").read_text().splitlines(keepends=True)
+    (tmp_path / "first.csv").write_text("".join(lines[:241]))  # the header and 240 rows
+    spec = load_spec(str(ROOT / "specs/heart_16.yaml")).spec
+    parts = []
+    for path in (tmp_path / "first.csv", shared_data / "heart.csv"):
+        dataset = load_dataset(spec, resolve_source(str(path)))
+        split = split_rows(dataset.y, spec.data.split, True, dataset.classes, dataset.keys)
+        part = np.empty(len(dataset), dtype=object)
+        for name in ("train", "validation", "test"):
+            part[getattr(split, name)] = name
+        parts.append(part)
+    before, after = parts
+    assert len(before) == 240 and len(after) == 303
+    moved = np.flatnonzero(before != after[:240])
+    assert moved.tolist() == []  # no existing row changes part when rows are added
+
+
+def _part_codes(split) -> np.ndarray:
+    codes = np.empty(len(split.train) + len(split.validation) + len(split.test), np.uint8)
+    for name, code in (("train", 0), ("validation", 1), ("test", 2)):
+        codes[getattr(split, name)] = code
+    return codes
+
+
+@pytest.mark.parametrize("stratify", [True, False])
+def test_streamed_and_in_memory_splits_put_every_row_in_the_same_part(
+        tmp_path: Path, stratify: bool) -> None:
+    from heartflow.data.dataset import load_dataset
+    from heartflow.data.sources import resolve_source
+    from heartflow.data.streaming import scan
+    from heartflow.spec import load_spec
+
+    heart_like(5000, seed=12).to_csv(tmp_path / "heart.csv", index=False)
+    spec_path = heart_spec(tmp_path / "s.yaml")
+    spec_path.write_text(spec_path.read_text().replace("stratify: true",
+                                                       f"stratify: {str(stratify).lower()}"))
+    spec = load_spec(str(spec_path)).spec
+    dataset = load_dataset(spec, resolve_source(str(tmp_path / "heart.csv")))
+    split = split_rows(dataset.y, spec.data.split, True, dataset.classes, dataset.keys)
+    stats = scan(spec, str(tmp_path / "heart.csv"), None, chunk_rows=777)
+    assert np.array_equal(stats.row_parts, _part_codes(split))
+    assert stats.parts == split.sizes()
+
+
+@pytest.mark.realdata
+def test_streamed_and_in_memory_heart_csv_splits_agree(shared_data: Path) -> None:
+    from heartflow.data.dataset import load_dataset
+    from heartflow.data.sources import resolve_source
+    from heartflow.data.streaming import scan
+    from heartflow.spec import load_spec
+    from tests.conftest import ROOT
+
+    spec = load_spec(str(ROOT / "specs/heart_16.yaml")).spec
+    resolved = resolve_source(spec.data.source)
+    dataset = load_dataset(spec, resolved)
+    split = split_rows(dataset.y, spec.data.split, True, dataset.classes, dataset.keys)
+    stats = scan(spec, str(resolved.path), None, chunk_rows=50)
+    assert np.array_equal(stats.row_parts, _part_codes(split))
+
+
+def test_split_shares_are_binomial_around_the_fractions() -> None:
+    """Fixed cut-offs: each class's shares are Binomial(n_c, fraction) counts."""
+    y = np.array([0] * 6000 + [1] * 2000)
+    spec = SplitSpec(test=0.2, validation=0.1, seed=3)
+    split = split_rows(y, spec, True)
+    for label, n in ((0, 6000), (1, 2000)):
+        for part, fraction in (("test", 0.2), ("validation", 0.1), ("train", 0.7)):
+            count = int(np.sum(y[getattr(split, part)] == label))
+            assert abs(count - n * fraction) <= _binomial_tolerance(n, fraction), (label, part)

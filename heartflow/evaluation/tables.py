@@ -1,0 +1,254 @@
+"""Numbers and tables as text: one formatter for every figure heartflow prints.
+
+A figure is written with a fixed number of decimals and, when it has one, its 95% interval
+on the same line (``0.8957 [0.7960, 0.9611]``); a figure that is undefined (NaN: a ROC AUC
+on rows of one class, a calibration slope without a finite fit) is written ``undefined``,
+never ``nan``, and an undefined interval is left out. The CLI's tables
+(:mod:`heartflow.cli.console`) and the API's text tables (``hf.compare(...).table()``) use
+these functions, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+UNDEFINED = "undefined"
+WIDTH = 100  # text tables fit this many columns where they can (cells wrap, never cut)
+
+
+def defined(value: Any) -> bool:
+    """A real number that is not NaN (``None`` and text are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return not math.isnan(value)
+
+
+def number(value: Any, digits: int = 4, *, signed: bool = False) -> str:
+    """``value`` with ``digits`` decimals (``+`` before positive ones when ``signed``);
+    ``undefined`` for NaN and ``None``; text as it is."""
+    if isinstance(value, str):
+        return value
+    if not defined(value):
+        return UNDEFINED
+    if isinstance(value, int):
+        return f"{value:+d}" if signed else str(value)
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def interval(low: Any, high: Any, digits: int = 4, *, signed: bool = False) -> str:
+    """``[low, high]``, or ``""`` when either bound is undefined."""
+    if not (defined(low) and defined(high)):
+        return ""
+    return f"[{number(low, digits, signed=signed)}, {number(high, digits, signed=signed)}]"
+
+
+def figure(value: Any, low: Any = None, high: Any = None, digits: int = 4, *,
+           signed: bool = False) -> str:
+    """A figure and its interval on one line: ``0.8957 [0.7960, 0.9611]``; ``undefined``
+    (without an interval) when the figure is undefined."""
+    if not defined(value):
+        return UNDEFINED
+    bounds = interval(low, high, digits, signed=signed)
+    shown = number(value, digits, signed=signed)
+    return f"{shown} {bounds}" if bounds else shown
+
+
+def mean_spread(mean: Any, spread: Any, digits: int = 4) -> str:
+    """``mean ± spread`` (e.g. a CV mean and its 95% half-width); ``undefined`` when the
+    mean is; the spread is left out when it is undefined."""
+    if not defined(mean):
+        return UNDEFINED
+    if not defined(spread):
+        return number(mean, digits)
+    return f"{number(mean, digits)} ± {number(spread, digits)}"
+
+
+def fit(table: Table, console: Console) -> Table:
+    """``table``, ready for ``console``: its figure columns (fixed at their widest cell, so
+    each figure keeps its interval on its line) are freed to wrap too when the table
+    could not otherwise fit the console's width. Nothing is ever cut."""
+    from rich.measure import Measurement  # lazy: rich's measuring, only for tables
+
+    wide = console.options.update(max_width=10 * console.width)
+    if Measurement.get(console, wide, table).minimum > console.width:
+        for column in table.columns:
+            column.width = None
+    return table
+
+
+def text_of(table: Table, width: int = WIDTH) -> str:
+    """A rich table rendered as plain text ``width`` columns wide."""
+    console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+    console.print(fit(table, console))
+    return console.export_text()
+
+
+# -- the ranked runs of `heartflow compare`, `hf.compare`, `hf.sweep` ---------------------
+
+
+def _ranked_columns(rows: list[dict[str, Any]], metric: str, varied: list[str]
+                    ) -> tuple[list[str], bool]:
+    cv = any(f"cv_{metric}" in r for r in rows)
+    chosen_by = f"cv_{metric}" if cv else f"validation_{metric}"
+    columns = ["rank", "run", "kind", "status", *varied, chosen_by]
+    if cv:
+        columns.append(f"cv_{metric}_ci95")
+    columns += [f"test_{metric}", f"test_{metric}_ci", "test_rows", "parameters",
+                "epochs_run", "train_seconds"]
+    return columns, cv
+
+
+def ranked_table(rows: list[dict[str, Any]], metric: str, varied: list[str]) -> Table:
+    """The ranked runs as a rich table: rank, run (with its kind and status when it is a
+    baseline or did not finish), the varied parameters, the figure runs are ranked by (CV or
+    validation), the test figure with its interval (reported, not used to rank), test rows,
+    parameters, epochs and training time."""
+    columns, cv = _ranked_columns(rows, metric, varied)
+    source = "CV (development rows)" if cv else "validation rows"
+    table = Table(title=f"ranked by {metric} on {source}; test is reported, not used to rank",
+                  caption="undefined figures rank last; intervals are 95%")
+    heads = {"rank": "#", f"cv_{metric}": f"CV {metric} ± 95%",
+             f"validation_{metric}": f"validation {metric}",
+             f"test_{metric}": f"test {metric} [95%] (reported)", "test_rows": "test rows",
+             "parameters": "params", "epochs_run": "epochs", "train_seconds": "train time"}
+    shown = [c for c in columns if c not in (f"cv_{metric}_ci95", f"test_{metric}_ci",
+                                             "kind", "status")]
+    cells = [[_ranked_cell(row, column, metric) for column in shown] for row in rows]
+    for k, column in enumerate(shown):
+        figures = column in (f"cv_{metric}", f"test_{metric}")
+        widest = max((len(r[k]) for r in cells), default=0)
+        table.add_column(heads.get(column, column), overflow="fold",
+                         width=widest if figures and widest else None,
+                         justify="right" if column in ("rank", "test_rows", "parameters",
+                                                       "epochs_run", "train_seconds")
+                         else "left")
+    for row in cells:
+        table.add_row(*row)
+    return table
+
+
+def _ranked_cell(row: dict[str, Any], column: str, metric: str) -> str:
+    value = row.get(column)
+    if column == "run":
+        notes = [str(row[k]) for k in ("kind", "status")
+                 if row.get(k) and row[k] not in ("network", "FINISHED")]
+        return str(value) + "".join(f" ({note})" for note in notes)
+    if column == f"cv_{metric}":
+        return mean_spread(value, row.get(f"cv_{metric}_ci95"))
+    if column == f"test_{metric}":
+        low, high = row.get(f"test_{metric}_ci") or (None, None)
+        return figure(value, low, high)
+    if column == f"validation_{metric}":
+        return number(value)
+    if column == "train_seconds":
+        return f"{value:.2f} s" if defined(value) else ""
+    if isinstance(value, float):
+        return number(value)
+    return "" if value is None else str(value)
+
+
+def render_ranked(rows: list[dict[str, Any]], metric: str, varied: list[str],
+                  fmt: str = "table", width: int = WIDTH) -> str:
+    """The ranked runs as text (``table``), ``csv`` or ``json``."""
+    if fmt == "json":
+        return json.dumps(rows, indent=1, default=str)
+    if fmt == "csv":
+        columns, _ = _ranked_columns(rows, metric, varied)
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue()
+    return text_of(ranked_table(rows, metric, varied), width)
+
+
+# -- one training run's summary (`heartflow run`) ------------------------------------------
+
+
+def outcome_rows(outcome: Any) -> list[tuple[str, str]]:
+    """A training run's summary as (what, value) pairs: sizes, training, the validation
+    figure runs are compared on, every test figure with its interval and rows, calibration,
+    threshold, subgroups, cross-validation, baselines and the registry's verdict.
+
+    ``outcome`` is a run outcome (:class:`heartflow.pipelines.results.RunOutcome`).
+    """
+    from heartflow.evaluation.heldout import UNDEFINED_REASON  # lazy: NumPy, pandas, plots
+
+    o = outcome
+    split = o.split
+    stopped = 0 < o.epochs_run < (o.epochs_planned or o.epochs_run + 1)
+    stop = (f" (early stop, best epoch {o.best_epoch})" if stopped and o.best_epoch
+            else f" (best epoch {o.best_epoch})" if o.best_epoch else "")
+    out = [("inputs", str(o.input_width)), ("parameters", str(o.parameters)),
+           ("rows (train/val/test)", f"{split['train']}/{split['validation']}/{split['test']}"),
+           ("epochs run", f"{o.epochs_run}{stop}"),
+           ("train time", f"{o.train_seconds:.2f} s")]
+    out += [(f"validation {name}", f"{number(value)}  (n={o.validation_rows} validation "
+             "rows; runs are compared on these)") for name, value in o.validation.items()
+            if defined(value)][:1]
+    for name, value in o.metrics.items():
+        if not defined(value):
+            shown = (f"{UNDEFINED} on the {o.test_rows} test rows "
+                     f"({UNDEFINED_REASON.get(name, 'not computable on these rows')})")
+        else:
+            low, high = o.intervals.get(name, (None, None))
+            shown = f"{figure(value, low, high)}  (n={o.test_rows} test rows, 95% bootstrap)"
+        out.append((f"test {name}", shown))
+    c = o.calibration
+    if "calibration_slope" in c:
+        out.append(("test calibration", _calibration(c)))
+    if o.threshold is not None and o.threshold_rule:
+        shown = f"{number(o.threshold, 3)}: {o.threshold_rule}"
+        if "expected_cost" in c:
+            shown += ("; expected cost per test row "
+                      + figure(c["expected_cost"], c.get("expected_cost_ci_low"),
+                               c.get("expected_cost_ci_high"), 3))
+        out.append(("threshold", shown))
+    for g in o.subgroups:
+        flag = "  TOO SMALL TO JUDGE" if g["too_small"] else ""
+        out.append((f"subgroup {g['subgroup']}",
+                    f"AUC {figure(g['roc_auc'], g['roc_auc_ci_low'], g['roc_auc_ci_high'], 3)}"
+                    f", slope {number(g['calibration_slope'], 2)}, risk "
+                    f"{number(g['mean_risk'], 2)} vs prevalence {number(g['prevalence'], 2)} "
+                    f"(n={g['rows']}, {g['cases']} cases){flag}"))
+    out += [(f"CV {name}", f"{mean_spread(mean, ci)}  ({o.cv_folds} folds, 95% CI)")
+            for name, (mean, ci) in o.cv.items()]
+    if o.cv_pooled:
+        p = o.cv_pooled
+        out.append(("CV pooled out-of-fold",
+                    f"AUC {number(p.get('roc_auc'), 3)}, slope "
+                    f"{number(p.get('calibration_slope'), 2)}, intercept "
+                    f"{number(p.get('calibration_intercept'), 2, signed=True)} "
+                    f"(n={int(p.get('rows', 0))} development rows, first repeat)"))
+    first = next(iter(o.metrics), "")
+    for base, scores in o.baselines.items():
+        shown = "  ".join(f"{k} {number(scores[k])}" for k in list(o.metrics)[:2]
+                          if k in scores)
+        if f"cv_{first}" in scores:
+            shown += (f"  (CV {first} "
+                      f"{mean_spread(scores[f'cv_{first}'], scores.get(f'cv_{first}_ci95'))})")
+        out.append((f"baseline {base}", shown))
+    out.append(("MLflow run", o.run_id))
+    if o.version:
+        verdict = "champion" if o.promoted else "not promoted"
+        out.append(("registered", f"{o.model_name} v{o.version} ({verdict})"))
+        out.append(("promotion", o.decision + (f" [gate rows: {o.gate_rows}]"
+                                               if o.gate_rows is not None else "")))
+    return out
+
+
+def _calibration(c: dict[str, float]) -> str:
+    """Slope and intercept with intervals, mean risk against prevalence."""
+    slope = figure(c["calibration_slope"], c.get("calibration_slope_ci_low"),
+                   c.get("calibration_slope_ci_high"), 2)
+    intercept = figure(c.get("calibration_intercept"), c.get("calibration_intercept_ci_low"),
+                       c.get("calibration_intercept_ci_high"), 2, signed=True)
+    return (f"slope {slope}, intercept {intercept}; mean risk {number(c.get('mean_risk'), 2)}"
+            f" vs prevalence {number(c.get('prevalence'), 2)}")

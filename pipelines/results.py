@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from heartflow.evaluation.heldout import UNDEFINED_REASON
-from heartflow.evaluation.subgroups import subgroup_table
+from heartflow.evaluation.subgroups import SHOWN, subgroup_table
+from heartflow.evaluation.tables import UNDEFINED, defined, figure, interval, number
 from heartflow.model.builder import count_parameters
 
 
@@ -54,6 +55,8 @@ class RunOutcome:
     subgroups: list[dict[str, object]] = field(default_factory=list)  # test rows, per subgroup
     cv_pooled: dict[str, float] = field(default_factory=dict)  # pooled out-of-fold, binary
     extra: dict[str, object] = field(default_factory=dict)
+    undefined: dict[str, str] = field(default_factory=dict)  # test figure -> why undefined
+    cv_pooled_undefined: dict[str, str] = field(default_factory=dict)  # the same, pooled
 
     def as_dict(self) -> dict[str, object]:
         """Plain data."""
@@ -88,10 +91,11 @@ class RunOutcome:
             plots={p.rsplit("/", 1)[-1].removesuffix(".png"): f"plots/{p.rsplit('/', 1)[-1]}"
                    for p in evaluation.plots},
             threshold=threshold, threshold_rule=rule,
-            subgroups=(subgroup_table(evaluation.subgroups).to_dict("records")
-                       if evaluation.subgroups else []),
+            subgroups=_subgroup_records(evaluation.subgroups),
             cv_pooled=summary.pooled_metrics() if summary else {},
-            extra={"streaming": data.streaming, "rows": data.rows})
+            extra={"streaming": data.streaming, "rows": data.rows},
+            undefined=dict(getattr(evaluation, "undefined", {})),
+            cv_pooled_undefined=_pooled_undefined(summary))
 
     @property
     def model_uri(self) -> str | None:
@@ -116,36 +120,31 @@ class RunOutcome:
                 for name, value in self.metrics.items()]
         c = self.calibration
         if "calibration_slope" in c:
-            out.append(("test calibration", f"slope {c['calibration_slope']:.2f} "
-                        f"[{c['calibration_slope_ci_low']:.2f}, "
-                        f"{c['calibration_slope_ci_high']:.2f}], intercept "
-                        f"{c['calibration_intercept']:+.2f} "
-                        f"[{c['calibration_intercept_ci_low']:+.2f}, "
-                        f"{c['calibration_intercept_ci_high']:+.2f}]; mean risk "
-                        f"{c['mean_risk']:.2f} vs prevalence {c['prevalence']:.2f}"))
+            out.append(("test calibration",
+                        f"slope {self._figure('calibration_slope', 2)}, intercept "
+                        f"{self._figure('calibration_intercept', 2, signed=True)}; mean risk "
+                        f"{self._figure('mean_risk', 2)} vs prevalence "
+                        f"{self._figure('prevalence', 2)}"))
         if self.threshold is not None and self.threshold_rule:
             shown = f"{self.threshold:.3f}: {self.threshold_rule}"
             if "expected_cost" in c:
-                shown += (f"; expected cost per test row {c['expected_cost']:.3f} "
-                          f"[{c['expected_cost_ci_low']:.3f}, {c['expected_cost_ci_high']:.3f}]")
+                shown += f"; expected cost per test row {self._figure('expected_cost', 3)}"
             out.append(("threshold", shown))
         for g in self.subgroups:
-            flag = "  TOO SMALL TO JUDGE" if g["too_small"] else ""
-            auc = g["roc_auc"]
-            shown = "undefined" if auc != auc else (
-                f"{auc:.3f} [{g['roc_auc_ci_low']:.3f}, {g['roc_auc_ci_high']:.3f}]")
-            out.append((f"subgroup {g['subgroup']}",
-                        f"AUC {shown}, slope {g['calibration_slope']:.2f}, risk "
-                        f"{g['mean_risk']:.2f} vs prevalence {g['prevalence']:.2f} "
-                        f"(n={g['rows']}, {g['cases']} cases){flag}"))
-        out += [(f"CV {name}", f"{mean:.4f} ± {ci:.4f}  ({self.cv_folds} folds, 95% CI)")
+            out.append((f"subgroup {g['subgroup']}", _subgroup_line(g)))
+        out += [(f"CV {name}", f"{mean:.4f} ± {ci:.4f}  ({self.cv_folds} folds, 95% CI)"
+                 if defined(mean) else f"{UNDEFINED} ({self.cv_folds} folds)")
                 for name, (mean, ci) in self.cv.items()]
         if self.cv_pooled:
-            p = self.cv_pooled
-            out.append(("CV pooled out-of-fold", f"AUC {p['roc_auc']:.3f}, slope "
-                        f"{p['calibration_slope']:.2f}, intercept "
-                        f"{p['calibration_intercept']:+.2f} (n={int(p['rows'])} development "
-                        "rows, first repeat)"))
+            p, why = self.cv_pooled, self.cv_pooled_undefined
+
+            def pooled(name: str, digits: int, signed: bool = False) -> str:
+                return _said(p.get(name), why.get(name), digits, signed=signed)
+
+            out.append(("CV pooled out-of-fold",
+                        f"AUC {pooled('roc_auc', 3)}, slope {pooled('calibration_slope', 2)}, "
+                        f"intercept {pooled('calibration_intercept', 2, True)} "
+                        f"(n={int(p.get('rows', 0))} development rows, first repeat)"))
         first = next(iter(self.metrics), "")
         for base, scores in self.baselines.items():
             shown = "  ".join(f"{k} {scores[k]:.4f}" for k in list(self.metrics)[:2]
@@ -163,12 +162,20 @@ class RunOutcome:
         return out
 
     def _test_figure(self, name: str, value: float) -> str:
+        why = self.undefined.get(name)
         if value != value:
             return (f"undefined on the {self.test_rows} test rows "
-                    f"({UNDEFINED_REASON.get(name, 'not computable on these rows')})")
+                    f"({why or UNDEFINED_REASON.get(name, 'not computable on these rows')})")
         low, high = self.intervals.get(name, (float("nan"), float("nan")))
         ci = f"  [{low:.4f}, {high:.4f}]" if low == low and high == high else ""
-        return f"{value:.4f}{ci}  (n={self.test_rows} test rows, 95% bootstrap)"
+        note = f"; {why}" if why and not ci else ""
+        return f"{value:.4f}{ci}  (n={self.test_rows} test rows, 95% bootstrap{note})"
+
+    def _figure(self, name: str, digits: int, signed: bool = False) -> str:
+        """A clinical figure of the test rows with its interval, or why it has none."""
+        c = self.calibration
+        return _said(c.get(name), self.undefined.get(name), digits, c.get(f"{name}_ci_low"),
+                     c.get(f"{name}_ci_high"), signed=signed)
 
     def _repr_html_(self) -> str:
         body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
@@ -205,3 +212,45 @@ class TrialResult:
         """Back from :meth:`as_dict` (a pool worker's JSON)."""
         outcome = data.get("outcome")
         return cls(**{**data, "outcome": RunOutcome(**outcome) if outcome else None})
+
+
+def _said(value: Any, why: str | None, digits: int, low: Any = None, high: Any = None,
+          *, signed: bool = False) -> str:
+    """A figure with its interval; ``undefined (why)`` when it is undefined, and the figure
+    followed by why when its interval is withheld."""
+    if not defined(value):
+        return f"{UNDEFINED} ({why})" if why else UNDEFINED
+    shown = figure(value, low, high, digits, signed=signed)
+    return f"{shown} ({why})" if why and not interval(low, high) else shown
+
+
+def _subgroup_line(g: dict[str, Any]) -> str:
+    """A subgroup's counts, and its figures only when it is large enough to judge."""
+    counts = f"n={g['rows']}, {g['cases']} cases"
+    why = g.get("undefined") or {}
+    if g["too_small"]:
+        detail = str(why.get("roc_auc", "")).removeprefix("too small to judge: ")
+        return f"TOO SMALL TO JUDGE: counts only ({counts}" + (f"; {detail})" if detail
+                                                               else ")")
+    auc = _said(g["roc_auc"], why.get("roc_auc"), 3, g["roc_auc_ci_low"], g["roc_auc_ci_high"])
+    return (f"AUC {auc}, slope {_said(g['calibration_slope'], why.get('calibration_slope'), 2)}"
+            f", risk {_said(g['mean_risk'], why.get('mean_risk'), 2)} vs prevalence "
+            f"{number(g['prevalence'], 2)} ({counts})")
+
+
+def _subgroup_records(subgroups: list[Any]) -> list[dict[str, object]]:
+    """The subgroup table as plain rows, each with why its undefined figures are."""
+    if not subgroups:
+        return []
+    records = subgroup_table(subgroups).to_dict("records")
+    for record, g in zip(records, subgroups, strict=True):
+        record["undefined"] = {k: v for k, v in g.report.undefined.items() if k in SHOWN}
+    return records
+
+
+def _pooled_undefined(summary: Any) -> dict[str, str]:
+    """Why each pooled out-of-fold figure is undefined (names as in ``cv_pooled``)."""
+    report = summary.pooled_report if summary else None
+    if report is None:
+        return {}
+    return {k.replace("@", "_at_"): v for k, v in report.undefined.items()}

@@ -12,9 +12,15 @@ import time
 
 from prefect import flow, task
 
-from heartflow.evaluation.site import SiteEvaluation, judge_site, read_site, require_binary
+from heartflow.evaluation.site import (
+    SiteEvaluation,
+    apparent,
+    judge_site,
+    read_site,
+    require_binary,
+)
 from heartflow.evaluation.subgroups import subgroup_table
-from heartflow.pipelines.model_card import write_card
+from heartflow.pipelines.recalibration import write_version_card
 from heartflow.pipelines.task_options import RETRYING
 from heartflow.tracking import names as N
 from heartflow.tracking.logged_model import load_scorer
@@ -34,7 +40,14 @@ def record_task(result: SiteEvaluation, folder: str) -> str:
     run_name = f"evaluate {result.site} {time.strftime('%Y%m%d-%H%M%S')}"
     with tracked_run(N.evaluations_experiment(result.model_name), run_name,
                      tags={k: str(v) for k, v in tags.items()}) as recorder:
-        recorder.metrics(result.report.as_metrics())
+        # apparent: 1 when the rows are those the version's recalibration was fitted on
+        # (its model card labels the site so); NaN figures are never logged: tags say why.
+        recorder.metrics({**result.report.as_metrics(), "apparent": float(bool(
+            result.apparent))})
+        undefined = {N.undefined(name.replace("@", "_at_")): why
+                     for name, why in result.report.undefined.items()}
+        if undefined:
+            recorder.tags(undefined)
         recorder.directory(folder, N.PLOTS_FOLDER)
         recorder.text(result.html(), N.REPORT_ARTIFACT)
         if result.subgroups:
@@ -60,10 +73,11 @@ def site_evaluation_flow(model_uri: str, data: str, site: str | None = None,
     folder = tempfile.mkdtemp(prefix="heartflow-evaluate-")
     report, subgroups, plots = judge_site(scorer, rows, folder, label, decision_thresholds)
     result = SiteEvaluation(model_uri, name, version, site, rows.source, rows.sha256, report,
-                            rows.rows_without_outcome, plots=plots, subgroups=subgroups)
+                            rows.rows_without_outcome, plots=plots, subgroups=subgroups,
+                            apparent=apparent(scorer.meta, rows))
     result.run_id = record_task(result, folder)
     if version and name:
-        result.card = write_card(name, version)  # the card now shows this site
+        result.card = write_version_card(name, version)  # the card now shows this site
     if report_path:
         with open(report_path, "w", encoding="utf-8") as fh:
             fh.write(result.html())

@@ -18,17 +18,20 @@ from prefect import flow, task
 
 from heartflow.data.prepare import FrameSource, PreparedData, prepare
 from heartflow.data.sources import resolve_source
+from heartflow.evaluation import sample_size
 from heartflow.evaluation.baselines import BaselineResult, run_baseline
 from heartflow.evaluation.cv import CVSummary, cross_validate_network
 from heartflow.evaluation.gate import Decision, GateRows
 from heartflow.evaluation.heldout import Evaluation, evaluate_prepared
 from heartflow.evaluation.metrics import epoch_metrics
+from heartflow.evaluation.optimism import Optimism, validate_network
+from heartflow.evaluation.plots import instability_plot
 from heartflow.evaluation.report_html import pooled_report, test_report
 from heartflow.evaluation.thresholds import settle_threshold
 from heartflow.model.devices import check_device, device_scope
-from heartflow.model.scorer import Scorer
+from heartflow.model.scorer import Scorer, network_output
 from heartflow.model.together import fit_seeds, seeds_train_together
-from heartflow.model.training import TrainResult, train_prepared
+from heartflow.model.training import TrainResult, check_finite, train_prepared
 from heartflow.pipelines.model_card import write_card
 from heartflow.pipelines.promotion import gate_task
 from heartflow.pipelines.results import RunOutcome
@@ -39,6 +42,7 @@ from heartflow.tracking import run_record as R
 from heartflow.tracking.logged_model import log_scorer
 from heartflow.tracking.recorder import Recorder, tracked_run
 from heartflow.tracking.registry import register_version
+from heartflow.tracking.row_secret import row_key_secret
 from heartflow.tracking.store import check_reachable
 
 
@@ -55,10 +59,12 @@ class Registered:
 
 @task(name="preprocess", **RETRYING)
 def preprocess_task(loaded: LoadedSpec, frame: FrameSource | None) -> PreparedData:
-    """Read (or stream), check, split and encode the data."""
+    """Read (or stream), check, split and encode the data; row keys that leave are keyed
+    by the store's row-key secret (fetched here, never a task parameter Prefect records)."""
+    secret = row_key_secret()
     resolved = None if frame is not None else resolve_source(
         loaded.spec.data.source, loaded.base_dir, loaded.spec.data.sha256)
-    return prepare(loaded, resolved, frame)
+    return prepare(loaded, resolved, frame, row_secret=secret)
 
 
 @task(name="train", **TASK_OPTIONS)
@@ -120,6 +126,24 @@ def cv_task(loaded: LoadedSpec, data: PreparedData, threshold: float | None,
     return summary
 
 
+@task(name="bootstrap-validation", **TASK_OPTIONS)
+def validate_task(loaded: LoadedSpec, data: PreparedData, result: TrainResult,
+                  threshold: float | None, recorder: Recorder) -> Optimism:
+    """The optimism bootstrap of the whole development (development rows) and the
+    instability of each patient's risk across the refits."""
+    spec = loaded.spec
+    threshold = spec.evaluate.decision_threshold if threshold is None else threshold
+    development = data.development()
+    original = network_output(result.model, data.encoder.transform(development.features))
+    outcome = validate_network(spec, development, original, threshold,
+                               spec.evaluate.validation.resamples)
+    with tempfile.TemporaryDirectory(prefix="heartflow-bootstrap-") as folder:
+        instability_plot(outcome.original_risks, outcome.refit_risks,
+                         f"{folder}/instability.png")
+        R.record_optimism(recorder, outcome, folder)
+    return outcome
+
+
 @task(name="baselines", **TASK_OPTIONS)
 def baselines_task(loaded: LoadedSpec, data: PreparedData, threshold: float | None,
                    recorder: Recorder, parent_run_id: str | None) -> list[BaselineResult]:
@@ -166,6 +190,7 @@ def prepared(loaded: LoadedSpec, frame: FrameSource | None = None) -> PreparedDa
     """Check the device and the tracking server, then preprocess the spec's data."""
     check_device(loaded.spec.train.device)
     check_reachable()
+    row_key_secret()  # a shared store without HEARTFLOW_ROW_KEY_SECRET: fail before anything
     return preprocess_task(loaded, frame)
 
 
@@ -203,12 +228,16 @@ def tracked(loaded: LoadedSpec, data: PreparedData, result: TrainResult | None, 
     run_name = run_name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     with tracked_run(spec.name, run_name, parent_run_id=parent_run_id) as recorder:
         R.record_run_inputs(recorder, loaded, data, extra_tags)
+        R.record_sample_size(recorder, sample_size.check_for(spec, data))
         result = result or train_task(loaded, data, verbose)
+        check_finite(result.history.get("loss", []), spec.train)  # seeds trained together too
         log_training_task(result, recorder)
         threshold, rule = settle_threshold(spec, result.model, *data.validation())
         R.record_threshold(recorder, threshold, rule)
         evaluation = evaluate_task(loaded, data, result, threshold, recorder)
         summary = cv_task(loaded, data, threshold, recorder) if spec.evaluate.cv else None
+        validation = (validate_task(loaded, data, result, threshold, recorder)
+                      if spec.evaluate.validation else None)
         baselines = (baselines_task(loaded, data, threshold, recorder, parent_run_id)
                      if spec.evaluate.baselines else [])
         scorer = Scorer.trained(spec, data.encoder, result.model, data.classes,

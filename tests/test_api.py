@@ -17,12 +17,42 @@ from tests.conftest import ROOT, cli, heart_csv, heart_spec
 
 
 def test_import_heartflow_loads_no_heavy_framework() -> None:
-    code = ("import sys, heartflow as hf; hf.load_spec; "
+    """Importing the package, every public name and the command imports no framework."""
+    code = ("import sys, heartflow as hf, heartflow.cli.app; "
+            "[getattr(hf, name) for name in hf.__all__]; "
             "print(sorted(m for m in ('tensorflow', 'keras', 'mlflow', 'prefect', 'sklearn') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_every_public_function_documents_its_args_returns_and_an_example() -> None:
+    """Keras' API style: a summary line, ``Args:`` for every parameter, ``Returns:`` unless
+    it returns None, and an ``Example:`` (read from the signatures, not from heartflow)."""
+    import inspect
+
+    import heartflow as hf
+
+    functions = {name: getattr(hf, name) for name in hf.__all__
+                 if inspect.isfunction(getattr(hf, name))}
+    methods = {f"Model.{name}": getattr(hf.Model, name) for name in ("predict", "check")}
+    assert {"versions", "promote", "rollback", "deploy", "deployments", "undeploy",
+            "stale_runs", "show", "read_records", "start_ui"} <= set(functions)
+    missing = []
+    for name, fn in {**functions, **methods}.items():
+        doc = inspect.getdoc(fn) or ""
+        signature = inspect.signature(fn)
+        params = [p for p in signature.parameters if p != "self"]
+        if "Example:" not in doc or "```python" not in doc:
+            missing.append(f"{name}: no example")
+        if params and "Args:" not in doc:
+            missing.append(f"{name}: no Args")
+        missing += [f"{name}: argument {p} undocumented" for p in params
+                    if f"    {p}:" not in doc]
+        if signature.return_annotation not in ("None", None) and "Returns:" not in doc:
+            missing.append(f"{name}: no Returns")
+    assert not missing, "\n".join(missing)
 
 
 def test_load_spec_from_dict_with_overrides(tmp_path: Path) -> None:

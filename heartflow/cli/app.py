@@ -1,7 +1,10 @@
 """The `heartflow` command: a thin layer over :mod:`heartflow.api`.
 
-Heavy libraries (TensorFlow, MLflow, Prefect) load lazily, inside the commands that
-need them, so `--help` and `validate` answer at once."""
+Every command calls the API (and prints with :mod:`heartflow.cli.console`, where all its
+tables are); heartflow's own errors become one line on stderr and an exit status
+(:mod:`heartflow.errors`), never a traceback. Heavy libraries (TensorFlow, MLflow,
+Prefect) load inside the API functions that need them, so `--help` and `validate` answer
+at once."""
 
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ from typing import Annotated, Any
 import typer
 
 from heartflow import api
-from heartflow.cli.predict_csv import predict_csv
 from heartflow.errors import EXIT_CTRL_C, EXIT_TERMINATED, HeartflowError, Interrupted
 from heartflow.runtime import fast_exit
 from heartflow.runtime.quiet_import import apply_quiet_defaults
@@ -209,7 +211,19 @@ def predict(model_uri: Annotated[str, typer.Argument(help="e.g. models:/heart-di
                                                        help="Write here (default: stdout).")]
             = None, plugin: PluginOpt = None) -> None:
     """Score raw records with a registered model; adds probability and prediction columns."""
-    predict_csv(model_uri, input_csv, output, plugin)
+    records = api.read_records(input_csv)  # a missing file is refused before any loading
+    model = api.load_model(model_uri, plugins=plugin)
+    for note in model.check(records).notes():
+        typer.echo(f"note: {note}", err=True)
+    scored = model.predict(records)
+    out = records.copy()
+    for column in scored.columns:
+        out[column] = scored[column].to_numpy()
+    if output:
+        out.to_csv(output, index=False)
+        typer.echo(f"wrote {len(out)} rows to {output}", err=True)
+    else:
+        out.to_csv(sys.stdout, index=False)
 
 
 @app.command()

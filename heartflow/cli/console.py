@@ -16,9 +16,9 @@ from rich.table import Table
 
 from heartflow.evaluation.tables import (
     WIDTH,
+    FigureTable,
     defined,
     figure,
-    fit,
     interval,
     number,
     outcome_rows,
@@ -31,21 +31,8 @@ def console() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=WIDTH)
 
 
-def _table(title: str | None = None, **kwargs: Any) -> Table:
-    return Table(title=title, title_justify="left", **kwargs)
-
-
-def _print(out: Console, table: Table) -> None:
-    out.print(fit(table, out))
-
-
-def _column(table: Table, header: str, cells: list[str] | None = None, *,
-            figures: bool = False, **kwargs: Any) -> None:
-    """A column whose long words fold instead of being cut; a figures column keeps each
-    figure and its interval on one line (it is as wide as its widest cell)."""
-    widest = max((len(line) for c in cells or [] for line in c.splitlines()), default=0)
-    table.add_column(header, overflow="fold",
-                     width=max(widest, len(header)) if figures and widest else None, **kwargs)
+def _table(title: str | None = None, **kwargs: Any) -> FigureTable:
+    return FigureTable(title=title, **kwargs)
 
 
 # -- heartflow run -------------------------------------------------------------------------
@@ -56,11 +43,11 @@ def print_outcome(outcome: Any, store: str, page: str, out: Console | None = Non
     out = out or console()
     table = _table(f"heartflow run: {outcome.spec_name}", show_header=False)
     rows = outcome_rows(outcome)
-    _column(table, "what", [w for w, _ in rows])
-    _column(table, "value", [v for _, v in rows])
+    table.column("what", [w for w, _ in rows])
+    table.column("value", [v for _, v in rows])
     for what, value in rows:
         table.add_row(what, value)
-    _print(out, table)
+    out.print(table)
     out.print(f"Open the MLflow UI:  heartflow ui  (or mlflow ui --backend-store-uri {store})",
               soft_wrap=True)  # addresses are never broken across lines
     out.print(f"then {page}  (this run: .../runs/{outcome.run_id})", soft_wrap=True)
@@ -99,10 +86,10 @@ def print_versions(versions: list[Any], out: Console | None = None) -> None:
     table = _table("registered models")
     rows = version_rows(versions)
     for k, head in enumerate(("model", "aliases", "spec", "test [95%]", "run", "created")):
-        _column(table, head, [r[k] for r in rows], figures=k == 3)
+        table.column(head, [r[k] for r in rows], figures=k == 3)
     for row in rows:
         table.add_row(*row)
-    _print(out, table)
+    out.print(table)
     others = [(v, line) for v in versions
               for line in [*([v.recalibration] if v.recalibration else []),
                            *(f"at {site}: {summary}" for site, summary in v.sites.items())]]
@@ -118,7 +105,7 @@ def print_versions(versions: list[Any], out: Console | None = None) -> None:
 def print_ranked(comparison: Any, out: Console | None = None) -> None:
     """Ranked runs (``hf.compare`` / a sweep): the table ``.table()`` writes as text."""
     out = out or console()
-    _print(out, ranked_table(comparison.rows, comparison.metric, comparison.varied))
+    out.print(ranked_table(comparison.rows, comparison.metric, comparison.varied))
 
 
 # -- heartflow evaluate --------------------------------------------------------------------
@@ -143,14 +130,14 @@ def print_site_evaluation(result: Any, model_uri: str, report_path: str | None,
     table = _table()
     rows = report_rows(r)
     for k, head in enumerate(("figure", "value", "95% interval")):
-        _column(table, head, [row[k] for row in rows], figures=k > 0)
+        table.column(head, [row[k] for row in rows], figures=k > 0)
     for row in rows:
         table.add_row(*row)
-    _print(out, table)
+    out.print(table)
     for note in r.notes:
         out.print(f"note: {note}")
     if result.subgroups:
-        _print(out, subgroup_table(result.subgroups))
+        out.print(subgroup_table(result.subgroups))
     out.print(f"MLflow run {result.run_id}" + (f"; report written to {report_path}"
                                                if report_path else ""))
 
@@ -165,23 +152,24 @@ def subgroup_rows(subgroups: list[Any]) -> list[list[str]]:
             low, high = r.intervals.get(name, (None, None))
             return figure(r.values.get(name), low, high, digits, signed=signed)
 
-        rows.append([g.name, str(g.rows), str(g.cases), shown("roc_auc"),
-                     shown("calibration_slope", 2), shown("calibration_intercept", 2, True),
+        rows.append([g.name + ("\ntoo small to judge" if g.too_small else ""),
+                     f"{g.cases} / {g.rows}", shown("roc_auc"), shown("calibration_slope", 2),
+                     shown("calibration_intercept", 2),
                      f"{number(r.values.get('mean_risk'), 2)} / "
-                     f"{number(r.values.get('prevalence'), 2)}",
-                     "too small to judge" if g.too_small else ""])
+                     f"{number(r.values.get('prevalence'), 2)}"])
     return rows
 
 
 def subgroup_table(subgroups: list[Any]) -> Table:
-    """Subgroups with counts, AUC and calibration (95% intervals); small ones flagged."""
+    """Subgroups: cases and rows, ROC AUC and calibration with 95% intervals, mean risk
+    against prevalence; those too small to judge say so and show their counts only."""
     table = _table("subgroups")
     rows = subgroup_rows(subgroups)
-    heads = ("subgroup", "rows", "cases", "ROC AUC", "calibration slope", "intercept",
-             "mean risk / prevalence", "")
+    heads = ("subgroup", "cases / rows", "ROC AUC", "calibration slope", "intercept",
+             "mean risk / prevalence")
     for k, head in enumerate(heads):
-        _column(table, head, [r[k] for r in rows], figures=3 <= k <= 5,
-                justify="right" if k in (1, 2) else "left")
+        table.column(head, [r[k] for r in rows], figures=2 <= k <= 4,
+                     justify="right" if k == 1 else "left")
     for row in rows:
         table.add_row(*row)
     return table
@@ -204,16 +192,15 @@ def print_recalibration(result: Any, model_uri: str, out: Console | None = None)
         cells = [name]
         for report in reports:
             low, high = report.intervals.get(name, (None, None))
-            cells.append(figure(report.values.get(name), low, high, 3,
-                                signed=name == "calibration_intercept"))
+            cells.append(figure(report.values.get(name), low, high, 3))
         rows.append(cells)
     table = _table()
     heads = ("figure", "before", "after (fitted rows)", "after (5-fold cross-fitted)")
     for k, head in enumerate(heads):
-        _column(table, head, [r[k] for r in rows], figures=k > 0)
+        table.column(head, [r[k] for r in rows], figures=k > 0)
     for row in rows:
         table.add_row(*row)
-    _print(out, table)
+    out.print(table)
     rule = ", ".join(f"{k} {number(result.rule[k])}" for k in ("intercept", "slope")
                      if k in result.rule)
     out.print(f"rule: {result.method}{': ' + rule if rule else ''}")
@@ -235,11 +222,11 @@ def print_architecture(arch: Any, out: Console | None = None) -> None:
     rows = [[layer.name, str(layer.units), layer.activation, layer.initializer,
              str(layer.parameters)] for layer in arch.layers]
     for k, head in enumerate(("layer", "units", "activation", "initializer", "params")):
-        _column(table, head, [r[k] for r in rows],
+        table.column(head, [r[k] for r in rows],
                 justify="right" if head in ("units", "params") else "left")
     for row in rows:
         table.add_row(*row)
-    _print(out, table)
+    out.print(table)
     out.print(f"inputs: {arch.numeric} numeric + "
               + " + ".join(f"{c}({n})" for c, n in arch.categorical.items())
               + f" one-hot = {arch.input_width}")
@@ -259,7 +246,7 @@ def print_deployments(rows: list[Any], out: Console | None = None) -> None:
     cells = [[d.name, ", ".join(d.schedules), d.pool, d.last_run or "-", d.champion]
              for d in rows]
     for k, head in enumerate(("deployment", "cron", "pool", "last run", "latest version")):
-        _column(table, head, [c[k] for c in cells])
+        table.column(head, [c[k] for c in cells])
     for row in cells:
         table.add_row(*row)
-    _print(out, table)
+    out.print(table)

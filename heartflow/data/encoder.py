@@ -113,6 +113,20 @@ class TabularEncoder:
                 out[name] = new
         return out
 
+    def synthetic_record(self) -> pd.DataFrame:
+        """One synthetic record of typed feature columns: each numeric column's training
+        median and each categorical column's training mode (the statistics the missing-value
+        rule already uses). It is the logged model's input example in place of real rows:
+        it is built column by column, so it is no patient's record, though it may coincide
+        with one (a patient typical on every column) by chance."""
+        values: dict[str, list[object]] = {name: [float(self.medians[name])]
+                                           for name in self.numeric}
+        values.update({name: [self.modes[name]] for name in self.categorical})
+        frame = pd.DataFrame(values, index=[0])
+        for name in self.categorical:
+            frame[name] = frame[name].astype(object)
+        return frame
+
     # -- persistence -----------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain-data state."""

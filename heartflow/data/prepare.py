@@ -4,6 +4,11 @@ Both kinds of prepared data answer the same questions, so training, evaluation a
 registration run one path whatever the data's size: how many rows each part holds,
 training batches, validation arrays, test batches, and the typed test rows the
 promotion gate re-scores the champion on.
+
+Nothing here hands out a patient's row to be recorded: row keys leave only keyed
+(:class:`heartflow.data.split.RowKeyer`, under the secret the caller passes to
+:func:`prepare`), and the logged model's input example is a synthetic record built from
+training statistics (:meth:`heartflow.data.encoder.TabularEncoder.synthetic_record`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from heartflow.data.batches import (
 from heartflow.data.dataset import Dataset, dataset_from_frame, load_dataset
 from heartflow.data.encoder import TabularEncoder
 from heartflow.data.sources import ResolvedSource, file_sha256
-from heartflow.data.split import Split, key_hex, split_rows
+from heartflow.data.split import RowKeyer, Split, split_rows
 from heartflow.spec.loading import LoadedSpec, check_streamable
 from heartflow.spec.schema import Spec
 
@@ -48,6 +53,7 @@ class PreparedData(Protocol):
 
     encoder: TabularEncoder
     streaming: bool
+    keyer: RowKeyer
 
     @property
     def classes(self) -> list[str]: ...
@@ -79,6 +85,7 @@ class Prepared:
     encoder: TabularEncoder
     x: np.ndarray  # encoded rows, all of them, in file order
     streaming: bool = False
+    keyer: RowKeyer = field(default_factory=RowKeyer.ephemeral, repr=False, compare=False)
 
     def part(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(x, y) of the train, validation or test part."""
@@ -136,21 +143,21 @@ class Prepared:
         yield self.part("test")
 
     def gate_rows(self) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
-        """Typed test rows, labels and row keys, for re-scoring the champion."""
+        """Typed test rows, labels and keyed row keys, for re-scoring the champion."""
         rows = self.split.test
         return (self.dataset.features.iloc[rows].reset_index(drop=True), self.dataset.y[rows],
-                key_hex(self._keys()[rows]))
+                self.keyer.hex(self._keys()[rows]))
 
     def _keys(self) -> np.ndarray:
         keys = self.dataset.keys
         return np.arange(self.rows, dtype=np.uint64) if keys is None else keys
 
     def manifest(self) -> pd.DataFrame:
-        """Row key -> part, for every row (logged with the run; read by later gates)."""
+        """Keyed row key -> part, for every row (logged with the run; read by later gates)."""
         part = np.empty(self.rows, dtype=object)
         for name in ("train", "validation", "test"):
             part[getattr(self.split, name)] = name
-        return pd.DataFrame({"key": key_hex(self._keys()), "part": part})
+        return pd.DataFrame({"key": self.keyer.hex(self._keys()), "part": part})
 
     def development(self) -> Dataset:
         """The training and validation rows (what cross-validation may use)."""
@@ -161,8 +168,8 @@ class Prepared:
                        keys=None if d.keys is None else d.keys[rows])
 
     def example(self) -> pd.DataFrame:
-        """A few typed rows, the logged model's input example."""
-        return self.dataset.features.iloc[self.split.test].head(5)
+        """The logged model's input example: one synthetic record, not a patient's row."""
+        return self.encoder.synthetic_record()
 
 
 @dataclass
@@ -175,6 +182,7 @@ class StreamedData:
     stats: object  # heartflow.data.streaming.StreamStats
     sha256: str
     streaming: bool = True
+    keyer: RowKeyer = field(default_factory=RowKeyer.ephemeral, repr=False, compare=False)
     _validation_x: np.ndarray | None = field(default=None, init=False, repr=False)
 
     @property
@@ -237,27 +245,32 @@ class StreamedData:
     def gate_rows(self) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
         """The test sample held by the statistics pass (drawn from the whole part)."""
         return (self.stats.samples["test"], self.stats.sample_y["test"],
-                key_hex(self.stats.sample_keys["test"]))
+                self.keyer.hex(self.stats.sample_keys["test"]))
 
     def manifest(self) -> None:
         """None: a streamed split is a rule (hash and thresholds), not a list of rows."""
         return None
 
     def example(self) -> pd.DataFrame:
-        """A few typed rows, the logged model's input example."""
-        return self.stats.samples["test"].head(5)
+        """The logged model's input example: one synthetic record, not a patient's row."""
+        return self.encoder.synthetic_record()
 
 
 def prepare(loaded: LoadedSpec, resolved: ResolvedSource | None = None,
-            frame: FrameSource | None = None) -> PreparedData:
+            frame: FrameSource | None = None, row_secret: bytes | None = None
+            ) -> PreparedData:
     """Read (or stream), check, split and encode the data; errors name column and row.
 
     ``frame`` (rows as a DataFrame) replaces the spec's source; otherwise ``resolved`` is
     the spec's source already resolved to a file (resolved here when not given).
+    ``row_secret`` keys every row key that leaves the process (manifest, gate rows); without
+    it they are keyed by a random secret of this process, so they match nothing recorded.
     """
     spec = loaded.spec
+    keyer = RowKeyer(row_secret) if row_secret else RowKeyer.ephemeral()
     if frame is not None:
-        return prepare_in_memory(spec, dataset_from_frame(frame.frame, spec, frame.label))
+        return prepare_in_memory(spec, dataset_from_frame(frame.frame, spec, frame.label),
+                                 keyer)
     if resolved is None:
         from heartflow.data.sources import resolve_source
 
@@ -270,16 +283,18 @@ def prepare(loaded: LoadedSpec, resolved: ResolvedSource | None = None,
         from heartflow.data.streaming import scan
 
         stats = scan(spec, path, spec.data.columns or resolved.columns)
-        return StreamedData(spec=spec, path=path, stats=stats, sha256=file_sha256(path))
-    return prepare_in_memory(spec, load_dataset(spec, resolved))
+        return StreamedData(spec=spec, path=path, stats=stats, sha256=file_sha256(path),
+                            keyer=keyer)
+    return prepare_in_memory(spec, load_dataset(spec, resolved), keyer)
 
 
-def prepare_in_memory(spec: Spec, dataset: Dataset) -> Prepared:
-    """Split the rows, fit the encoder on the training part, encode everything."""
+def prepare_in_memory(spec: Spec, dataset: Dataset, keyer: RowKeyer | None = None) -> Prepared:
+    """Split the rows, fit the encoder on the training part, encode everything (row keys
+    that leave are keyed by ``keyer``: a random one of this process when None)."""
     split = split_rows(dataset.y, spec.data.split, spec.task != "regression", dataset.classes,
                        dataset.keys)
     feats = spec.data.features
     encoder = TabularEncoder(list(feats.numeric), list(feats.categorical),
                              list(spec.data.na_values)).fit(dataset.features, split.train)
     return Prepared(dataset=dataset, split=split, encoder=encoder,
-                    x=encoder.transform(dataset.features))
+                    x=encoder.transform(dataset.features), keyer=keyer or RowKeyer.ephemeral())

@@ -22,10 +22,19 @@ A realised count lies within 4 standard deviations of n * fraction except with a
 probability of about 1e-4. Every part must still hold the spec's minimum of rows and,
 for classification, of each class (``data.split.min_rows``, ``data.split.min_per_class``):
 a split that falls short is refused (:func:`check_sufficiency`), never rebalanced.
+
+The typed-cell key is unkeyed, so that splits are the same on every machine; but anyone
+holding a patient's record could recompute it and test whether the patient is in a data
+set. So no such key leaves the process: every key written down (the split manifest, the
+promotion gate's row keys) is a :class:`RowKeyer`'s keyed hash of it, HMAC-SHA256 under a
+secret the caller supplies (the training flow gets it from
+:mod:`heartflow.tracking.row_secret`), in the format :data:`KEY_FORMAT`.
 """
 
 from __future__ import annotations
 
+import hmac
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,9 +87,63 @@ def uniform(keys: np.ndarray, seed: int) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
-def key_hex(keys: np.ndarray) -> list[str]:
-    """Keys as 16-digit hex text (split manifests)."""
-    return [f"{int(k):016x}" for k in keys]
+KEY_FORMAT = "hmac-sha256-128/1"  # keys that leave the process: see RowKeyer
+_KEY_ID_MESSAGE = b"heartflow row-key id"
+
+
+class RowKeyer:
+    """Keyed row keys, the only form in which a row's key leaves the process.
+
+    A row's keyed key is HMAC-SHA256 under the secret of its typed-cell key (8 bytes, big
+    endian), truncated to 128 bits and written as 32 hex digits: equal rows and the same
+    secret give equal keys on every machine; without the secret a key reveals nothing
+    about the row, and recomputing a key from a patient's record is impossible. The
+    secret is held here only (never printed: ``repr`` hides it); :attr:`key_id` names it
+    without revealing it, so a reader can tell keys made under another secret apart.
+    """
+
+    __slots__ = ("_secret",)
+
+    def __init__(self, secret: bytes) -> None:
+        if not secret:
+            raise ValueError("a row-key secret must not be empty")
+        self._secret = bytes(secret)
+
+    @classmethod
+    def ephemeral(cls) -> RowKeyer:
+        """A keyer with a random secret of this process only: its keys match nothing
+        written by any other process (for prepared data nobody asked to record)."""
+        return cls(os.urandom(32))
+
+    @property
+    def key_format(self) -> str:
+        """What a keyed key is (:data:`KEY_FORMAT`)."""
+        return KEY_FORMAT
+
+    @property
+    def key_id(self) -> str:
+        """16 hex digits that name the secret (HMAC-SHA256 of a fixed message under it):
+        equal for equal secrets, and no help in finding the secret or any row's key."""
+        return hmac.digest(self._secret, _KEY_ID_MESSAGE, "sha256").hex()[:16]
+
+    def hex(self, keys: np.ndarray) -> list[str]:
+        """Each typed-cell key keyed under the secret, as 32 hex digits."""
+        raw = np.asarray(keys).astype(">u8").tobytes()
+        secret = self._secret
+        return [hmac.digest(secret, raw[i:i + 8], "sha256").hex()[:32]
+                for i in range(0, len(raw), 8)]
+
+    def __repr__(self) -> str:
+        return f"RowKeyer(key_id={self.key_id}, secret=<hidden>)"
+
+    def __reduce__(self):  # no pickle (a persisted task result, a cache) carries the secret
+        raise TypeError("a RowKeyer holds a secret and is not pickled")
+
+    def __copy__(self) -> RowKeyer:
+        return self  # immutable
+
+    def __deepcopy__(self, memo: dict) -> RowKeyer:
+        return self
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,13 @@ from typing import Any
 
 import pandas as pd
 
+from heartflow.evaluation.subgroups import MIN_EACH_OUTCOME
+from heartflow.spec.schema import MIN_SUBGROUP_ROWS
+
+APPARENT = "apparent (the rows the recalibration was fitted on), not external validation"
+"""How a site evaluation on the very rows a version's recalibration was fitted on is
+labelled: its figures flatter the version (``SiteFigures.metrics["apparent"] == 1``)."""
+
 
 @dataclass(frozen=True)
 class SiteFigures:
@@ -27,6 +34,12 @@ class SiteFigures:
     site: str
     metrics: dict[str, float]
     data_sha256: str = ""
+    undefined: dict[str, str] = field(default_factory=dict)  # figure -> why it is undefined
+
+    @property
+    def apparent(self) -> bool:
+        """The rows are the ones the version's recalibration was fitted on."""
+        return self.metrics.get("apparent") == 1.0
 
 
 @dataclass(frozen=True)
@@ -55,20 +68,40 @@ class CardFacts:
     sites: tuple[SiteFigures, ...] = ()
     recalibrated_from: str | None = None
     recalibration: str = ""
+    undefined: dict[str, str] = field(default_factory=dict)
+    """Why a figure of ``metrics`` or ``recalibration_metrics`` is undefined (NaN is never
+    logged) or its interval withheld: metric name -> reason."""
+    recalibration_metrics: dict[str, float] = field(default_factory=dict)
+    """A recalibrated version's own figures: its recalibration run's metrics (``before_*``,
+    ``after_fitted_*``, ``after_cross_fitted_*``)."""
 
 
 FIGURES = ("roc_auc", "brier", "calibration_intercept", "calibration_slope", "ece",
            "mean_risk", "prevalence", "sensitivity", "specificity")
 
 
-def _ci(metrics: dict[str, float], key: str) -> str:
+def _ci(metrics: dict[str, float], key: str, undefined: dict[str, str] | None = None) -> str:
+    """A figure with its 95% interval; ``undefined (why)`` when it is undefined (NaN is never
+    logged, so a figure with a reason and no value is undefined), the figure and why its
+    interval is withheld when it is; ``not recorded`` when the run has neither."""
+    why = (undefined or {}).get(key)
     value = metrics.get(key)
     if value is None or value != value:
-        return "not computed"
+        if why or value is not None:
+            return f"undefined ({why})" if why else "undefined"
+        return "not recorded"
     low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
-    ci = f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None and math.isfinite(
-        low) and math.isfinite(high) else ""
-    return f"{value:.3f}{ci}"
+    if _finite(low) and _finite(high):
+        return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+    return f"{value:.3f} ({why})" if why else f"{value:.3f}"
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _num(value: Any, digits: int) -> str:
+    return f"{value:.{digits}f}" if _finite(value) else "undefined"
 
 
 def _section(title: str, items: str, lines: list[str]) -> list[str]:
@@ -98,24 +131,31 @@ def _population_lines(population: dict[str, Any]) -> list[str]:
     return out
 
 
-def _subgroup_lines(text: str | None) -> list[str]:
+def _subgroup_lines(text: str | None, min_rows: int = MIN_SUBGROUP_ROWS) -> list[str]:
     if not text:
         return ["- None declared (evaluate.subgroups)."]
     table = pd.read_csv(io.StringIO(text))
-    out = ["Test rows by subgroup (95% intervals):", "",
+    out = ["Test rows by subgroup (95% intervals). A subgroup with fewer than "
+           f"{min_rows} rows or {MIN_EACH_OUTCOME} of either outcome is too small to judge: "
+           "it shows its counts only.", "",
            "| subgroup | rows | cases | ROC AUC | calibration slope | mean risk / prevalence |"
            " |", "|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
-        auc = "undefined" if r.roc_auc != r.roc_auc else (
-            f"{r.roc_auc:.3f} [{r.roc_auc_ci_low:.3f}, {r.roc_auc_ci_high:.3f}]")
+        if bool(r.too_small):
+            out.append(f"| {r.subgroup} | {r.rows} | {r.cases} | | | | too small to judge: "
+                       "counts only |")
+            continue
+        auc = _num(r.roc_auc, 3)
+        if _finite(r.roc_auc) and _finite(r.roc_auc_ci_low) and _finite(r.roc_auc_ci_high):
+            auc += f" [{r.roc_auc_ci_low:.3f}, {r.roc_auc_ci_high:.3f}]"
         out.append(f"| {r.subgroup} | {r.rows} | {r.cases} | {auc} | "
-                   f"{r.calibration_slope:.2f} | {r.mean_risk:.2f} / {r.prevalence:.2f} | "
-                   f"{'too small to judge' if r.too_small else ''} |")
+                   f"{_num(r.calibration_slope, 2)} | {_num(r.mean_risk, 2)} / "
+                   f"{_num(r.prevalence, 2)} | |")
     return out
 
 
 def _limitations(metrics: dict[str, float], test_n: str, subgroups: str | None,
-                 sites: list[tuple[str, dict[str, float]]], recalibrated: bool) -> list[str]:
+                 sites: list[SiteFigures], recalibrated: bool) -> list[str]:
     out = []
     with contextlib.suppress(ValueError):
         if int(test_n) < 100:
@@ -124,7 +164,8 @@ def _limitations(metrics: dict[str, float], test_n: str, subgroups: str | None,
         small = pd.read_csv(io.StringIO(subgroups)).query("too_small")
         if len(small):
             out.append(f"- Subgroups too small to judge: {', '.join(small.subgroup)}.")
-    for site, m in sites:
+    for s in sites:
+        m, site = s.metrics, s.site
         gap = m.get("mean_risk", math.nan) - m.get("prevalence", math.nan)
         low, high = m.get("calibration_slope_ci_low"), m.get("calibration_slope_ci_high")
         if abs(gap) > 0.05:
@@ -134,8 +175,10 @@ def _limitations(metrics: dict[str, float], test_n: str, subgroups: str | None,
             out.append(f"- At {site} the calibration slope ({m['calibration_slope']:.2f}) "
                        "differs from 1: risks are "
                        + ("too extreme." if m["calibration_slope"] < 1 else "too modest."))
-    if not sites and not recalibrated:
-        out.append("- No external validation yet: performance elsewhere is unknown.")
+    if not [s for s in sites if not s.apparent]:
+        out.append("- No external validation yet: performance elsewhere is unknown"
+                   + (" (an evaluation on the rows the recalibration was fitted on is "
+                      "apparent, not external)." if recalibrated else "."))
     out.append("- Figures describe the rows they were computed on; populations, measurement "
                "and practice differ between sites and over time.")
     return out
@@ -195,57 +238,124 @@ def render_card(f: CardFacts) -> str:
         f"{train.get('batch_size')}, up to {train.get('epochs')} epochs, early stopping "
         f"{json.dumps(train.get('early_stopping'))}; {f.epochs_run} epochs run",
         f"- Class weights: {train.get('class_weight')}",
-        "- Early stopping and comparisons use validation rows (or CV on development rows); "
-        "the test rows are scored once, after the model and threshold are fixed. The "
-        "promotion gate then compares this version with the champion on the test rows "
-        "neither model trained or validated on, so a promoted version's test figure has been "
-        "used once to choose it."])
+        *_choosing_lines(spec)])
     lines += _section("Performance", "23a, 12e", _performance_lines(f))
-    lines += _section("Subgroups", "14, 23b", _subgroup_lines(f.subgroups_csv))
+    lines += _section("Subgroups", "14, 23b", [
+        *([f"Version {f.recalibrated_from}'s network before recalibration, on its test rows:",
+           ""] if f.recalibrated_from is not None and f.subgroups_csv else []),
+        *_subgroup_lines(f.subgroups_csv, int(spec.get("evaluate", {}).get(
+            "min_subgroup_rows") or MIN_SUBGROUP_ROWS))])
     lines += _section("External validation (other sites)", "12d, 16, 20c, 23a",
                       _site_lines(f.sites))
     lines += _section("Model updating", "12f, 24", _updating_lines(f))
     lines += _section("Limitations", "26", _limitations(
-        f.metrics, f.split.get("test", "?"), f.subgroups_csv,
-        [(s.site, s.metrics) for s in f.sites], f.recalibrated_from is not None))
+        f.metrics, f.split.get("test", "?"), f.subgroups_csv, list(f.sites),
+        f.recalibrated_from is not None))
     return "\n".join(lines)
 
 
+RULES = {
+    "superior": "it is promoted only if the lower bound of the 95% interval of the "
+                "difference (challenger minus champion; a paired bootstrap on those rows) "
+                "exceeds the margin",
+    "non_inferior": "it is promoted only if the lower bound of the 95% interval of the "
+                    "difference (challenger minus champion; a paired bootstrap on those rows) "
+                    "exceeds minus the margin",
+    "point": "it is promoted if the point difference exceeds the margin (the 95% interval "
+             "of the difference, a paired bootstrap on those rows, is recorded, not used)"}
+
+
+def _choosing_lines(spec: dict[str, Any]) -> list[str]:
+    """Which rows chose what: validation rows for training and comparisons, and the test
+    rows for the promotion gate, by its rule."""
+    promote = spec.get("register", {}).get("promote", {}) or {}
+    rule = promote.get("rule", "superior")
+    metric = promote.get("metric") or "the task's default metric (roc_auc when binary)"
+    margin = promote.get("margin", promote.get("min_improvement", 0.0))
+    baselines = (" It must also beat each baseline on the same rows."
+                 if promote.get("must_beat_baselines") else "")
+    return [
+        "- Early stopping, the comparison and ranking of runs, and a threshold chosen on "
+        "data (`method: validation`) use validation rows (or CV on development rows), never "
+        "test rows. The test rows are scored once, after the model and threshold are fixed.",
+        "- Promotion uses test rows: the gate scores this version and the champion, each at "
+        "its own decision threshold, on this run's test rows that neither model trained or "
+        f"validated on, and compares them on {metric} by rule `{rule}` with margin {margin}: "
+        f"{RULES.get(rule, rule)}. With no champion yet it faces the no-information model "
+        "(every row at the outcome rate) on the same test rows." + baselines
+        + " So a promoted version's test figure has been used once, to choose it: it is not "
+        "an untouched estimate of its performance."]
+
+
 def _performance_lines(f: CardFacts) -> list[str]:
-    metrics = f.metrics
-    perf = [f"| {name} | {_ci(metrics, f'test_{name}')} |" for name in FIGURES
-            if f"test_{name}" in metrics]
-    lines = [f"Test rows (n={f.split.get('test', '?')}), 95% intervals (bootstrap; GLM for "
-             "calibration):", "", "| figure | value [95% CI] |", "|---|---|", *perf]
+    lines = _recalibrated_lines(f) if f.recalibrated_from is not None else []
+    metrics, why = f.metrics, f.undefined
+    perf = [f"| {name} | {_ci(metrics, f'test_{name}', why)} |" for name in FIGURES
+            if f"test_{name}" in metrics or f"test_{name}" in why]
+    whose = (f"Version {f.recalibrated_from}'s network before recalibration, on its test rows"
+             if f.recalibrated_from is not None else "Test rows")
+    lines += [f"{whose} (n={f.split.get('test', '?')}), 95% intervals (bootstrap; GLM for "
+              "calibration):", "", "| figure | value [95% CI] |", "|---|---|", *perf]
     if "cv_folds" in metrics:
-        cv = [f"| {k.removeprefix('cv_').removesuffix('_mean')} | {metrics[k]:.3f} ± "
-              f"{metrics.get(k.replace('_mean', '_ci95'), float('nan')):.3f} |"
+        cv = [f"| {k.removeprefix('cv_').removesuffix('_mean')} | {metrics[k]:.3f}"
+              + (f" ± {metrics[k.replace('_mean', '_ci95')]:.3f}"
+                 if _finite(metrics.get(k.replace("_mean", "_ci95"))) else "") + " |"
               for k in sorted(metrics) if k.startswith("cv_") and k.endswith("_mean")
               and not k.startswith("cv_pooled_")]
         lines += ["", f"Cross-validation on development rows ({int(metrics['cv_folds'])} "
                   "folds):", "", "| metric | mean ± 95% CI |", "|---|---|", *cv]
-        if "cv_pooled_roc_auc" in metrics:
+        if "cv_pooled_rows" in metrics or "cv_pooled_roc_auc" in metrics:
             lines += ["", "Pooled out-of-fold: AUC "
-                      f"{_ci(metrics, 'cv_pooled_roc_auc')}, calibration slope "
-                      f"{_ci(metrics, 'cv_pooled_calibration_slope')}, intercept "
-                      f"{_ci(metrics, 'cv_pooled_calibration_intercept')} (n="
+                      f"{_ci(metrics, 'cv_pooled_roc_auc', why)}, calibration slope "
+                      f"{_ci(metrics, 'cv_pooled_calibration_slope', why)}, intercept "
+                      f"{_ci(metrics, 'cv_pooled_calibration_intercept', why)} (n="
                       f"{int(metrics.get('cv_pooled_rows', 0))})"]
     return lines
 
 
+RECALIBRATED_COLUMNS = (
+    ("after_cross_fitted_", "after, cross-fitted (each fifth by a rule fitted on the other "
+                            "four: the estimate for new patients there)"),
+    ("after_fitted_", "after, fitted rows (apparent: the rows it was fitted on)"),
+    ("before_", "before (version {source}'s risks)"))
+
+
+def _recalibrated_lines(f: CardFacts) -> list[str]:
+    """A recalibrated version's own figures: its recalibration run's, at the site."""
+    m = f.recalibration_metrics
+    if not m:
+        return [f"This version's own figures (its recalibration run's) were not available "
+                f"to this card; the table below is version {f.recalibrated_from}'s, before "
+                "recalibration, and does not describe this version's risks.", ""]
+    rows = int(m.get("after_fitted_rows", m.get("before_rows", 0)))
+    heads = [head.format(source=f.recalibrated_from) for _, head in RECALIBRATED_COLUMNS]
+    out = [f"This version's own figures, from its recalibration ({f.recalibration}; "
+           f"{rows} rows), 95% intervals:", "",
+           "| figure | " + " | ".join(heads) + " |", "|---|---|---|---|"]
+    for name in FIGURES:
+        cells = [_ci(m, f"{prefix}{name}", f.undefined) for prefix, _ in RECALIBRATED_COLUMNS]
+        if any(c != "not recorded" for c in cells):
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*out, "", "These rest on the recalibration site's rows only; the fitted-rows "
+            "column flatters the recalibration, the cross-fitted one does not.", ""]
+
+
 def _site_lines(sites: tuple[SiteFigures, ...]) -> list[str]:
-    """A table row for each site this version was evaluated on."""
+    """A table row for each site this version was evaluated on; an evaluation on the rows
+    its recalibration was fitted on is labelled apparent."""
     if not sites:
         return ["- Not evaluated on another site yet: run `heartflow evaluate MODEL_URI DATA "
                 "--site NAME`."]
     out = ["| site | rows | ROC AUC | calibration intercept | calibration slope | mean risk / "
            "prevalence | data sha256 |", "|---|---|---|---|---|---|---|"]
     for s in sites:
-        m = s.metrics
-        out.append(f"| {s.site} | {int(m.get('rows', 0))} | {_ci(m, 'roc_auc')} | "
-                   f"{_ci(m, 'calibration_intercept')} | {_ci(m, 'calibration_slope')} | "
-                   f"{m.get('mean_risk', float('nan')):.3f} / "
-                   f"{m.get('prevalence', float('nan')):.3f} | `{s.data_sha256[:16]}...` |")
+        m, why = s.metrics, s.undefined
+        label = f"{s.site}: {APPARENT}" if s.apparent else s.site
+        out.append(f"| {label} | {int(m.get('rows', 0))} | {_ci(m, 'roc_auc', why)} | "
+                   f"{_ci(m, 'calibration_intercept', why)} | "
+                   f"{_ci(m, 'calibration_slope', why)} | "
+                   f"{_num(m.get('mean_risk'), 3)} / {_num(m.get('prevalence'), 3)} | "
+                   f"`{s.data_sha256[:16]}...` |")
     return out
 
 

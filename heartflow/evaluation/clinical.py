@@ -30,15 +30,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from heartflow.evaluation.intervals import MAX_UNDEFINED_SHARE, _percentiles, _resamples, _subset
+from heartflow.model.recalibration import (  # reasons shared with the recalibration of a
+    ONE_CLASS,  # model, which refuses the same rows for them
+    glm,
+    non_finite,
+    refusal,
+    separated,
+)
 from heartflow.spec.schema import ThresholdCosts
 
 DEFAULT_DECISION_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5)
 NAN = math.nan
-ONE_CLASS = "needs rows with and without the outcome"
-SEPARATION = ("separation: the risks order the outcomes perfectly, so no finite "
-              "maximum-likelihood fit exists")
-IDENTICAL = "all risks are identical: the slope on logit(risk) is not identifiable"
-NOT_CONVERGED = "the logistic fit did not converge"
 UNDEFINED_REASON = {
     "roc_auc": ONE_CLASS, "calibration_intercept": ONE_CLASS, "calibration_slope": ONE_CLASS,
     "sensitivity": "no row with the outcome", "specificity": "no row without the outcome",
@@ -47,64 +49,32 @@ UNDEFINED_REASON = {
 RISK_FREE = ("prevalence",)  # figures that do not use the risks
 
 
-def _saturated(count: int) -> str:
-    return (f"{count} risk(s) of exactly 0 or 1: their logit is infinite, so the logistic "
-            "recalibration has no finite fit")
-
-
-def _non_finite(count: int) -> str:
-    return f"{count} non-finite risk(s) (NaN or infinite) among these rows"
-
-
-def _glm(y: np.ndarray, x: np.ndarray, offset: np.ndarray | None = None
-         ) -> tuple[np.ndarray, np.ndarray] | str:
-    """Parameters and 95% Wald intervals of a binomial GLM, or why there is no finite fit."""
-    from statsmodels.genmod import families
-    from statsmodels.genmod.generalized_linear_model import GLM  # not statsmodels.api: 1 s
-    from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            fit = GLM(y, x, family=families.Binomial(), offset=offset).fit()
-        except (np.linalg.LinAlgError, ValueError) as error:
-            return f"the logistic fit failed ({error})"
-    if any(issubclass(w.category, PerfectSeparationWarning) for w in caught):
-        return SEPARATION
-    params, ci = np.asarray(fit.params), np.asarray(fit.conf_int(0.05))
-    if not (fit.converged and np.isfinite(params).all() and np.isfinite(ci).all()):
-        return NOT_CONVERGED
-    return params, ci
-
-
 def calibration_fit(y: np.ndarray, p: np.ndarray) -> tuple[dict[str, float], dict[str, str]]:
     """Intercept (slope fixed at 1, logit(p) as offset) and slope with 95% Wald intervals,
     and why any of the two is undefined (NaN): one outcome class, non-finite risks, risks
-    of exactly 0 or 1, separation, identical risks (slope only) or no convergence."""
+    of exactly 0 or 1, separation, identical risks (slope only) or no convergence (the
+    reasons :func:`heartflow.model.recalibration.fit_recalibration` refuses a rule for)."""
     y = np.asarray(y, dtype=np.float64).ravel()
     p = np.asarray(p, dtype=np.float64).ravel()
     out = {k: NAN for k in ("intercept", "intercept_low", "intercept_high", "slope",
                             "slope_low", "slope_high")}
-    case = y > 0.5
-    bad, saturated = int(np.sum(~np.isfinite(p))), int(np.sum((p <= 0) | (p >= 1)))
-    why = (ONE_CLASS if case.all() or not case.any() else _non_finite(bad) if bad
-           else _saturated(saturated) if saturated else None)
+    why = refusal(y, p)
     if why:
         return out, {"intercept": why, "slope": why}
+    case = y > 0.5
     z = np.log(p) - np.log1p(-p)  # exact: no clipping that would invent a finite logit
     reasons: dict[str, str] = {}
-    large = _glm(y, np.ones((len(y), 1)), offset=z)
+    large = glm(y, np.ones((len(y), 1)), offset=z)
     if isinstance(large, str):
         reasons["intercept"] = large
     else:
         out.update(intercept=float(large[0][0]), intercept_low=float(large[1][0][0]),
                    intercept_high=float(large[1][0][1]))
-    if np.ptp(z) <= 1e-9 * max(1.0, float(np.abs(z).max())):
-        reasons["slope"] = IDENTICAL
-    elif z[~case].max() <= z[case].min() or z[case].max() <= z[~case].min():
-        reasons["slope"] = SEPARATION
+    no_slope = separated(case, z)
+    if no_slope:
+        reasons["slope"] = no_slope
     else:
-        fitted = _glm(y, np.column_stack([np.ones(len(z)), z]))
+        fitted = glm(y, np.column_stack([np.ones(len(z)), z]))
         if isinstance(fitted, str):
             reasons["slope"] = fitted
         else:
@@ -320,7 +290,7 @@ def clinical_report(y: np.ndarray, p: np.ndarray, threshold: float = 0.5,
     for name, value in values.items():
         if value != value:
             undefined[name] = (why.get(name.removeprefix("calibration_"))
-                               or (_non_finite(int(np.sum(~finite))) if not finite.all()
+                               or (non_finite(int(np.sum(~finite))) if not finite.all()
                                    else UNDEFINED_REASON.get(name,
                                                              "not computable on these rows")))
     withheld = [n for n, m in missing.items() if m > MAX_UNDEFINED_SHARE * resamples]

@@ -18,8 +18,13 @@ import pandas as pd
 
 from heartflow.evaluation import metrics as M
 from heartflow.evaluation import plots as P
-from heartflow.evaluation.clinical import ClinicalReport, clinical_report
-from heartflow.evaluation.intervals import bootstrap_intervals
+from heartflow.evaluation.clinical import RISK_FREE, ClinicalReport, clinical_report
+from heartflow.evaluation.intervals import (
+    MAX_ROWS,
+    MAX_UNDEFINED_SHARE,
+    RESAMPLES,
+    bootstrap_intervals,
+)
 from heartflow.evaluation.subgroups import Subgroup, subgroup_reports
 from heartflow.model.scorer import network_output
 from heartflow.spec.schema import Spec
@@ -28,6 +33,21 @@ VALIDATION_OUTPUT_ROWS = 20_000  # kept for paired comparisons of runs (sweeps)
 UNDEFINED_REASON = {  # why a metric can be undefined (NaN) on a set of rows
     "roc_auc": "needs both classes among the rows", "pr_auc": "needs a positive row",
     "r2": "the target is constant on these rows"}
+"""The generic reason for a metric that is undefined: a fallback only. An
+:class:`Evaluation` says why each of its figures is undefined on its own rows
+(``Evaluation.undefined``, ``Evaluation.as_undefined``)."""
+
+
+def diverged(count: int, total: int) -> str:
+    """Why every figure of a network whose outputs include NaN or infinity is undefined."""
+    return (f"{count} of the {total} network outputs are not numbers (NaN or infinite): the "
+            "network diverged")
+
+
+def withheld(count: int, resamples: int) -> str:
+    """Why a defined figure's bootstrap interval is withheld."""
+    return (f"interval withheld: undefined on {count} of {resamples} bootstrap resamples "
+            f"(more than {MAX_UNDEFINED_SHARE:.0%})")
 
 
 @dataclass
@@ -45,15 +65,31 @@ class Evaluation:
     calibration: dict[str, float] = field(default_factory=dict)  # binary: slope, intercept...
     clinical: ClinicalReport | None = None  # binary, in-memory: the whole clinical report
     subgroups: list[Subgroup] = field(default_factory=list)
+    undefined: dict[str, str] = field(default_factory=dict)
+    """Why each figure of ``metrics`` and ``calibration`` (same keys) is undefined (NaN), or
+    why its interval is withheld (the reason then starts "interval withheld")."""
+    resamples: int = 0  # bootstrap resamples behind the test metrics' intervals
+    undefined_resamples: dict[str, int] = field(default_factory=dict)
+    """How many bootstrap resamples left each figure of ``metrics`` and ``calibration``
+    undefined (figures with any only; the clinical figures' out of ``clinical.resamples``)."""
 
     def as_metrics(self) -> dict[str, float]:
-        """MLflow metrics: test_<m>, test_<m>_ci_low/_ci_high, validation_<m>."""
+        """MLflow metrics: test_<m>, test_<m>_ci_low/_ci_high, validation_<m>, and
+        test_<m>_undefined_resamples for figures undefined on some resamples."""
         out = {f"test_{k}": v for k, v in self.metrics.items()}
         for k, (low, high) in self.intervals.items():
             out[f"test_{k}_ci_low"], out[f"test_{k}_ci_high"] = low, high
         out.update({f"validation_{k}": v for k, v in self.validation.items()})
         out.update({f"test_{k}": v for k, v in self.calibration.items()})
+        out.update({f"test_{k}_undefined_resamples": float(v)
+                    for k, v in self.undefined_resamples.items()})
         return out
+
+    def as_undefined(self) -> dict[str, str]:
+        """The MLflow metric name (``test_<m>``) of every figure that is undefined, or whose
+        interval is withheld, and why: NaN is never logged as a metric, so the run says why
+        in a tag instead."""
+        return {f"test_{k}": why for k, why in self.undefined.items()}
 
 
 def _flat(spec: Spec, output: np.ndarray) -> np.ndarray:
@@ -96,8 +132,15 @@ def evaluate(spec: Spec, model, x_test: np.ndarray, y_test: np.ndarray, threshol
     for a binary model also the clinical report, per subgroup of ``test_features``."""
     output = network_output(model, x_test)
     values = M.compute(spec.task, y_test, _flat(spec, output), threshold, spec.metrics)
+    missing: dict[str, int] = {}
     intervals = bootstrap_intervals(spec.task, y_test, _flat(spec, output), threshold,
-                                    spec.metrics, seed=spec.train.seed)
+                                    spec.metrics, seed=spec.train.seed, undefined=missing)
+    bad = int(np.sum(~np.isfinite(np.asarray(output, dtype=np.float64))))
+    if bad:  # undefined on every resample, for the one reason below
+        missing.clear()
+    reasons = metric_reasons(spec.task, len(y_test), int(np.sum(np.asarray(y_test) > 0.5)),
+                             values, intervals, missing,
+                             _resamples_of(len(y_test), spec.metrics), bad, output.size)
     validation = validation_scores(spec, model, x_val, y_val, threshold)
     plots: list[str] = []
     if plot_dir:
@@ -117,8 +160,91 @@ def evaluate(spec: Spec, model, x_test: np.ndarray, y_test: np.ndarray, threshol
     extra: dict[str, Any] = {}
     if spec.task == "binary":  # discrimination is not enough for a risk model
         extra = clinical_fields(spec, y_test, output.reshape(-1), threshold, test_features)
+        if bad:
+            _diverged_report(extra, diverged(bad, output.size))
     return Evaluation(metrics=values, test_rows=len(y_test), plots=plots, intervals=intervals,
-                      **extra, **validation)
+                      **_with_reasons(extra, reasons, missing, len(y_test), spec.metrics),
+                      **validation)
+
+
+def _resamples_of(rows: int, names: list[str]) -> int:
+    """How many bootstrap resamples :func:`bootstrap_intervals` draws for ``rows`` rows."""
+    if rows < 2 or not names:
+        return 0
+    return RESAMPLES if min(rows, MAX_ROWS) <= 5000 else 200
+
+
+def metric_reasons(task: str, rows: int, cases: int, values: dict[str, float],
+                   intervals: dict[str, tuple[float, float]], missing: dict[str, int],
+                   resamples: int, non_finite: int, total: int) -> dict[str, str]:
+    """Why each undefined metric of ``values`` is undefined on ``rows`` rows (``cases``
+    with the outcome, for a binary model), and why a defined one's interval is withheld
+    (``missing``: undefined resamples of ``resamples``). ``non_finite`` of the ``total``
+    network outputs were NaN or infinite: then every metric is undefined for that reason."""
+    if non_finite:
+        return dict.fromkeys(values, diverged(non_finite, total))
+    out = {}
+    for name, value in values.items():
+        if value != value:
+            out[name] = _why(task, name, rows, cases)
+            continue
+        low, high = intervals.get(name, (0.0, 0.0))
+        if resamples and missing.get(name, 0) > MAX_UNDEFINED_SHARE * resamples and not (
+                low == low and high == high):
+            out[name] = withheld(missing[name], resamples)
+    return out
+
+
+def _why(task: str, name: str, n: int, cases: int) -> str:
+    """Why metric ``name`` is undefined on finite outputs for ``n`` rows, ``cases`` of
+    them with the outcome (binary)."""
+    if not n:
+        return "there are no rows"
+    if name == "roc_auc" and task == "binary":
+        return (f"needs both classes among the rows: all {n} rows are "
+                f"{'with' if cases else 'without'} the outcome")
+    if name == "roc_auc" and task == "multiclass":
+        return f"needs rows of at least two classes: all {n} rows are of one class"
+    return UNDEFINED_REASON.get(name, "not computable on these rows")
+
+
+def _with_reasons(extra: dict[str, Any], reasons: dict[str, str], missing: dict[str, int],
+                  rows: int, names: list[str]) -> dict[str, Any]:
+    """The Evaluation fields of ``extra`` (clinical fields, if any) with the reasons and
+    undefined-resample counts of the metrics and of the clinical figures."""
+    undefined, counts = dict(reasons), dict(missing)
+    report: ClinicalReport | None = extra.get("clinical")
+    if report is not None:
+        shown = extra.get("calibration", {})
+        for name, why in report.undefined.items():
+            key = name.replace("@", "_at_")
+            if key in shown:
+                undefined[key] = why
+        for name, count in report.undefined_resamples.items():
+            key = name.replace("@", "_at_")
+            if key in shown:
+                counts[key] = count
+    return {**extra, "undefined": undefined, "resamples": _resamples_of(rows, names),
+            "undefined_resamples": counts}
+
+
+def _diverged_report(extra: dict[str, Any], reason: str) -> None:
+    """Make every figure of the clinical report (and its ``calibration`` fields) that uses
+    the risks undefined for ``reason``: some network outputs were not numbers."""
+    report: ClinicalReport = extra["clinical"]
+    for name in report.values:
+        if name.startswith(RISK_FREE) or name.startswith("treat_all"):
+            continue
+        report.values[name] = float("nan")
+        report.intervals[name] = (float("nan"), float("nan"))
+        report.undefined[name] = reason
+        report.undefined_resamples.pop(name, None)
+    calibration = extra["calibration"]
+    for key in list(calibration):
+        figure = key.removesuffix("_ci_low").removesuffix("_ci_high")
+        if not figure.startswith(RISK_FREE):
+            calibration[key] = float("nan")
+    report.notes = [f"every figure that uses the risks is undefined: {reason}"]
 
 
 CLINICAL_PREFIXES = ("calibration_", "ece", "net_benefit", "mean_risk", "prevalence",
@@ -171,15 +297,27 @@ def evaluate_streamed(spec: Spec, model, batches: Iterable[tuple[np.ndarray, np.
         if history:
             plots.append(P.learning_curves(history, f"{plot_dir}/learning_curves.png"))
         plots += P.accumulated_plots(totals, plot_dir)
-    intervals, extra = {}, {}
+    values = {name: everything[name] for name in spec.metrics}
+    intervals: dict[str, tuple[float, float]] = {}
+    extra: dict[str, Any] = {}
+    missing: dict[str, int] = {}
+    sampled = 0
     if test_sample is not None:
         x_s, y_s = test_sample
+        sampled = len(y_s)
         p_s = _flat(spec, network_output(model, x_s))
         intervals = bootstrap_intervals(spec.task, y_s, p_s, threshold, spec.metrics,
-                                        seed=spec.train.seed)
+                                        seed=spec.train.seed, undefined=missing)
         extra = clinical_fields(spec, y_s, p_s, threshold, test_features)
+        if totals.non_finite:  # somewhere in the part, if not in the sample
+            _diverged_report(extra, diverged(totals.non_finite, totals.n))
+            intervals = {name: (float("nan"), float("nan")) for name in intervals}
+            missing.clear()
         extra["clinical"].notes.append(f"clinical figures from a uniform sample of {len(y_s)} "
                                        f"of the {totals.n} streamed test rows")
-    return Evaluation(metrics={name: everything[name] for name in spec.metrics},
-                      test_rows=totals.n, plots=plots, intervals=intervals, **extra,
+    reasons = metric_reasons(spec.task, totals.n, int(totals.pos.sum()), values, intervals,
+                             missing, _resamples_of(sampled, spec.metrics),
+                             totals.non_finite, totals.n)
+    return Evaluation(metrics=values, test_rows=totals.n, plots=plots, intervals=intervals,
+                      **_with_reasons(extra, reasons, missing, sampled, spec.metrics),
                       **validation_scores(spec, model, *validation, threshold))

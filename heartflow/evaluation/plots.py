@@ -229,3 +229,28 @@ def roc_plot(y: np.ndarray, p: np.ndarray, path: str, title: str = "") -> str:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def instability_plot(original: np.ndarray, refits: np.ndarray, path: str,
+                     title: str = "Prediction instability (bootstrap refits)") -> str:
+    """Each patient's risk from every bootstrap refit against the development model's risk
+    (Riley and Collins 2023), with the 2.5th and 97.5th percentiles of the refits' risks."""
+    plt = _pyplot()
+    order = np.argsort(original)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    xs = np.broadcast_to(original, refits.shape).ravel()
+    ax.scatter(xs, refits.ravel(), s=2, alpha=0.08, color="tab:blue", rasterized=True)
+    low, high = np.percentile(refits, [2.5, 97.5], axis=0)
+    ax.plot(original[order], low[order], color="tab:red", lw=1, label="2.5th / 97.5th pct")
+    ax.plot(original[order], high[order], color="tab:red", lw=1)
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("risk from the development model")
+    ax.set_ylabel("risk from bootstrap refits")
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

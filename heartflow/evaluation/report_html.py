@@ -25,33 +25,47 @@ def _b64(path: str) -> str:
         return base64.b64encode(fh.read()).decode()
 
 
-def _cell(value: float, interval: tuple[float, float] | None) -> str:
+def _cell(value: float, interval: tuple[float, float] | None, why: str | None = None) -> str:
+    """A figure and its interval as HTML; ``undefined (why)``, or the figure and why its
+    interval is withheld."""
     if value != value:
-        return "undefined"
+        return "undefined" + (f" ({html.escape(why)})" if why else "")
     shown = f"{value:.3f}"
     if interval and all(math.isfinite(b) for b in interval):
-        shown += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
-    return shown
+        return shown + f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+    return shown + (f" ({html.escape(why)})" if why else "")
 
 
 def figures_table(report: ClinicalReport) -> str:
-    """The figures with 95% intervals, as an HTML table."""
-    rows = "".join(f"<tr><td>{html.escape(a)}</td><td>{b}</td><td>{c}</td></tr>"
-                   for a, b, c in report.table())
-    return (f"<table><tr><th>figure</th><th>value</th><th>95% interval</th></tr>{rows}"
-            "</table>")
+    """The figures with 95% intervals, as an HTML table; an undefined figure, or a withheld
+    interval, says why."""
+    rows = []
+    for name, value, ci in report.table():
+        why = report.undefined.get(name)
+        if why and not ci:  # undefined, or its interval withheld
+            value = f"{value} ({html.escape(why)})"
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{value}</td><td>{ci}</td></tr>")
+    return (f"<table><tr><th>figure</th><th>value</th><th>95% interval</th></tr>"
+            f"{''.join(rows)}</table>")
 
 
 def subgroups_table(subgroups: list[Subgroup]) -> str:
-    """Subgroups with counts, the main figures and intervals; small ones flagged."""
+    """Subgroups with counts, the main figures and intervals; a subgroup too small to judge
+    shows its counts only."""
     head = "".join(f"<th>{html.escape(n)}</th>" for n in ("subgroup", "rows", "cases", *SHOWN))
     body = []
     for g in subgroups:
-        cells = "".join(f"<td>{_cell(g.report.values.get(n, math.nan), g.report.intervals.get(n))}"
-                        "</td>" for n in SHOWN)
-        flag = " class='small' title='too small to judge'" if g.too_small else ""
-        mark = " (too small to judge)" if g.too_small else ""
-        body.append(f"<tr{flag}><td>{html.escape(g.name)}{mark}</td><td>{g.rows}</td>"
+        if g.too_small:
+            why = g.report.undefined.get("roc_auc", "too small to judge")
+            cells = (f"<td colspan='{len(SHOWN)}'>counts only: {html.escape(why)}</td>")
+            body.append(f"<tr class='small' title='too small to judge'><td>"
+                        f"{html.escape(g.name)} (too small to judge)</td><td>{g.rows}</td>"
+                        f"<td>{g.cases}</td>{cells}</tr>")
+            continue
+        r = g.report
+        cells = "".join("<td>" + _cell(r.values.get(n, math.nan), r.intervals.get(n),
+                                       r.undefined.get(n)) + "</td>" for n in SHOWN)
+        body.append(f"<tr><td>{html.escape(g.name)}</td><td>{g.rows}</td>"
                     f"<td>{g.cases}</td>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 

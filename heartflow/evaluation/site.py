@@ -23,6 +23,7 @@ from heartflow.data.sources import NAMED_DATASETS, file_sha256, resolve_source
 from heartflow.data.table import read_csv
 from heartflow.errors import DataError
 from heartflow.evaluation import plots as P
+from heartflow.evaluation.card import APPARENT
 from heartflow.evaluation.clinical import ClinicalReport, clinical_report
 from heartflow.evaluation.report_html import render_report
 from heartflow.evaluation.subgroups import Subgroup, subgroup_reports
@@ -86,32 +87,57 @@ class SiteEvaluation:
     plots: dict[str, str] = field(default_factory=dict)  # name -> local PNG path
     subgroups: list[Subgroup] = field(default_factory=list)
     card: str = ""  # the version's model card after this evaluation (markdown)
+    apparent: str = ""  # why the figures are apparent, not external ("" when external)
 
     def summary(self) -> str:
         """One line for the model version's tag and `heartflow models`."""
         v = self.report.values
-        return (f"AUC {v['roc_auc']:.3f}, slope {v['calibration_slope']:.2f}, "
-                f"intercept {v['calibration_intercept']:+.2f}, risk {v['mean_risk']:.2f} vs "
-                f"prevalence {v['prevalence']:.2f} (n={self.report.rows})")
+        return (f"AUC {_shown(v['roc_auc'], '.3f')}, slope "
+                f"{_shown(v['calibration_slope'], '.2f')}, intercept "
+                f"{_shown(v['calibration_intercept'], '+.2f')}, risk "
+                f"{_shown(v['mean_risk'], '.2f')} vs prevalence "
+                f"{_shown(v['prevalence'], '.2f')} (n={self.report.rows})"
+                + (f"; {APPARENT}" if self.apparent else ""))
 
     def html(self, sections: list[tuple[str, str]] | None = None) -> str:
         """A self-contained HTML report: facts, figures, subgroups, plots."""
-        facts = [f"data: {self.source} (sha256 {self.data_sha256[:16]}...)",
+        facts = [*([self.apparent] if self.apparent and self.apparent not in self.report.notes
+                   else []),
+                 f"data: {self.source} (sha256 {self.data_sha256[:16]}...)",
                  f"{self.report.rows} rows scored, {self.report.rows_with_missing} with missing "
                  f"values imputed by the training rule, {self.rows_without_outcome} without an "
                  f"outcome (not judged); threshold {self.report.threshold:.3g}"]
         if self.card:
             sections = [*(sections or []), ("Model card", "<pre style='white-space:pre-wrap'>"
                                             f"{html.escape(self.card)}</pre>")]
-        return render_report(f"{self.model_uri} on {self.site}", facts, self.report,
+        title = f"{self.model_uri} on {self.site}" + (" (apparent, not external validation)"
+                                                      if self.apparent else "")
+        return render_report(title, facts, self.report,
                              self.plots, self.subgroups, sections)
+
+
+def _shown(value: float, spec: str) -> str:
+    return "undefined" if value != value else format(value, spec)
+
+
+def apparent(meta: ModelMeta, rows: SiteRows) -> str:
+    """Why figures of the model on ``rows`` are apparent rather than external: the rows are
+    those its recalibration was fitted on (the same data sha256); "" otherwise."""
+    rule = meta.recalibration or {}
+    if rule.get("data_sha256") and rule["data_sha256"] == rows.sha256:
+        return (f"{APPARENT}: this data (sha256 {rows.sha256[:16]}...) is the data the "
+                f"version's {rule.get('method', '')} recalibration was fitted on at "
+                f"{rule.get('site', 'its site')}, so its figures flatter it")
+    return ""
 
 
 def judge_site(scorer: Any, rows: SiteRows, folder: str, label: str,
                decision_thresholds: tuple[float, ...] | None = None
                ) -> tuple[ClinicalReport, list[Subgroup], dict[str, str]]:
     """The clinical report, subgroups and plots (PNG files in ``folder``) of a binary model
-    on a site's rows, at the model's own threshold and by its evaluation plan."""
+    on a site's rows, at the model's own threshold and by its evaluation plan. When the
+    rows are those the model's recalibration was fitted on, the report's first note says
+    its figures are apparent, not external validation (:func:`apparent`)."""
     meta: ModelMeta = scorer.meta
     features, y = rows.features, rows.y
     p = scorer.output(features)
@@ -120,6 +146,8 @@ def judge_site(scorer: Any, rows: SiteRows, folder: str, label: str,
     report_at = tuple(decision_thresholds or plan.report_at)
     costs = ThresholdCosts(**plan.costs) if plan.costs else None
     report = clinical_report(y, p, meta.threshold, report_at, with_missing, costs=costs)
+    if apparent(meta, rows):
+        report.notes.insert(0, apparent(meta, rows))
     groups = [SubgroupSpec(**g) for g in plan.subgroups]
     subgroups = subgroup_reports(features, y, p, groups, meta.threshold, report_at,
                                  plan.min_subgroup_rows, costs=costs)

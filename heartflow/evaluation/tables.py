@@ -70,23 +70,59 @@ def mean_spread(mean: Any, spread: Any, digits: int = 4) -> str:
     return f"{number(mean, digits)} ± {number(spread, digits)}"
 
 
-def fit(table: Table, console: Console) -> Table:
-    """``table``, ready for ``console``: its figure columns (fixed at their widest cell, so
-    each figure keeps its interval on its line) are freed to wrap too when the table
-    could not otherwise fit the console's width. Nothing is ever cut."""
-    from rich.measure import Measurement  # lazy: rich's measuring, only for tables
+class FigureTable(Table):
+    """A rich table whose figure columns keep each figure and its interval on one line as
+    long as the table can still fit the console (the other columns wrap, widest first,
+    down to their longest word); when it cannot, every column wraps. Nothing is cut."""
 
-    wide = console.options.update(max_width=10 * console.width)
-    if Measurement.get(console, wide, table).minimum > console.width:
-        for column in table.columns:
-            column.width = None
-    return table
+    LONGEST_WORD = 12  # a longer word (a run name, a dotted parameter) may fold
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("title_justify", "left")
+        super().__init__(*args, **kwargs)
+        self._figures: list[bool] = []
+        self._natural: list[int] = []  # widest line, header included
+        self._narrowest: list[int] = []  # how narrow the column may get without folding
+
+    def column(self, header: str, cells: list[str], *, figures: bool = False,
+               **kwargs: Any) -> None:
+        """Add a column for ``cells`` (the rows are added with ``add_row``)."""
+        lines = [line for cell in cells for line in str(cell).splitlines()]
+        longest_word = max((len(w) for line in lines for w in line.split()), default=1)
+        head_word = max((len(w) for w in header.split()), default=1)
+        self._figures.append(figures)
+        self._natural.append(max(max(map(len, lines), default=1), head_word) if figures
+                             else max(len(line) for line in [header, *lines]))
+        # a header may fold a little rather than push a figure onto two lines
+        self._narrowest.append(max(min(self.LONGEST_WORD, longest_word), min(head_word, 6)))
+        self.add_column(header, overflow="fold", **kwargs)
+
+    def _widths(self, width: int) -> list[int] | None:
+        """Column widths that keep every figure whole within ``width``, or None."""
+        padding = sum(self._get_padding_width(i) for i in range(len(self.columns)))
+        budget = width - padding - (len(self.columns) + 1)  # the vertical lines
+        widths = list(self._natural)
+        while sum(widths) > budget:
+            shrinkable = [i for i, figure in enumerate(self._figures)
+                          if not figure and widths[i] > self._narrowest[i]]
+            if not shrinkable:
+                return None
+            widest = max(shrinkable, key=lambda i: widths[i])
+            widths[widest] -= 1
+        return widths
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        if len(self._figures) == len(self.columns):  # (every column added by column())
+            widths = self._widths(options.max_width)
+            for k, column in enumerate(self.columns):
+                column.width = widths[k] if widths else None
+        yield from super().__rich_console__(console, options)
 
 
 def text_of(table: Table, width: int = WIDTH) -> str:
     """A rich table rendered as plain text ``width`` columns wide."""
     console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
-    console.print(fit(table, console))
+    console.print(table)
     return console.export_text()
 
 
@@ -112,8 +148,8 @@ def ranked_table(rows: list[dict[str, Any]], metric: str, varied: list[str]) -> 
     parameters, epochs and training time."""
     columns, cv = _ranked_columns(rows, metric, varied)
     source = "CV (development rows)" if cv else "validation rows"
-    table = Table(title=f"ranked by {metric} on {source}; test is reported, not used to rank",
-                  caption="undefined figures rank last; intervals are 95%")
+    table = FigureTable(title=f"ranked by {metric} on {source}; test is reported, not used "
+                              "to rank", caption="undefined figures rank last; intervals are 95%")
     heads = {"rank": "#", f"cv_{metric}": f"CV {metric} ± 95%",
              f"validation_{metric}": f"validation {metric}",
              f"test_{metric}": f"test {metric} [95%] (reported)", "test_rows": "test rows",
@@ -122,13 +158,10 @@ def ranked_table(rows: list[dict[str, Any]], metric: str, varied: list[str]) -> 
                                              "kind", "status")]
     cells = [[_ranked_cell(row, column, metric) for column in shown] for row in rows]
     for k, column in enumerate(shown):
-        figures = column in (f"cv_{metric}", f"test_{metric}")
-        widest = max((len(r[k]) for r in cells), default=0)
-        table.add_column(heads.get(column, column), overflow="fold",
-                         width=widest if figures and widest else None,
-                         justify="right" if column in ("rank", "test_rows", "parameters",
-                                                       "epochs_run", "train_seconds")
-                         else "left")
+        table.column(heads.get(column, column), [r[k] for r in cells],
+                     figures=column in (f"cv_{metric}", f"test_{metric}"),
+                     justify="right" if column in ("rank", "test_rows", "parameters",
+                                                   "epochs_run", "train_seconds") else "left")
     for row in cells:
         table.add_row(*row)
     return table

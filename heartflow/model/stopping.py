@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MAXIMISED = ("auc", "accuracy")  # metric names that ``mode="auto"`` maximises
+from heartflow.spec.vocabulary import monitor_mode
 
 
 class ManyEarlyStopping:
@@ -24,7 +24,7 @@ class ManyEarlyStopping:
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"mode must be 'auto', 'min' or 'max', not {mode!r}")
         if mode == "auto":
-            mode = _auto_mode(monitor)
+            mode = monitor_mode(monitor)
         self.monitor = monitor
         self.mode = mode
         self.min_delta = abs(min_delta)
@@ -60,13 +60,3 @@ class ManyEarlyStopping:
         """Models whose current weights are the ones they end with, as far as known now:
         those that improved (``restore_best_weights``), else those that just stopped."""
         return improved if self.restore_best_weights else self.stopped_now
-
-
-def _auto_mode(monitor: str) -> str:
-    """``"max"`` for AUC and accuracy, ``"min"`` for a loss (Keras' ``mode="auto"``)."""
-    name = monitor.removeprefix("val_")
-    if name.endswith(MAXIMISED):
-        return "max"
-    if name.endswith("loss"):
-        return "min"
-    raise ValueError(f"cannot tell whether {monitor!r} should rise or fall: pass mode=")

@@ -29,6 +29,7 @@ from heartflow.model.builder import build_model, count_parameters
 from heartflow.model.devices import device_for, device_scope
 from heartflow.model.progress import EpochReporter
 from heartflow.spec.schema import Spec, TrainSpec
+from heartflow.spec.vocabulary import monitor_mode
 
 # (labels in the output's shape, network output) -> {"auc": ..., "accuracy": ...}
 EpochMetrics = Callable[[np.ndarray, np.ndarray], dict[str, float]]
@@ -199,7 +200,7 @@ def fit_dataset(spec: Spec, input_width: int, train_ds, steps: int,
     stopper = None
     if es is not None:
         monitor = es.monitor if has_val else es.monitor.removeprefix("val_")
-        mode = "max" if monitor.endswith(("auc", "accuracy")) else "min"
+        mode = monitor_mode(monitor)
         stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=es.patience,
                                                 min_delta=es.min_delta, mode=mode,
                                                 restore_best_weights=es.restore_best)

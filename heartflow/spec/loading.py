@@ -82,6 +82,9 @@ def streaming_problems(spec: Spec) -> list[tuple[tuple[str | int, ...], str]]:
     if spec.evaluate.baselines:
         out.append((("evaluate", "baselines"), "scikit-learn baselines need the rows in "
                     f"memory; {fix}"))
+    if spec.evaluate.validation is not None:
+        out.append((("evaluate", "validation"), "the optimism bootstrap refits on resamples "
+                    f"of the rows and needs them in memory; {fix}"))
     if spec.register.promote.must_beat_baselines:
         out.append((("register", "promote", "must_beat_baselines"),
                     f"needs evaluate.baselines, which streamed data cannot run; {fix}"))
@@ -120,6 +123,14 @@ def _evaluation_problems(spec: Spec) -> list[tuple[tuple[str | int, ...], str]]:
                         "(its levels are the subgroups: write just the column name)"))
     if spec.task != "binary" and ev.subgroups:
         out.append((("evaluate", "subgroups"), "subgroup reports are for binary risk models"))
+    if spec.task != "binary" and ev.validation is not None:
+        out.append((("evaluate", "validation"), "the optimism bootstrap reports calibration "
+                    "and threshold figures of binary risk models; for other tasks use "
+                    "evaluate.cv"))
+    if spec.task != "binary" and ev.sample_size is not None:
+        out.append((("evaluate", "sample_size"), "Riley's minimum sample size is computed "
+                    "here for binary outcomes only (pmsampsize also covers continuous and "
+                    "survival outcomes, with other inputs); remove this section"))
     return out
 
 

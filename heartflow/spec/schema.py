@@ -27,6 +27,7 @@ from heartflow.spec import vocabulary as V
 # Evaluation defaults, defined once: the spec's, and what a model logged without them uses.
 REPORT_AT = (0.05, 0.1, 0.2, 0.3, 0.5)  # risk thresholds whose net benefit is reported
 MIN_SUBGROUP_ROWS = 30  # fewer rows (or < 5 of either outcome): too small to judge
+ANTICIPATED_C = 0.8  # Riley's sample size when the spec names no anticipated C or R²
 
 
 class _Section(BaseModel):
@@ -314,6 +315,41 @@ class SubgroupSpec(_Section):
         return v
 
 
+class SampleSizeSpec(_Section):
+    """Riley's minimum sample size (binary outcomes): an anticipated C statistic or
+    Cox-Snell R² of the model (heartflow.evaluation.sample_size)."""
+
+    anticipated_c: float | None = Field(default=None, gt=0.5, lt=1.0, description="The C "
+                                        "statistic (ROC AUC) the model is expected to reach; "
+                                        f"default {ANTICIPATED_C} when neither is given.")
+    anticipated_r2: float | None = Field(default=None, gt=0.0, lt=1.0, description="Or the "
+                                         "anticipated Cox-Snell R².")
+
+    @model_validator(mode="after")
+    def _one(self) -> SampleSizeSpec:
+        if self.anticipated_c is not None and self.anticipated_r2 is not None:
+            raise ValueError("give anticipated_c or anticipated_r2, not both")
+        return self
+
+    @property
+    def c_statistic(self) -> float | None:
+        """The anticipated C statistic in force (the default when neither is given)."""
+        if self.anticipated_r2 is not None:
+            return None
+        return ANTICIPATED_C if self.anticipated_c is None else self.anticipated_c
+
+
+MIN_RESAMPLES = 20  # fewer bootstrap refits give an optimism too noisy to subtract
+
+
+class ValidationSpec(_Section):
+    """Internal validation of the whole development by the optimism bootstrap (binary)."""
+
+    method: Literal["bootstrap"] = "bootstrap"
+    resamples: int = Field(default=200, ge=MIN_RESAMPLES, le=2000, description="Bootstrap "
+                           f"refits (at least {MIN_RESAMPLES}; Harrell suggests 200).")
+
+
 class EvaluateSpec(_Section):
     """How the model is judged on held-out rows."""
 
@@ -330,6 +366,12 @@ class EvaluateSpec(_Section):
     min_subgroup_rows: int = Field(
         default=MIN_SUBGROUP_ROWS, ge=1, description="Subgroups with fewer rows (or fewer "
         "than 5 of either outcome) are flagged too small to judge.")
+    validation: ValidationSpec | None = Field(
+        default=None, description="{method: bootstrap, resamples: 200}: optimism-corrected "
+        "figures and prediction instability from refits of the whole development.")
+    sample_size: SampleSizeSpec | None = Field(
+        default=None, description="Riley's minimum sample size; reported for every binary "
+        "model (anticipated C 0.8 unless given here).")
 
     @field_validator("threshold")
     @classmethod
@@ -391,6 +433,45 @@ class RegisterSpec(_Section):
     promote: PromoteSpec = Field(default_factory=PromoteSpec)
 
 
+class MonitorSpec(_Section):
+    """How ``heartflow monitor`` judges a batch against the model's development reference.
+
+    A check reports drift only when its effect size passes its threshold *and* its test's
+    p-value is below ``p_value``: large batches make every p-value small, small batches
+    make effect sizes noisy. The values are stored with the model's reference at training
+    time (``monitoring/reference.json``), so a model is always judged by its own rules.
+    """
+
+    psi: float = Field(default=0.2, gt=0.0, description="Population stability index of a "
+                       "variable's (or the risks') bins above which it has drifted (0.1-0.25: "
+                       "moderate shift, above 0.25: large).")
+    ks: float = Field(default=0.1, gt=0.0, lt=1.0, description="Kolmogorov-Smirnov distance "
+                      "between the batch and the development distribution of a numeric "
+                      "variable (or the risks) above which it has drifted.")
+    missing_share: float = Field(default=0.1, gt=0.0, lt=1.0, description="Rise in a "
+                                 "variable's share of missing values (absolute).")
+    out_of_range: float = Field(default=0.1, gt=0.0, lt=1.0, description="Rise in a numeric "
+                                "variable's share of values outside its development range "
+                                "(absolute).")
+    auc_drop: float = Field(default=0.05, gt=0.0, lt=1.0, description="Fall of ROC AUC "
+                            "from its development value.")
+    calibration_intercept: float = Field(default=0.5, gt=0.0, description="Change of the "
+                                         "calibration intercept (log-odds) from development.")
+    calibration_slope: float = Field(default=0.3, gt=0.0, description="Change of the "
+                                     "calibration slope from development.")
+    brier: float = Field(default=0.05, gt=0.0, lt=1.0, description="Rise of the Brier score "
+                         "from development.")
+    net_benefit: float = Field(default=0.05, gt=0.0, lt=1.0, description="Fall of the net "
+                               "benefit at the model's threshold from development.")
+    p_value: float = Field(default=0.01, gt=0.0, lt=1.0, description="A check's test must "
+                           "give a p-value below this as well.")
+    min_rows: int = Field(default=30, ge=5, description="Fewest rows (with a value, for a "
+                          "variable's distribution) a check judges; fewer: skipped, with why.")
+    min_events: int = Field(default=10, ge=5, description="Fewest rows with and without the "
+                            "outcome for ROC AUC, calibration slope and net benefit (the "
+                            "calibration intercept and Brier score need 5 of each).")
+
+
 warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
 
@@ -405,6 +486,7 @@ class Spec(_Section):
     train: TrainSpec = Field(default_factory=TrainSpec)
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
     register: RegisterSpec = Field(default_factory=RegisterSpec)
+    monitor: MonitorSpec = Field(default_factory=MonitorSpec)
 
     @property
     def task(self) -> str:

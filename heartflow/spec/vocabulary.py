@@ -69,3 +69,14 @@ def improvement(metric: str, new: float, old: float) -> float:
 def rank_value(metric: str, value: float) -> float:
     """A sort key that puts the best value of ``metric`` first (ascending sort)."""
     return -value if metric in HIGHER_IS_BETTER else value
+
+
+def monitor_mode(monitor: str) -> str:
+    """``"max"`` or ``"min"``: which way a Keras training monitor (``val_auc``,
+    ``val_accuracy``, ``val_loss``, ...) improves, as Keras' ``mode="auto"`` decides."""
+    name = monitor.removeprefix("val_")
+    if name in HIGHER_IS_BETTER or name.endswith(("auc", "accuracy")):
+        return "max"
+    if name.endswith("loss") or name in ("mse", "mae", "rmse", "brier"):
+        return "min"
+    raise ValueError(f"cannot tell whether {monitor!r} should rise or fall: pass mode=")

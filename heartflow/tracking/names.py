@@ -32,6 +32,8 @@ PARAMETERS = "heartflow.parameters"
 THRESHOLD = "heartflow.threshold"
 THRESHOLD_RULE = "heartflow.threshold_rule"
 TRAINED_TOGETHER = "heartflow.trained_together"
+SAMPLE_SIZE_ANTICIPATED = "heartflow.sample_size.anticipated"
+SAMPLE_SIZE_WARNING = "heartflow.sample_size.warning"
 STATUS_REASON = "heartflow.status_reason"
 REGISTERED_MODEL = "heartflow.registered_model"
 REGISTERED_VERSION = "heartflow.registered_version"
@@ -39,6 +41,8 @@ BASELINES = "heartflow.baselines"
 BASELINE = "heartflow.baseline"
 BASELINE_FOR = "heartflow.baseline_for"
 PREFECT_FLOW_RUN = "heartflow.prefect_flow_run"
+SPLIT_KEY_FORMAT = "heartflow.split.key_format"  # how split/manifest.csv's keys were made
+SPLIT_KEY_ID = "heartflow.split.key_id"  # which secret keyed them (a one-way name of it)
 DEPLOYMENT = "heartflow.deployment"
 
 
@@ -121,12 +125,39 @@ RECALIBRATION_MODEL_URI = "heartflow.recalibration.model_uri"
 RECALIBRATION_SITE = "heartflow.recalibration.site"
 RECALIBRATION_METHOD = "heartflow.recalibration.method"
 
+# -- monitoring: batches judged against the model's development reference -------------------
+MONITORING_REFERENCE = "heartflow.monitoring.reference"  # training run: why it has none
+MONITORED_MODEL_URI = "heartflow.monitoring.model_uri"
+MONITORED_MODEL_NAME = "heartflow.monitoring.model_name"
+MONITORED_MODEL_VERSION = "heartflow.monitoring.model_version"
+MONITORED_SITE = "heartflow.monitoring.site"
+MONITORED_AS_OF = "heartflow.monitoring.as_of"  # ISO date the batch stands for
+MONITORING_DRIFT = "heartflow.monitoring.drift"  # "true" / "false"
+MONITORING_FAILED_CHECKS = "heartflow.monitoring.failed_checks"  # comma-separated names
+DRIFT_EVENT = "heartflow.model.drift"  # the Prefect event a drifting batch emits
+
+
+def model_resource(name: str, version: str) -> str:
+    """The Prefect resource id of a model version (drift events are about it)."""
+    return f"heartflow.model.{name}.{version}"
+
+
+def check_metric(check: str) -> str:
+    """The MLflow metric of a monitoring check's value (``age.psi``, ``net_benefit@0.25``)."""
+    return "monitor/" + check.replace("@", "_at_")
+
+
 # -- experiments ----------------------------------------------------------------------------
 
 
 def evaluations_experiment(model_name: str | None) -> str:
     """Where a model's site evaluations and recalibrations are recorded."""
     return f"{model_name or 'models'}-evaluations"
+
+
+def monitoring_experiment(model_name: str | None) -> str:
+    """Where a model's monitoring runs (one per batch) are recorded."""
+    return f"{model_name or 'models'}-monitoring"
 
 
 # -- artifact paths within a run -------------------------------------------------------------
@@ -141,5 +172,9 @@ PLOTS_FOLDER = "plots"
 REPORT_ARTIFACT = "report.html"
 CV_REPORT_ARTIFACT = "report_cv.html"
 SUBGROUPS_ARTIFACT = "evaluation/subgroups.csv"
+OPTIMISM_ARTIFACT = "evaluation/optimism.csv"
 CARD_ARTIFACT = "model_card.md"
 CARD_HTML_ARTIFACT = "model_card.html"
+MONITORING_REFERENCE_ARTIFACT = "monitoring/reference.json"  # with the training run
+MONITORING_REPORT_ARTIFACT = "monitoring/report.json"  # with each monitoring run
+MONITORING_HTML_ARTIFACT = "monitoring/report.html"

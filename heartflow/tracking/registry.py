@@ -19,11 +19,13 @@ from typing import Any
 
 import pandas as pd
 
+from heartflow.data.split import KEY_FORMAT, RowKeyer
 from heartflow.errors import RegistryError
 from heartflow.evaluation.gate import Decision
 from heartflow.tracking import names as N
 from heartflow.tracking.locks import registry_lock
 from heartflow.tracking.retries import is_transient, retrying
+from heartflow.tracking.row_secret import row_key_secret
 from heartflow.tracking.store import client
 
 
@@ -85,18 +87,30 @@ def model_version(uri: str) -> tuple[str | None, str | None]:
     return name, version or None
 
 
-def seen_keys(name: str, version: str) -> set[str] | None:
-    """Keys of the rows the version's run trained or validated on (its split manifest).
+def seen_keys(name: str, version: str, key_id: str | None = None) -> set[str] | None:
+    """Keyed keys of the rows the version's run trained or validated on (its split manifest).
 
     A recalibrated version answers for the version it was recalibrated from (same network).
-    None when they cannot be known: the run logged no manifest, or it could not be read.
+    None when they cannot be known: the run logged no manifest, it could not be read, or
+    its keys are not comparable with this process's: another or no key format (manifests
+    of older heartflow versions hold unkeyed keys), or another secret than ``key_id``'s
+    (this process's row-key secret when None; see :mod:`heartflow.tracking.row_secret`).
     """
     import mlflow.artifacts  # lazy: MLflow
 
     tags = version_tags(name, version)
     if tags.get(N.RECALIBRATED_FROM):
-        return seen_keys(name, tags[N.RECALIBRATED_FROM])
+        return seen_keys(name, tags[N.RECALIBRATED_FROM], key_id)
     run_id = client().get_model_version(name, version).run_id
+    try:
+        run_tags = client().get_run(run_id).data.tags
+    except Exception:
+        return None
+    if key_id is None:
+        key_id = RowKeyer(row_key_secret()).key_id
+    if (run_tags.get(N.SPLIT_KEY_FORMAT) != KEY_FORMAT
+            or run_tags.get(N.SPLIT_KEY_ID) != key_id):
+        return None
     try:
         path = mlflow.artifacts.download_artifacts(run_id=run_id,
                                                    artifact_path=N.MANIFEST_ARTIFACT)

@@ -2,7 +2,8 @@
 
 - at its start: parameters flattened from the resolved spec, tags (data fingerprint, split
   sizes, seed, devices, versions), the data as an MLflow dataset input, the spec as given
-  and as resolved, the encoder, the population summary, the split manifest, swept values;
+  and as resolved, the encoder, the population summary (small cells suppressed), the split
+  manifest (keyed row keys, with their key format and key id as tags), swept values;
 - after training: the per-epoch history, epochs run and parameters;
 - the settled decision threshold and how it was set;
 - the test evaluation (metrics, plots, report, subgroups; undefined figures and why);
@@ -20,10 +21,13 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from heartflow.data.summary import population_summary
 from heartflow.evaluation.heldout import UNDEFINED_REASON, Evaluation
+from heartflow.evaluation.optimism import Optimism
+from heartflow.evaluation.sample_size import DevelopmentCheck
 from heartflow.evaluation.subgroups import subgroup_table
 from heartflow.model.builder import count_parameters
 from heartflow.model.devices import device_facts
@@ -91,7 +95,9 @@ def record_run_inputs(recorder: Recorder, loaded: LoadedSpec, data: Any,
                                                     spec.task == "binary"), indent=1),
                       N.POPULATION_ARTIFACT)
     manifest = data.manifest()
-    if manifest is not None:  # which rows trained, validated and tested (the fair gate)
+    if manifest is not None:  # which rows trained, validated and tested (the fair gate);
+        recorder.tags({N.SPLIT_KEY_FORMAT: data.keyer.key_format,  # keyed keys (no row's
+                       N.SPLIT_KEY_ID: data.keyer.key_id})  # key can be recomputed from it)
         recorder.text(manifest.to_csv(index=False), N.MANIFEST_ARTIFACT)
     if loaded.overrides:
         shown = dict(loaded.overrides)
@@ -100,6 +106,15 @@ def record_run_inputs(recorder: Recorder, loaded: LoadedSpec, data: Any,
         # parallel-coordinates chart show them first (0 units = no hidden layer).
         recorder.params({f"axis.{k}": json.dumps(v) if isinstance(v, (list, dict))
                          else str(v) for k, v in shown.items()})
+
+
+def record_sample_size(recorder: Recorder, check: DevelopmentCheck | None) -> None:
+    """Riley's minimum sample size against the development rows (binary models)."""
+    if check is None:
+        return
+    recorder.metrics(check.as_metrics())
+    recorder.tags({N.SAMPLE_SIZE_ANTICIPATED: check.anticipated,
+                   N.SAMPLE_SIZE_WARNING: check.warning() or "none: the rows meet both counts"})
 
 
 def record_training(recorder: Recorder, result: TrainResult) -> None:
@@ -156,6 +171,20 @@ def record_cv(recorder: Recorder, summary: Any, pooled_html: str | None,
         recorder.text(pooled_html, N.CV_REPORT_ARTIFACT)
     if plots_folder is not None:
         recorder.directory(plots_folder, N.PLOTS_FOLDER)
+
+
+def record_optimism(recorder: Recorder, result: Optimism, plots_folder: str) -> None:
+    """Optimism-corrected figures, the instability plot and each patient's instability (a
+    table without patient values: row position, mean absolute difference)."""
+    recorder.metrics(result.as_metrics())
+    recorder.directory(plots_folder, N.PLOTS_FOLDER)
+    recorder.text(pd.DataFrame({"figure": list(result.corrected),
+                                "apparent": list(result.apparent.values()),
+                                "optimism": list(result.optimism.values()),
+                                "optimism_sd": list(result.optimism_sd.values()),
+                                "corrected": list(result.corrected.values()),
+                                "undefined_refits": list(result.failed.values())}
+                               ).to_csv(index=False), N.OPTIMISM_ARTIFACT)
 
 
 @contextlib.contextmanager

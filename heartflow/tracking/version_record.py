@@ -45,10 +45,44 @@ def card_facts(name: str, version: str) -> CardFacts:
         split={p: rtags.get(N.split_size(p), "?") for p in ("train", "validation", "test")},
         input_width=rtags.get(N.INPUT_WIDTH, "?"), parameters=rtags.get(N.PARAMETERS, "?"),
         epochs_run=rtags.get(N.EPOCHS_RUN, "?"),
-        population=json.loads(artifact_text(run_id, N.POPULATION_ARTIFACT) or "{}"),
+        population=card_population(
+            json.loads(artifact_text(run_id, N.POPULATION_ARTIFACT) or "{}")),
         subgroups_csv=artifact_text(run_id, N.SUBGROUPS_ARTIFACT),
         sites=tuple(_sites(c, tags)), recalibrated_from=source,
         recalibration=tags.get(N.RECALIBRATION, ""))
+
+
+def card_population(population: dict[str, Any]) -> dict[str, Any]:
+    """The population summary as the card renders it: a suppressed figure (``null`` in
+    ``data/population.json``, see :mod:`heartflow.data.summary`) becomes NaN, never a
+    number, with the column's name saying what was suppressed; the pooled small levels
+    show as one ``other`` level."""
+    if not population:  # not recorded (streamed data, older runs)
+        return population
+    nan = float("nan")
+    numeric, categorical = {}, {}
+    for column, s in population.get("numeric", {}).items():
+        s = dict(s)
+        if s.get("suppressed"):
+            column = f"{column} [suppressed: {s['suppressed']}]"
+            if s.get("median") is None and s.get("missing") != 1.0:
+                s.update(median=nan, q1=nan, q3=nan)  # suppressed, not "all missing"
+            if s.get("missing") is None:
+                s["missing"] = nan
+        numeric[column] = s
+    for column, s in population.get("categorical", {}).items():
+        s = dict(s, levels=dict(s.get("levels", {})))
+        other = s.get("other")
+        if other:
+            label = f"other ({other['levels']} level(s)" + (
+                " and missing" if other.get("with_missing") else "") + ")"
+            s["levels"][label] = nan if other.get("share") is None else other["share"]
+        if s.get("missing") is None:
+            s["missing"] = nan
+        if s.get("suppressed"):
+            column = f"{column} [suppressed: {s['suppressed']}]"
+        categorical[column] = s
+    return {**population, "numeric": numeric, "categorical": categorical}
 
 
 def _sites(c: Any, tags: dict[str, str]) -> list[SiteFigures]:

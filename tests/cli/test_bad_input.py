@@ -124,13 +124,33 @@ def test_models_table_keeps_every_alias_within_100_columns(trained: Path,
     assert all(alias in out.stdout for alias in aliases)
 
 
-def _start_ui(store: Path, cwd: Path, port: int) -> tuple[subprocess.Popen, Path, Path]:
-    stdout, stderr = cwd / "ui.out", cwd / "ui.err"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db"}
-    with open(stdout, "w") as out, open(stderr, "w") as err:
-        process = subprocess.Popen([str(HEARTFLOW), "ui", "--port", str(port)], stdout=out,
-                                   stderr=err, env=env, cwd=cwd)
-    return process, stdout, stderr
+@pytest.fixture
+def ui(tmp_path: Path):
+    """Start `heartflow ui` on a store (``start(store)``); whatever the test does, nothing
+    it started outlives it."""
+    started: list[subprocess.Popen] = []
+
+    def start(store: Path) -> tuple[subprocess.Popen, int, Path, Path]:
+        port = free_port()
+        stdout, stderr = tmp_path / "ui.out", tmp_path / "ui.err"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db"}
+        with open(stdout, "w") as out, open(stderr, "w") as err:
+            process = subprocess.Popen([str(HEARTFLOW), "ui", "--port", str(port)],
+                                       stdout=out, stderr=err, env=env, cwd=tmp_path)
+        started.append(process)
+        return process, port, stdout, stderr
+
+    yield start
+    for process in started:
+        family = []
+        with contextlib.suppress(psutil.NoSuchProcess):
+            family = psutil.Process(process.pid).children(recursive=True)
+        for child in family:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
 
 
 def _first_line(path: Path, process: subprocess.Popen, timeout: float = 60) -> str:
@@ -154,9 +174,7 @@ def _stop_and_check(process: subprocess.Popen, sig: int, status: int, stderr: Pa
         assert process.wait(timeout=60) == status, stderr.read_text()[-3000:]
         _, alive = psutil.wait_procs(family, timeout=20)
         assert not alive, [p.cmdline() for p in alive]
-    finally:  # whatever failed above, leave nothing of ours running
-        if process.poll() is None:
-            process.kill()
+    finally:  # leave nothing of ours running, whatever failed above
         for child in family:
             with contextlib.suppress(psutil.NoSuchProcess):
                 if child.is_running():
@@ -168,9 +186,8 @@ def _stop_and_check(process: subprocess.Popen, sig: int, status: int, stderr: Pa
 
 @pytest.mark.slow
 def test_ui_shows_the_latest_experiment_and_sigterm_stops_all_of_it(trained: Path,
-                                                                    tmp_path: Path) -> None:
-    port = free_port()
-    process, stdout, stderr = _start_ui(trained, tmp_path, port)
+                                                                    ui) -> None:
+    process, port, stdout, stderr = ui(trained)
     line = _first_line(stdout, process)
     client = MlflowClient(tracking_uri=f"sqlite:///{trained}/mlflow.db")
     experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
@@ -183,9 +200,8 @@ def test_ui_shows_the_latest_experiment_and_sigterm_stops_all_of_it(trained: Pat
 
 @pytest.mark.slow
 def test_ui_on_an_empty_store_gives_its_address_and_ctrl_c_stops_all_of_it(
-        tmp_path: Path) -> None:
-    port = free_port()
-    process, stdout, stderr = _start_ui(tmp_path, tmp_path, port)
+        tmp_path: Path, ui) -> None:
+    process, port, stdout, stderr = ui(tmp_path)
     line = _first_line(stdout, process)
     assert "<id>" not in line and "#/experiments" not in line
     assert f"http://127.0.0.1:{port}" in line

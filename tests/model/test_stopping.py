@@ -110,7 +110,7 @@ def test_auto_mode_and_weights_to_keep() -> None:
     assert ManyEarlyStopping(2, "loss").mode == "min"
     assert ManyEarlyStopping(2, "val_loss").mode == "min"
     with pytest.raises(ValueError, match="rise or fall"):
-        ManyEarlyStopping(2, "val_brier")
+        ManyEarlyStopping(2, "val_widgets")
     with pytest.raises(ValueError, match="mode"):
         ManyEarlyStopping(2, "val_loss", mode="up")
     for restore in (True, False):

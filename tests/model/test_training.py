@@ -254,3 +254,38 @@ def test_device_auto_picks_the_cpu_for_small_networks_and_the_gpu_for_wide_ones(
     assert choose_device("auto", n_wide, gpus=0) == ("cpu", "auto: no GPU visible")
     assert choose_device("cpu", n_wide, gpus=1)[0] == "cpu"
     assert "parameters" in choose_device("auto", n_small, gpus=1)[1]
+
+
+DIVERGING = """\
+name: diverging
+data:
+  source: heart-csv
+  target: y
+  features: {numeric: [a, b]}
+model:
+  hidden: [{units: 16, activation: relu}]
+  output: {units: 1, activation: linear}
+train:
+  loss: mse
+  optimizer: {name: sgd, learning_rate: 10, momentum: 0.99}
+  epochs: 30
+  batch_size: 8
+  seed: 1
+"""
+
+
+def test_a_diverging_network_stops_with_a_clear_error() -> None:
+    """A non-finite training loss ends training with an error that says what happened and
+    what to try; the diverged network is never returned to be scored."""
+    from heartflow.errors import TrainingError
+
+    spec = load_spec_text(DIVERGING, "s.yaml").spec
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 2)).astype(np.float32) * 100
+    y = (x @ np.array([3.0, -2.0]) + 500).astype(np.float32)
+    with pytest.raises(TrainingError) as caught:
+        train_model(spec, 2, x, y)
+    message = str(caught.value)
+    assert "diverged" in message and "learning_rate 10" in message
+    assert "lower learning rate" in message and "Adam" in message
+    assert caught.value.exit_code == 7

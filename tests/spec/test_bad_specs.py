@@ -140,6 +140,28 @@ CASES: list[tuple[str, str | bytes, str | None, str]] = [
      sub("  metrics: [roc_auc, accuracy]",
          "  metrics: [roc_auc, accuracy]\n  decision_curve: {low: 0.5, high: 0.1}"),
      "evaluate.decision_curve", "must be below high"),
+    ("bootstrap_too_few_resamples",
+     sub("  metrics: [roc_auc, accuracy]", "  metrics: [roc_auc, accuracy]\n  validation: "
+         "{method: bootstrap, resamples: 5}"),
+     "evaluate.validation.resamples", "greater than or equal to 20"),
+    ("bootstrap_for_several_classes",
+     sub("{units: 1, activation: sigmoid}", "{units: 3, activation: softmax}").replace(
+         "loss: binary_crossentropy", "loss: categorical_crossentropy").replace(
+         "[roc_auc, accuracy]", "[accuracy]\n  validation: {method: bootstrap}"),
+     "evaluate.validation", "binary risk models"),
+    ("anticipated_c_outside",
+     sub("  metrics: [roc_auc, accuracy]", "  metrics: [roc_auc, accuracy]\n  sample_size: "
+         "{anticipated_c: 1.3}"),
+     "evaluate.sample_size.anticipated_c", "less than 1"),
+    ("anticipated_c_and_r2",
+     sub("  metrics: [roc_auc, accuracy]", "  metrics: [roc_auc, accuracy]\n  sample_size: "
+         "{anticipated_c: 0.8, anticipated_r2: 0.2}"),
+     "evaluate.sample_size", "not both"),
+    ("sample_size_for_regression",
+     sub("{units: 1, activation: sigmoid}", "{units: 1, activation: linear}").replace(
+         "loss: binary_crossentropy", "loss: mse").replace(
+         "[roc_auc, accuracy]", "[rmse]\n  sample_size: {anticipated_r2: 0.3}"),
+     "evaluate.sample_size", "binary outcomes only"),
     ("top_level_list", "- name: x\n- data: y\n", None, "must be a mapping"),
     ("scalar_document", "just a string\n", None, "must be a mapping"),
     ("empty_file", "", None, "empty"),

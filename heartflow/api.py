@@ -37,10 +37,12 @@ from heartflow.tracking.retries import is_transient
 if TYPE_CHECKING:
     import pandas as pd
 
+    from heartflow.evaluation.drift import MonitorReport
     from heartflow.evaluation.site import SiteEvaluation
     from heartflow.model.scorer import Scorer
     from heartflow.pipelines.recalibration import Recalibration
     from heartflow.pipelines.results import RunOutcome, TrialResult
+    from heartflow.pipelines.updating import UpdateResult
     from heartflow.spec.loading import LoadedSpec
     from heartflow.spec.sweep import Sweep
 
@@ -704,6 +706,102 @@ def model_card(model_uri: str) -> str:
         return card_flow(model_uri)
 
 
+def monitor(model_uri: str, data: str, *, site: str | None = None, as_of: str | None = None,
+            report: str | None = None, plugins: list[str] | None = None) -> MonitorReport:
+    """Checks a batch of new rows against what a deployed model was developed on.
+
+    For each raw variable the model reads: PSI and a two-sample test (KS or chi-square),
+    missing share and out-of-range share; the risks' distribution; with outcomes, ROC AUC,
+    calibration intercept and slope, Brier and net benefit (each with its 95% interval)
+    beside the development figures. A check drifts when its effect passes its threshold
+    (the spec's ``monitor:`` section) and its p-value is small: never by p-value alone.
+    Recorded as an MLflow run in ``<model>-monitoring``; a drift emits the Prefect event
+    ``heartflow.model.drift``.
+
+    Args:
+        model_uri: ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``.
+        data: The batch: a named data set or a CSV path (the outcome column is optional).
+        site: The site's name for the record.
+        as_of: The batch's date (ISO, ``YYYY-MM-DD``; default today).
+        report: Write the HTML report (each check across the batches so far) here.
+        plugins: Modules to import first (your own activations).
+
+    Returns:
+        The report: ``drift``, ``checks`` (name, kind, statistic, value, threshold, drift,
+        p-value, reason), ``drifted_variables``, ``to_json()``.
+
+    Raises:
+        RegistryError: No such model, version or alias (the message lists them).
+        DataError: The batch lacks a column the model reads, or ``as_of`` is not a date.
+
+    Example:
+
+    ```python
+    report = hf.monitor("models:/uci-cleveland@champion", "uci-va", site="va")
+    report.drift, report.drifted_variables
+    ```
+    """
+    from heartflow.model.plugins import load_plugins  # lazy: heartflow's model layer
+
+    load_plugins(plugins)
+    _require_model(model_uri)
+    _require_site_columns(model_uri, data)
+    with _flow_engine():
+        from heartflow.pipelines.monitoring import monitoring_flow  # lazy: Prefect
+
+        return monitoring_flow(model_uri, data, site, as_of, report)
+
+
+def update(model_uri: str, data: str, *, method: str = "auto", site: str | None = None,
+           plugins: list[str] | None = None) -> UpdateResult:
+    """Updates a binary model on a site's rows by evidence (Vergouwe et al. 2017).
+
+    ``auto`` runs the closed testing procedure at alpha 0.05 over no update, intercept
+    update, logistic recalibration and revision (the output layer re-estimated on the
+    frozen hidden layers), each tested by likelihood ratio, and keeps the least extensive
+    update the rows support. The chosen update is registered as a new version (not
+    promoted); with ``none`` nothing is registered.
+
+    Args:
+        model_uri: ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``.
+        data: The site's rows: a named data set or a CSV path.
+        method: ``auto``, or force one of ``none``, ``intercept``, ``logistic``,
+            ``revision``.
+        site: The site's name for the record.
+        plugins: Modules to import first (your own activations).
+
+    Returns:
+        The result: ``method``, ``reason``, the likelihood-ratio ``evidence``,
+        ``new_version`` and ``new_model_uri``; ``as_dict()`` for JSON.
+
+    Raises:
+        RegistryError: No such model, version or alias (the message lists them).
+        DataError: The data lacks a column the model reads, or too few rows for the
+            forced method.
+
+    Example:
+
+    ```python
+    result = hf.update("models:/uci-cleveland/1", "uci-va", site="va")
+    result.method, result.new_model_uri
+    ```
+    """
+    from heartflow.model.plugins import load_plugins  # lazy: heartflow's model layer
+
+    if method not in UPDATE_METHODS:
+        raise DataError(f"update method {method!r} is not one of {', '.join(UPDATE_METHODS)}")
+    load_plugins(plugins)
+    _require_model(model_uri)
+    _require_site_columns(model_uri, data)
+    with _flow_engine():
+        from heartflow.pipelines.updating import update_flow  # lazy: Prefect
+
+        return update_flow(model_uri, data, method, site)
+
+
+UPDATE_METHODS = ("auto", "none", "intercept", "logistic", "revision")
+
+
 # -- the registry --------------------------------------------------------------------------
 
 
@@ -791,6 +889,35 @@ def promote(name: str, version: str | int, *, reason: str = "manual promotion") 
 
     _require_model(f"models:/{name}/{version}")
     previous = registry.promote(name, str(version), reason)
+    return Promotion(name, str(version), previous)
+
+
+def approve(name: str, version: str | int, *, reason: str = "") -> Promotion:
+    """Approves a version the promotion gate passed under ``require_approval``: it becomes
+    the champion, recorded with who approved it, when and why.
+
+    Args:
+        name: The registered model.
+        version: The version awaiting approval.
+        reason: Why (recorded on the version).
+
+    Returns:
+        A :class:`Promotion`: the new champion and the one it replaced.
+
+    Raises:
+        RegistryError: No such version, or the gate did not pass it (promote it by hand
+            with :func:`promote` instead, which records that it skipped the gate).
+
+    Example:
+
+    ```python
+    hf.approve("uci-cleveland", 4, reason="reviewed the VA update")
+    ```
+    """
+    from heartflow.tracking import registry  # lazy: MLflow
+
+    _require_model(f"models:/{name}/{version}")
+    previous = registry.approve(name, str(version), reason)
     return Promotion(name, str(version), previous)
 
 

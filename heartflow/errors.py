@@ -39,7 +39,7 @@ class DataError(HeartflowError):
 class TrainingError(HeartflowError):
     """Training cannot give a usable network (it diverged: a NaN or infinite loss)."""
 
-    exit_code = 7  # (6 is kept for "drift found" of the monitoring to come)
+    exit_code = 7
 
 
 class TrackingError(HeartflowError):
@@ -62,5 +62,6 @@ class Interrupted(BaseException):
 
 # Exit statuses that are not an error class's own (``exit_code`` above).
 EXIT_UNDECIDED = RegistryError.exit_code  # the promotion gate refused to decide
+EXIT_DRIFT = 6  # heartflow monitor: a check drifted (cron or CI can act on it)
 EXIT_CTRL_C = 130  # KeyboardInterrupt
 EXIT_TERMINATED = Interrupted.exit_code  # SIGTERM

@@ -4,6 +4,8 @@ it has seen come from the registry, evaluation judges, and the registry applies 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from prefect import task
 
 from heartflow.errors import RegistryError
@@ -36,8 +38,18 @@ def gate_task(name: str, version: str, run_id: str, challenger: Scorer, rows: Ga
                              champion_version=champion, seen=registry.seen_keys(name, champion),
                              rule=rule.rule, margin=rule.margin,
                              min_gate_rows=rule.min_gate_rows)
+        if decision.promoted and rule.require_approval and champion != version:
+            decision = awaiting_approval(decision, name, version)
         registry.apply_decision(name, version, run_id, decision)
     return decision
+
+
+def awaiting_approval(decision: Decision, name: str, version: str) -> Decision:
+    """A passed gate under ``register.promote.require_approval``: the version stays
+    challenger, marked as passed, until ``heartflow approve``."""
+    return replace(decision, promoted=False, awaiting_approval=True,
+                   reason=f"{decision.reason}; passed the gate, awaiting approval: "
+                          f"heartflow approve {name} {version}")
 
 
 def _load(name: str, version: str) -> Scorer:

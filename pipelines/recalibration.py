@@ -13,23 +13,21 @@ site gets. The new version is registered, not promoted.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from prefect import flow, task
 
 from heartflow.errors import DataError
-from heartflow.evaluation.card import card_html, render_card
 from heartflow.evaluation.clinical import ClinicalReport, clinical_report
 from heartflow.evaluation.site import SiteRows, read_site, require_binary
 from heartflow.model.recalibration import apply_recalibration, cross_fitted, fit_recalibration
 from heartflow.model.scorer import Scorer
+from heartflow.pipelines.model_card import write_card
 from heartflow.pipelines.task_options import RETRYING
 from heartflow.tracking import names as N
 from heartflow.tracking.logged_model import load_scorer, log_scorer
 from heartflow.tracking.recorder import tracked_run
 from heartflow.tracking.registry import model_version, register_version, version_tags
-from heartflow.tracking.store import client
-from heartflow.tracking.version_record import card_facts, log_card
 
 REPORTS = (("before", "before_"), ("after_fitted", "after_fitted_"),
            ("after_cross_fitted", "after_cross_fitted_"))
@@ -110,22 +108,5 @@ def recalibration_flow(model_uri: str, data: str, method: str = "logistic",
     result = register_task(result, recalibrated, rows)
     name = model_version(model_uri)[0]
     if name and result.new_version:
-        write_version_card(name, result.new_version)
+        write_card(name, result.new_version)
     return result
-
-
-def write_version_card(name: str, version: str) -> str:
-    """Render and log the model card of ``name`` version ``version``, as
-    :func:`heartflow.pipelines.model_card.write_card` does, and for a recalibrated version
-    with its own figures: its recalibration run's (before, after on the fitted rows,
-    after cross-fitted), where the registry's facts lack them. Returns the markdown."""
-    facts = card_facts(name, version)
-    if facts.recalibrated_from is not None and not facts.recalibration_metrics:
-        run = client().get_run(client().get_model_version(name, version).run_id)
-        prefix = N.undefined("")
-        facts = replace(facts, recalibration_metrics=dict(run.data.metrics), undefined={
-            **facts.undefined, **{k.removeprefix(prefix): v for k, v in run.data.tags.items()
-                                  if k.startswith(prefix)}})
-    card = render_card(facts)
-    log_card(name, version, card, card_html(card))
-    return card

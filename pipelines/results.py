@@ -10,9 +10,8 @@ import html
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from heartflow.evaluation.heldout import UNDEFINED_REASON
 from heartflow.evaluation.subgroups import SHOWN, subgroup_table
-from heartflow.evaluation.tables import UNDEFINED, defined, figure, interval, number
+from heartflow.evaluation.tables import outcome_rows
 from heartflow.model.builder import count_parameters
 
 
@@ -57,6 +56,10 @@ class RunOutcome:
     extra: dict[str, object] = field(default_factory=dict)
     undefined: dict[str, str] = field(default_factory=dict)  # test figure -> why undefined
     cv_pooled_undefined: dict[str, str] = field(default_factory=dict)  # the same, pooled
+    sample_size: dict[str, object] = field(default_factory=dict)  # Riley's criteria (binary)
+    corrected: dict[str, float] = field(default_factory=dict)  # optimism bootstrap
+    optimism: dict[str, float] = field(default_factory=dict)
+    instability: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         """Plain data."""
@@ -65,8 +68,8 @@ class RunOutcome:
     @classmethod
     def of(cls, spec: Any, data: Any, result: Any, evaluation: Any, summary: Any,
            baselines: dict[str, dict[str, float]], threshold: float | None, rule: str,
-           recorder: Any, model_name: str | None, version: str | None, decision: Any
-           ) -> RunOutcome:
+           recorder: Any, model_name: str | None, version: str | None, decision: Any,
+           sample_size: Any = None, validation: Any = None) -> RunOutcome:
         """The outcome of one tracked run, from what its steps returned."""
         return cls(
             spec_name=spec.name, run_id=recorder.run_id, experiment_id=recorder.experiment_id,
@@ -95,7 +98,13 @@ class RunOutcome:
             cv_pooled=summary.pooled_metrics() if summary else {},
             extra={"streaming": data.streaming, "rows": data.rows},
             undefined=dict(getattr(evaluation, "undefined", {})),
-            cv_pooled_undefined=_pooled_undefined(summary))
+            cv_pooled_undefined=_pooled_undefined(summary),
+            sample_size=_sample_size(sample_size),
+            corrected=dict(validation.corrected) if validation else {},
+            optimism=dict(validation.optimism) if validation else {},
+            instability={"mean_abs_difference": validation.mean_abs_difference,
+                         "flip_share": validation.flip_share,
+                         "resamples": float(validation.resamples)} if validation else {})
 
     @property
     def model_uri(self) -> str | None:
@@ -103,79 +112,9 @@ class RunOutcome:
         return f"models:/{self.model_name}/{self.version}" if self.version else None
 
     def rows(self) -> list[tuple[str, str]]:
-        """The summary as (what, value) pairs: the CLI's table and the notebook's."""
-        split = self.split
-        stopped = 0 < self.epochs_run < (self.epochs_planned or self.epochs_run + 1)
-        stop = (f" (early stop, best epoch {self.best_epoch})" if stopped and self.best_epoch
-                else f" (best epoch {self.best_epoch})" if self.best_epoch else "")
-        out = [("inputs", str(self.input_width)), ("parameters", str(self.parameters)),
-               ("rows (train/val/test)",
-                f"{split['train']}/{split['validation']}/{split['test']}"),
-               ("epochs run", f"{self.epochs_run}{stop}"),
-               ("train time", f"{self.train_seconds:.2f} s")]
-        out += [(f"validation {name}", f"{value:.4f}  (n={self.validation_rows} validation "
-                 "rows; runs are compared on these)") for name, value in self.validation.items()
-                if value == value][:1]
-        out += [(f"test {name}", self._test_figure(name, value))
-                for name, value in self.metrics.items()]
-        c = self.calibration
-        if "calibration_slope" in c:
-            out.append(("test calibration",
-                        f"slope {self._figure('calibration_slope', 2)}, intercept "
-                        f"{self._figure('calibration_intercept', 2, signed=True)}; mean risk "
-                        f"{self._figure('mean_risk', 2)} vs prevalence "
-                        f"{self._figure('prevalence', 2)}"))
-        if self.threshold is not None and self.threshold_rule:
-            shown = f"{self.threshold:.3f}: {self.threshold_rule}"
-            if "expected_cost" in c:
-                shown += f"; expected cost per test row {self._figure('expected_cost', 3)}"
-            out.append(("threshold", shown))
-        for g in self.subgroups:
-            out.append((f"subgroup {g['subgroup']}", _subgroup_line(g)))
-        out += [(f"CV {name}", f"{mean:.4f} ± {ci:.4f}  ({self.cv_folds} folds, 95% CI)"
-                 if defined(mean) else f"{UNDEFINED} ({self.cv_folds} folds)")
-                for name, (mean, ci) in self.cv.items()]
-        if self.cv_pooled:
-            p, why = self.cv_pooled, self.cv_pooled_undefined
-
-            def pooled(name: str, digits: int, signed: bool = False) -> str:
-                return _said(p.get(name), why.get(name), digits, signed=signed)
-
-            out.append(("CV pooled out-of-fold",
-                        f"AUC {pooled('roc_auc', 3)}, slope {pooled('calibration_slope', 2)}, "
-                        f"intercept {pooled('calibration_intercept', 2, True)} "
-                        f"(n={int(p.get('rows', 0))} development rows, first repeat)"))
-        first = next(iter(self.metrics), "")
-        for base, scores in self.baselines.items():
-            shown = "  ".join(f"{k} {scores[k]:.4f}" for k in list(self.metrics)[:2]
-                              if k in scores)
-            if f"cv_{first}" in scores:
-                shown += f"  (CV {first} {scores[f'cv_{first}']:.4f} ± " \
-                         f"{scores[f'cv_{first}_ci95']:.4f})"
-            out.append((f"baseline {base}", shown))
-        out.append(("MLflow run", self.run_id))
-        if self.version:
-            verdict = "champion" if self.promoted else "not promoted"
-            out.append(("registered", f"{self.model_name} v{self.version} ({verdict})"))
-            out.append(("promotion", self.decision + (f" [gate rows: {self.gate_rows}]"
-                                                      if self.gate_rows is not None else "")))
-        return out
-
-    def _test_figure(self, name: str, value: float) -> str:
-        why = self.undefined.get(name)
-        if value != value:
-            return (f"undefined on the {self.test_rows} test rows "
-                    f"({why or UNDEFINED_REASON.get(name, 'not computable on these rows')})")
-        low, high = self.intervals.get(name, (float("nan"), float("nan")))
-        ci = f"  [{low:.4f}, {high:.4f}]" if low == low and high == high else ""
-        note = f"; {why}" if why and not ci else ""
-        return f"{value:.4f}{ci}  (n={self.test_rows} test rows, 95% bootstrap{note})"
-
-    def _figure(self, name: str, digits: int, signed: bool = False) -> str:
-        """A clinical figure of the test rows with its interval, or why it has none."""
-        c = self.calibration
-        return _said(c.get(name), self.undefined.get(name), digits, c.get(f"{name}_ci_low"),
-                     c.get(f"{name}_ci_high"), signed=signed)
+        """The summary as (what, value) pairs: the CLI's table and the notebook's (one
+        formatter: :func:`heartflow.evaluation.tables.outcome_rows`)."""
+        return outcome_rows(self)
 
     def _repr_html_(self) -> str:
         body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
@@ -214,30 +153,6 @@ class TrialResult:
         return cls(**{**data, "outcome": RunOutcome(**outcome) if outcome else None})
 
 
-def _said(value: Any, why: str | None, digits: int, low: Any = None, high: Any = None,
-          *, signed: bool = False) -> str:
-    """A figure with its interval; ``undefined (why)`` when it is undefined, and the figure
-    followed by why when its interval is withheld."""
-    if not defined(value):
-        return f"{UNDEFINED} ({why})" if why else UNDEFINED
-    shown = figure(value, low, high, digits, signed=signed)
-    return f"{shown} ({why})" if why and not interval(low, high) else shown
-
-
-def _subgroup_line(g: dict[str, Any]) -> str:
-    """A subgroup's counts, and its figures only when it is large enough to judge."""
-    counts = f"n={g['rows']}, {g['cases']} cases"
-    why = g.get("undefined") or {}
-    if g["too_small"]:
-        detail = str(why.get("roc_auc", "")).removeprefix("too small to judge: ")
-        return f"TOO SMALL TO JUDGE: counts only ({counts}" + (f"; {detail})" if detail
-                                                               else ")")
-    auc = _said(g["roc_auc"], why.get("roc_auc"), 3, g["roc_auc_ci_low"], g["roc_auc_ci_high"])
-    return (f"AUC {auc}, slope {_said(g['calibration_slope'], why.get('calibration_slope'), 2)}"
-            f", risk {_said(g['mean_risk'], why.get('mean_risk'), 2)} vs prevalence "
-            f"{number(g['prevalence'], 2)} ({counts})")
-
-
 def _subgroup_records(subgroups: list[Any]) -> list[dict[str, object]]:
     """The subgroup table as plain rows, each with why its undefined figures are."""
     if not subgroups:
@@ -254,3 +169,16 @@ def _pooled_undefined(summary: Any) -> dict[str, str]:
     if report is None:
         return {}
     return {k.replace("@", "_at_"): v for k, v in report.undefined.items()}
+
+
+def _sample_size(check: Any) -> dict[str, object]:
+    """Riley's check as plain data: rows, events, each view's minimum and the warning."""
+    if check is None:
+        return {}
+    return {"development_rows": check.rows, "development_events": check.events,
+            "anticipated": check.anticipated,
+            "by_inputs": {"parameters": check.by_inputs.parameters,
+                          "rows": check.by_inputs.rows},
+            "by_weights": {"parameters": check.by_weights.parameters,
+                           "rows": check.by_weights.rows},
+            "warning": check.warning()}

@@ -1,4 +1,6 @@
-"""Scheduled retraining: re-read the data, skip if nothing changed, else train and gate.
+"""Scheduled retraining by evidence: re-read the data and skip when nothing changed; else
+monitor the champion on the new rows, record why this retraining runs (drift, new rows, no
+champion yet, forced), train, and let the gate decide.
 
 Deployed with `heartflow deploy` (or `prefect deploy` with prefect.yaml) and run by a
 Prefect worker. The spec travels as a flow parameter; the tracking URI and data folder
@@ -14,6 +16,8 @@ from prefect import flow, task
 from prefect.runtime import deployment, flow_run
 
 from heartflow.data.sources import file_sha256, resolve_source
+from heartflow.errors import HeartflowError
+from heartflow.pipelines.monitoring import monitoring_flow
 from heartflow.pipelines.specs import runnable_spec
 from heartflow.pipelines.task_options import RETRYING
 from heartflow.pipelines.training import execute
@@ -60,8 +64,31 @@ def retrain_flow(spec_text: str | None = None, spec_path: str = "deployed-spec.y
             sys.stderr.write(f"heartflow: {message}\n")
             return {"skipped": True, "reason": message, "version": version,
                     "data_sha256": data_sha}
-    outcome = execute(loaded, verbose=False, extra_tags=_deployment_tags(resolved_hash))
-    return {"skipped": False, **outcome.as_dict()}
+    reason = "forced" if force else why_retrain(loaded)
+    sys.stderr.write(f"heartflow: retraining {loaded.spec.name}: {reason}\n")
+    outcome = execute(loaded, verbose=False, extra_tags={
+        **_deployment_tags(resolved_hash), N.RETRAIN_REASON: reason})
+    return {"skipped": False, "retrain_reason": reason, **outcome.as_dict()}
+
+
+def why_retrain(loaded: LoadedSpec) -> str:
+    """Why this retraining runs, from the evidence: the champion monitored on the new data
+    (drift, naming what moved), or new rows without drift, or no champion yet. The
+    monitoring is its own (sub)flow run and MLflow run, so the evidence is kept."""
+    name = loaded.spec.model_name
+    champion = registry.alias_version(name, N.CHAMPION)
+    if champion is None:
+        return "no champion yet"
+    resolved = resolve_source(loaded.spec.data.source, loaded.base_dir,
+                              loaded.spec.data.sha256)
+    try:
+        report = monitoring_flow(f"models:/{name}/{champion}", str(resolved.path),
+                                 site="retraining")
+    except HeartflowError as exc:  # e.g. a champion trained before monitoring references
+        return f"new rows (the champion could not be monitored: {exc})"
+    if report.drift:
+        return f"drift: {report.summary()}"
+    return f"new rows, no drift ({report.summary()})"
 
 
 def _deployment_tags(resolved_hash: str) -> dict[str, str]:

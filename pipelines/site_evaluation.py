@@ -20,7 +20,7 @@ from heartflow.evaluation.site import (
     require_binary,
 )
 from heartflow.evaluation.subgroups import subgroup_table
-from heartflow.pipelines.recalibration import write_version_card
+from heartflow.pipelines.model_card import write_card
 from heartflow.pipelines.task_options import RETRYING
 from heartflow.tracking import names as N
 from heartflow.tracking.logged_model import load_scorer
@@ -77,7 +77,7 @@ def site_evaluation_flow(model_uri: str, data: str, site: str | None = None,
                             apparent=apparent(scorer.meta, rows))
     result.run_id = record_task(result, folder)
     if version and name:
-        result.card = write_version_card(name, version)  # the card now shows this site
+        result.card = write_card(name, version)  # the card now shows this site
     if report_path:
         with open(report_path, "w", encoding="utf-8") as fh:
             fh.write(result.html())

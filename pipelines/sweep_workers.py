@@ -22,6 +22,12 @@ import math
 import os
 import tempfile
 
+from filelock import FileLock, Timeout
+
+from heartflow.model.plugins import load_plugins
+from heartflow.runtime.gc_pause import imports_without_gc
+from heartflow.runtime.quiet_import import import_tensorflow
+
 _HELD: list = []  # the locks this worker holds for its lifetime
 
 
@@ -60,7 +66,6 @@ def available_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
 
 
 def _try_lock(name: str):
-    from filelock import FileLock, Timeout
 
     lock = FileLock(os.path.join(claims_folder(), name))
     try:
@@ -99,6 +104,7 @@ def claim_cores(count: int) -> list[int]:
 def claim_gpu() -> int | None:
     """Take a GPU no other heartflow worker holds; make it the only one TensorFlow sees, with
     memory growth on. None when there is no GPU (or every GPU is taken: CPU then)."""
+    # lazy: TensorFlow's 4 s import, only when a model is trained or scored
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -120,17 +126,15 @@ def init_worker(threads: int, pin: bool, plugins: list[str]) -> None:
     cores (pinned when ``pin``) and at most one GPU."""
     if pin:
         claim_cores(threads)
-    from heartflow.model.plugins import load_plugins
-    from heartflow.runtime.gc_pause import imports_without_gc
-    from heartflow.runtime.quiet_import import import_tensorflow
-
-    with imports_without_gc():
+    with imports_without_gc():  # after the cores are claimed: TensorFlow sizes its pools
         import_tensorflow()
+        # lazy: the worker's start-up imports TensorFlow, MLflow and Prefect, once
         import heartflow.pipelines.training  # noqa: F401
         from heartflow.tracking.store import preload
 
         preload()
     load_plugins(plugins)
+    # lazy: TensorFlow's 4 s import, only when a model is trained or scored
     import tensorflow as tf
 
     claim_gpu()

@@ -129,7 +129,7 @@ def test_imports_inside_functions_are_labelled_lazy_boundaries() -> None:
     the lazy boundary of a heavy library (TensorFlow, MLflow, Prefect, ...) and says so
     with a ``# lazy`` comment on the statement or the line above it."""
     unlabelled = []
-    for module, path in _sources().items():
+    for path in _sources().values():
         lines = path.read_text(encoding="utf-8").splitlines()
         tree = ast.parse("\n".join(lines))
         for func in ast.walk(tree):

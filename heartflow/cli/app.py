@@ -20,7 +20,15 @@ from typing import Annotated, Any
 import typer
 
 from heartflow import api
-from heartflow.errors import EXIT_CTRL_C, EXIT_TERMINATED, HeartflowError, Interrupted
+from heartflow.errors import (
+    EXIT_CTRL_C,
+    EXIT_DRIFT,
+    EXIT_TERMINATED,
+    EXIT_UNDECIDED,
+    HeartflowError,
+    Interrupted,
+    TrackingError,
+)
 from heartflow.runtime import fast_exit
 from heartflow.runtime.quiet_import import apply_quiet_defaults
 
@@ -38,7 +46,6 @@ RECORDING = {"run", "sweep", "evaluate", "recalibrate"}
 
 def handles_errors(fn: Callable) -> Callable:
     """Turn heartflow's own errors and interrupts into a message and an exit status."""
-
     recording = fn.__name__ in RECORDING
 
     @functools.wraps(fn)
@@ -65,7 +72,7 @@ def handles_errors(fn: Callable) -> Callable:
                      + ("; the run could not finish and nothing was registered"
                         if recording else "")
                      + ". Check the server, then retry")
-                raise typer.Exit(4) from None
+                raise typer.Exit(TrackingError.exit_code) from None
             raise
 
     return wrapper
@@ -98,7 +105,6 @@ PluginOpt = Annotated[list[str] | None, typer.Option(
 @handles_errors
 def validate(spec: SpecArg, plugin: PluginOpt = None) -> None:
     """Check a spec or a sweep file without running anything (no TensorFlow import)."""
-
     if _is_sweep(spec):
         sweep_spec = api.load_sweep(spec, plugins=plugin)
         typer.echo(f"{spec}: valid sweep ({len(sweep_spec.trials)} trials of "
@@ -124,7 +130,6 @@ def show(spec: SpecArg, plugin: PluginOpt = None) -> None:
 @handles_errors
 def schema() -> None:
     """Print the JSON Schema of the spec (for editors)."""
-
     typer.echo(json.dumps(api.spec_schema(), indent=2))
 
 
@@ -135,7 +140,6 @@ def run(spec: SpecArg, plugin: PluginOpt = None,
         json_out: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")]
         = False) -> None:
     """Validate SPEC, then run preprocess -> train -> evaluate -> register as a Prefect flow."""
-
     loaded = api.load_spec(spec, plugins=plugin)  # fail fast: nothing starts for a bad spec
     signal.signal(signal.SIGTERM, _on_sigterm)
     outcome = api.run(loaded, verbose=not quiet)
@@ -147,7 +151,7 @@ def run(spec: SpecArg, plugin: PluginOpt = None,
         print_outcome(outcome, api.tracking_store(), api.runs_page(outcome.experiment_id))
     if outcome.undecided:  # the run is recorded; the registry refused to judge it
         _err(f"promotion gate: {outcome.decision}")
-        raise typer.Exit(5)
+        raise typer.Exit(EXIT_UNDECIDED)
 
 
 @app.command()
@@ -161,7 +165,6 @@ def sweep(spec: Annotated[str, typer.Argument(help="A sweep file (sweep: base, a
                    "instead of local processes.")] = None,
           json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Run every trial of a sweep in parallel worker processes (MLflow child runs)."""
-
     sweep_spec = api.load_sweep(spec, plugins=plugin)  # validates every trial first
     signal.signal(signal.SIGTERM, _on_sigterm)
     where = f"work pool {pool}" if pool else f"{workers or sweep_spec.workers} workers"
@@ -191,7 +194,6 @@ def compare(target: Annotated[str, typer.Argument(
             fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")]
             = "table") -> None:
     """Ranked table of runs: varied parameters, metrics (± CV), parameters, epochs, time."""
-
     if fmt not in ("table", "csv", "json"):
         raise HeartflowError(f"--format must be table, csv or json, not {fmt!r}")
     comparison = api.compare(target, metric)
@@ -287,12 +289,72 @@ def recalibrate(model_uri: Annotated[str, typer.Argument(help="e.g. models:/uci-
 
 @app.command()
 @handles_errors
+def monitor(model_uri: Annotated[str, typer.Argument(help="e.g. models:/uci-cleveland@champion")],
+            data: Annotated[str, typer.Argument(
+                help="The batch: a named data set or a CSV path (outcomes optional).")],
+            site: Annotated[str | None, typer.Option(help="Site name for the record.")] = None,
+            as_of: Annotated[str | None, typer.Option(
+                "--as-of", help="The batch's date, YYYY-MM-DD (default today).")] = None,
+            json_out: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")]
+            = False,
+            output: Annotated[str | None, typer.Option(
+                "-o", "--output", help="Write the HTML report here.")] = None,
+            plugin: PluginOpt = None) -> None:
+    """Check a batch against the model's development data; exit 6 when anything drifted."""
+    from heartflow.cli.console import print_monitoring  # lazy: rich
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    report = api.monitor(model_uri, data, site=site, as_of=as_of, report=output,
+                         plugins=plugin)
+    if json_out:
+        typer.echo(report.to_json())
+    else:
+        print_monitoring(report)
+    if report.drift:
+        raise typer.Exit(EXIT_DRIFT)
+
+
+@app.command()
+@handles_errors
+def update(model_uri: Annotated[str, typer.Argument(help="e.g. models:/uci-cleveland/1")],
+           data: Annotated[str, typer.Argument(
+               help="The site's rows: a named data set (uci-va, ...) or a CSV path.")],
+           site: Annotated[str | None, typer.Option(help="Site name for the record.")] = None,
+           method: Annotated[str, typer.Option(
+               help="auto (closed testing) | none | intercept | logistic | revision")]
+           = "auto",
+           json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+           = False,
+           plugin: PluginOpt = None) -> None:
+    """Update a risk model on a site by evidence; register the update (not promoted)."""
+    from heartflow.cli.console import print_update  # lazy: rich
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    result = api.update(model_uri, data, method=method, site=site, plugins=plugin)
+    if json_out:
+        typer.echo(json.dumps(result.as_dict(), indent=1, default=str))
+    else:
+        print_update(result)
+
+
+@app.command()
+@handles_errors
+def approve(name: str, version: str,
+            reason: Annotated[str, typer.Option(help="Why (recorded on the version).")] = ""
+            ) -> None:
+    """Approve a version the gate passed under require_approval: it becomes champion."""
+    done = api.approve(name, version, reason=reason)
+    typer.echo(f"{name}: champion is now v{done.version}"
+               + (f" (was v{done.previous})" if done.previous else "") + "; approval recorded")
+
+
+@app.command()
+@handles_errors
 def card(model_uri: Annotated[str, typer.Argument(help="e.g. models:/uci-cleveland/1")],
          output: Annotated[str | None, typer.Option("-o", "--output",
                                                     help="Write the markdown here.")] = None
          ) -> None:
     """The model card of a registered version (TRIPOD+AI items), as it stands now."""
-
     text = api.model_card(model_uri)
     if output:
         with open(output, "w", encoding="utf-8") as fh:
@@ -307,7 +369,6 @@ def card(model_uri: Annotated[str, typer.Argument(help="e.g. models:/uci-clevela
 def models(name: Annotated[str | None, typer.Argument(help="Registered model name.")] = None,
            json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List registered versions: run, spec, test metrics, aliases, created."""
-
     found = api.versions(name)
     if json_out:
         typer.echo(json.dumps([v.as_dict() for v in found], indent=1, default=str))
@@ -323,7 +384,6 @@ def promote(name: str, version: str,
             reason: Annotated[str, typer.Option(help="Recorded on the version.")]
             = "manual promotion") -> None:
     """Make VERSION the champion of NAME by hand (recorded)."""
-
     done = api.promote(name, version, reason=reason)
     typer.echo(f"{name}: champion is now v{done.version}"
                + (f" (was v{done.previous})" if done.previous else ""))
@@ -333,7 +393,6 @@ def promote(name: str, version: str,
 @handles_errors
 def rollback(name: str) -> None:
     """Move NAME's champion back to the champion it replaced (recorded)."""
-
     done = api.rollback(name)
     typer.echo(f"{name}: champion rolled back from v{done.previous} to v{done.version}")
 
@@ -344,7 +403,6 @@ def ui(port: Annotated[int, typer.Option(help="Port.")] = 5000,
        host: Annotated[str, typer.Option(help="Bind address (default loopback only).")]
        = "127.0.0.1") -> None:
     """Open the MLflow UI on the current tracking store (binds 127.0.0.1 by default)."""
-
     server = None
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -371,7 +429,6 @@ def ui(port: Annotated[int, typer.Option(help="Port.")] = 5000,
 def stale_runs(mark_failed: Annotated[bool, typer.Option(
         "--mark-failed", help="End each stale run as FAILED.")] = False) -> None:
     """List MLflow runs left RUNNING by heartflow processes that died (SIGKILL, crash)."""
-
     runs = api.stale_runs(mark_failed=mark_failed)
     if not runs:
         typer.echo("no stale runs")
@@ -394,7 +451,6 @@ def deploy(spec: SpecArg,
            timezone: Annotated[str | None, typer.Option(help="IANA time zone of the cron.")]
            = None, plugin: PluginOpt = None) -> None:
     """Create or update the scheduled retraining deployment of SPEC on the Prefect server."""
-
     info = api.deploy(spec, cron, pool=pool, name=name, timezone=timezone, plugins=plugin)
     typer.echo(f"deployed {info.name} on pool {info.pool}: cron '{info.cron}' "
                f"({info.timezone}), registers {info.model}\n"
@@ -406,7 +462,6 @@ def deploy(spec: SpecArg,
 @handles_errors
 def deployments(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List heartflow deployments: schedule, pool, last run state, the champion they produced."""
-
     rows = api.deployments()
     if json_out:
         typer.echo(json.dumps([asdict(r) for r in rows], indent=1))
@@ -420,7 +475,6 @@ def deployments(json_out: Annotated[bool, typer.Option("--json")] = False) -> No
 @handles_errors
 def undeploy(name: Annotated[str, typer.Argument(help="Deployment name.")]) -> None:
     """Remove a heartflow deployment."""
-
     api.undeploy(name)
     typer.echo(f"removed deployment {name}")
 

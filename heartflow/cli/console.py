@@ -27,8 +27,10 @@ from heartflow.evaluation.tables import (
 
 
 def console() -> Console:
-    """The terminal's width on a terminal, else 100 columns (pipes, files, tests)."""
-    return Console() if sys.stdout.isatty() else Console(width=WIDTH)
+    """The terminal's width on a terminal, else 100 columns (pipes, files, tests). Text is
+    printed as it is: never read as rich markup, never colour-highlighted."""
+    options = {"markup": False, "highlight": False, "emoji": False}
+    return Console(**options) if sys.stdout.isatty() else Console(width=WIDTH, **options)
 
 
 def _table(title: str | None = None, **kwargs: Any) -> FigureTable:
@@ -86,7 +88,8 @@ def print_versions(versions: list[Any], out: Console | None = None) -> None:
     table = _table("registered models")
     rows = version_rows(versions)
     for k, head in enumerate(("model", "aliases", "spec", "test [95%]", "run", "created")):
-        table.column(head, [r[k] for r in rows], figures=k == 3)
+        table.column(head, [r[k] for r in rows], figures=k == 3,
+                     fold_at=10 if head in ("model", "spec") else None)
     for row in rows:
         table.add_row(*row)
     out.print(table)
@@ -169,7 +172,7 @@ def subgroup_table(subgroups: list[Any]) -> Table:
              "mean risk / prevalence")
     for k, head in enumerate(heads):
         table.column(head, [r[k] for r in rows], figures=2 <= k <= 4,
-                     justify="right" if k == 1 else "left")
+                     fold_at=10 if k == 0 else None, justify="right" if k == 1 else "left")
     for row in rows:
         table.add_row(*row)
     return table
@@ -246,7 +249,56 @@ def print_deployments(rows: list[Any], out: Console | None = None) -> None:
     cells = [[d.name, ", ".join(d.schedules), d.pool, d.last_run or "-", d.champion]
              for d in rows]
     for k, head in enumerate(("deployment", "cron", "pool", "last run", "latest version")):
-        table.column(head, [c[k] for c in cells])
+        table.column(head, [c[k] for c in cells], fold_at=12 if k == 0 else None)
     for row in cells:
         table.add_row(*row)
     out.print(table)
+
+
+# -- heartflow monitor / update ------------------------------------------------------------
+
+
+def print_monitoring(report: Any, out: Console | None = None) -> None:
+    """Each check: effect, threshold, p-value and verdict (skipped ones say why)."""
+    out = out or console()
+    rows = [[c.name, c.statistic, number(c.value), number(c.threshold), p_value(c.p_value),
+             "DRIFT" if c.drift else ("skipped" if c.value is None else "ok"),
+             c.reason] for c in report.checks]
+    table = _table(f"{report.model_uri} on {report.site}: {report.rows} rows, as of "
+                   f"{report.as_of}")
+    heads = ("check", "statistic", "value", "threshold", "p-value", "verdict", "why")
+    for k, head in enumerate(heads):
+        table.column(head, [r[k] for r in rows], figures=k in (2, 3, 4))
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+    for note in report.notes:
+        out.print(f"note: {note}")
+    out.print(report.summary())
+    if report.drifted_variables:
+        out.print(f"variables that moved: {', '.join(report.drifted_variables)}")
+    out.print(f"MLflow run {report.run_id}")
+
+
+def print_update(result: Any, out: Console | None = None) -> None:
+    """The likelihood-ratio tests of the closed procedure and the update chosen."""
+    out = out or console()
+    tests = result.evidence.tests
+    table = _table(f"{result.model_uri} at {result.site}: updating by closed testing")
+    rows = [[f"{t.update} vs {t.against}", number(t.statistic), str(t.df), p_value(t.p_value),
+             "yes" if t.significant else "no"] for t in tests]
+    for k, head in enumerate(("test", "LR statistic", "df", "p-value", "significant")):
+        table.column(head, [r[k] for r in rows], figures=k in (1, 3))
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+    out.print(f"chosen: {result.method}: {result.reason}")
+    if result.new_version:
+        name = result.new_model_uri.removeprefix("models:/").split("/")[0]
+        out.print(f"registered {result.new_model_uri} (not promoted; to serve it: "
+                  f"heartflow promote {name} {result.new_version})")
+
+
+def p_value(value: float | None) -> str:
+    """A p-value with two significant digits (``2e-15``, not ``0.0000``)."""
+    return number(value) if value is None or value != value else f"{value:.2g}"

@@ -96,10 +96,11 @@ class RowKeyer:
 
     A row's keyed key is HMAC-SHA256 under the secret of its typed-cell key (8 bytes, big
     endian), truncated to 128 bits and written as 32 hex digits: equal rows and the same
-    secret give equal keys on every machine; without the secret a key reveals nothing
-    about the row, and recomputing a key from a patient's record is impossible. The
-    secret is held here only (never printed: ``repr`` hides it); :attr:`key_id` names it
-    without revealing it, so a reader can tell keys made under another secret apart.
+    secret give equal keys on every machine; without the secret a key cannot be
+    recomputed from a patient's record, so it tells nothing about who is in the data. The
+    secret is held here only (never printed: ``repr`` hides it); :attr:`key_id` names it,
+    so a reader can tell keys made under another secret apart. Like the keys themselves,
+    it would let a weak secret be guessed offline: the secret must be long and random.
     """
 
     __slots__ = ("_secret",)
@@ -123,7 +124,7 @@ class RowKeyer:
     @property
     def key_id(self) -> str:
         """16 hex digits that name the secret (HMAC-SHA256 of a fixed message under it):
-        equal for equal secrets, and no help in finding the secret or any row's key."""
+        equal for equal secrets, and no help in computing any row's keyed key."""
         return hmac.digest(self._secret, _KEY_ID_MESSAGE, "sha256").hex()[:16]
 
     def hex(self, keys: np.ndarray) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from heartflow.evaluation import metrics as M
+from heartflow.evaluation.cv import cross_validate
 
 
 @dataclass
@@ -34,6 +35,7 @@ class BaselineResult:
 
 def make_baseline(name: str, task: str, seed: int):
     """An unfitted scikit-learn estimator for ``name``."""
+    # lazy: scikit-learn (1 s), only when a baseline is fitted
     from sklearn.ensemble import (
         HistGradientBoostingClassifier,
         RandomForestClassifier,
@@ -78,7 +80,6 @@ def run_baseline(name: str, spec: Any, data: Any, threshold: float) -> BaselineR
         result.validation = fit_score(name, spec.task, spec.train.seed, x_train, y_train,
                                       x_val, y_val, threshold, spec.metrics).metrics
     if spec.evaluate.cv is not None:
-        from heartflow.evaluation.cv import cross_validate
 
         def fit_and_predict(xtr, ytr, xval, yval, xte):
             model = make_baseline(name, spec.task, spec.train.seed)

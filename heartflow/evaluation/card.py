@@ -281,8 +281,11 @@ def _choosing_lines(spec: dict[str, Any]) -> list[str]:
         "- Promotion uses test rows: the gate scores this version and the champion, each at "
         "its own decision threshold, on this run's test rows that neither model trained or "
         f"validated on, and compares them on {metric} by rule `{rule}` with margin {margin}: "
-        f"{RULES.get(rule, rule)}. With no champion yet it faces the no-information model "
-        "(every row at the outcome rate) on the same test rows." + baselines
+        f"{RULES.get(rule, rule)}. With no champion yet "
+        + ("a defined figure on those test rows is enough (rule `point`)." if rule == "point"
+           else "it must beat the no-information model (every row at the outcome rate) on "
+                "its test rows, the whole 95% interval of the difference above 0.")
+        + baselines
         + " So a promoted version's test figure has been used once, to choose it: it is not "
         "an untouched estimate of its performance."]
 
@@ -323,21 +326,22 @@ RECALIBRATED_COLUMNS = (
 def _recalibrated_lines(f: CardFacts) -> list[str]:
     """A recalibrated version's own figures: its recalibration run's, at the site."""
     m = f.recalibration_metrics
-    if not m:
-        return [f"This version's own figures (its recalibration run's) were not available "
-                f"to this card; the table below is version {f.recalibrated_from}'s, before "
-                "recalibration, and does not describe this version's risks.", ""]
-    rows = int(m.get("after_fitted_rows", m.get("before_rows", 0)))
-    heads = [head.format(source=f.recalibrated_from) for _, head in RECALIBRATED_COLUMNS]
-    out = [f"This version's own figures, from its recalibration ({f.recalibration}; "
-           f"{rows} rows), 95% intervals:", "",
-           "| figure | " + " | ".join(heads) + " |", "|---|---|---|---|"]
+    rows = []
     for name in FIGURES:
         cells = [_ci(m, f"{prefix}{name}", f.undefined) for prefix, _ in RECALIBRATED_COLUMNS]
         if any(c != "not recorded" for c in cells):
-            out.append(f"| {name} | " + " | ".join(cells) + " |")
-    return [*out, "", "These rest on the recalibration site's rows only; the fitted-rows "
-            "column flatters the recalibration, the cross-fitted one does not.", ""]
+            rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    if not rows:
+        return [f"This version's own figures (its recalibration run's) were not available "
+                f"to this card; the table below is version {f.recalibrated_from}'s, before "
+                "recalibration, and does not describe this version's risks.", ""]
+    what = f.recalibration or f"{int(m.get('after_fitted_rows', 0))} rows"
+    heads = [head.format(source=f.recalibrated_from) for _, head in RECALIBRATED_COLUMNS]
+    return [f"This version's own figures, from its recalibration ({what}), 95% intervals:",
+            "",
+            "| figure | " + " | ".join(heads) + " |", "|---|---|---|---|", *rows, "",
+            "These rest on the recalibration site's rows only; the fitted-rows column "
+            "flatters the recalibration, the cross-fitted one does not.", ""]
 
 
 def _site_lines(sites: tuple[SiteFigures, ...]) -> list[str]:

@@ -175,7 +175,7 @@ def _figures(y: np.ndarray, p: np.ndarray, threshold: float,
              ) -> dict[str, np.ndarray]:
     """Every bootstrapped figure for each row of (resamples, rows) arrays at once; NaN for
     each figure that uses the risks on a row where one is NaN."""
-    from scipy.stats import rankdata
+    from scipy.stats import rankdata  # lazy: scipy.stats, only for bootstrapped reports
 
     n = y.shape[1]
     bad = np.isnan(p).any(axis=1)

@@ -19,6 +19,9 @@ from heartflow.data.dataset import Dataset
 from heartflow.data.encoder import TabularEncoder
 from heartflow.errors import DataError
 from heartflow.evaluation import metrics as M
+from heartflow.evaluation.clinical import clinical_report
+from heartflow.model.scorer import network_output
+from heartflow.model.training import train_model
 from heartflow.spec.schema import Spec
 
 
@@ -39,7 +42,6 @@ class CVSummary:
         once (its bootstrap is the costly part)."""
         if self.pooled_y is None or self.pooled_p is None:
             return None
-        from heartflow.evaluation.clinical import clinical_report
 
         return clinical_report(self.pooled_y, self.pooled_p, self.pooled_threshold)
 
@@ -61,6 +63,7 @@ class CVSummary:
         values = values[~np.isnan(values)]
         if len(values) < 2:
             return float("nan")
+        # lazy: SciPy's stats (0.3 s), only when an interval is computed
         from scipy.stats import t
 
         return float(t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
@@ -227,10 +230,8 @@ def cross_validate_network(spec: Spec, dataset: Dataset,
 
 
 def _sequential_network(spec: Spec, per_epoch):
+    # lazy: TensorFlow's 4 s import, only when a model is built or trained
     import keras
-
-    from heartflow.model.scorer import network_output
-    from heartflow.model.training import train_model
 
     def fit_and_predict(xtr, ytr, xval, yval, xte):
         keras.backend.clear_session()

@@ -64,6 +64,7 @@ class Decision:
     difference: float | None = None   # challenger minus champion (or no-information model)
     ci_low: float | None = None       # its 95% paired-bootstrap interval
     ci_high: float | None = None
+    awaiting_approval: bool = False   # passed, but register.promote.require_approval holds
 
     def fields(self) -> dict[str, str]:
         """Every field as text ('' for None), for tags."""

@@ -9,12 +9,15 @@ import numpy as np
 
 from heartflow.data.table import level_sort_key
 from heartflow.evaluation import metrics as M
+from heartflow.evaluation.clinical import calibration_bins, net_benefit, treat_all_benefit
 
 
 def _pyplot():
+    # lazy: matplotlib, only when a plot is drawn
     import matplotlib
 
     matplotlib.use("Agg", force=True)
+    # lazy: matplotlib, only when a plot is drawn
     import matplotlib.pyplot as plt
 
     return plt
@@ -172,7 +175,6 @@ def reliability_diagram(y: np.ndarray, p: np.ndarray, path: str, title: str = ""
                         bins: int = 10) -> str:
     """Observed outcome rate against mean predicted risk in quantile bins (those of
     scikit-learn's calibration_curve), with the rows' risks as a histogram below."""
-    from heartflow.evaluation.clinical import calibration_bins
 
     plt = _pyplot()
     fig, (ax, hist) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=[3, 1], sharex=True)
@@ -194,7 +196,6 @@ def reliability_diagram(y: np.ndarray, p: np.ndarray, path: str, title: str = ""
 def decision_curve(y: np.ndarray, p: np.ndarray, path: str, title: str = "",
                    thresholds: np.ndarray | None = None) -> str:
     """Net benefit of the model against treating everyone and no one, over thresholds."""
-    from heartflow.evaluation.clinical import net_benefit, treat_all_benefit
 
     plt = _pyplot()
     grid = np.linspace(0.01, 0.8, 80) if thresholds is None else thresholds

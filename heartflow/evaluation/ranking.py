@@ -1,6 +1,7 @@
 """How finished runs are ranked and chosen (a sweep's choice, ``heartflow compare``).
 
-Runs are ranked on development rows only: the cross-validation mean when the runs were
+Runs are ranked on development rows only: the optimism-corrected figure when the runs were
+bootstrap-validated (``evaluate.validation``), else the cross-validation mean when they were
 cross-validated (on training + validation rows), else the metric on the validation rows.
 Test metrics are shown, with their 95% intervals, and never used to rank. A metric that is
 undefined (NaN) ranks last and is never chosen.
@@ -32,7 +33,12 @@ def rank_key(value: Any, metric: str) -> float:
 
 
 def selection_score(outcome: Any, metric: str) -> tuple[float, str]:
-    """What a finished run is chosen by: (CV mean, 'cv') or (validation metric, 'validation')."""
+    """What a finished run is chosen by: (optimism-corrected figure, 'corrected') when the
+    run was bootstrap-validated, else (CV mean, 'cv'), else (validation metric,
+    'validation')."""
+    corrected = getattr(outcome, "corrected", None) or {}
+    if metric in corrected and defined(corrected[metric]):
+        return float(corrected[metric]), "corrected"
     if metric in outcome.cv:
         return float(outcome.cv[metric][0]), "cv"
     value = outcome.validation.get(metric)

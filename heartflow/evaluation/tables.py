@@ -18,6 +18,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 UNDEFINED = "undefined"
 WIDTH = 100  # text tables fit this many columns where they can (cells wrap, never cut)
@@ -60,6 +61,16 @@ def figure(value: Any, low: Any = None, high: Any = None, digits: int = 4, *,
     return f"{shown} {bounds}" if bounds else shown
 
 
+def reasoned(value: Any, why: str | None, digits: int = 4, low: Any = None, high: Any = None,
+             *, signed: bool = False) -> str:
+    """:func:`figure`, saying why: ``undefined (why)`` for an undefined figure, and the
+    figure followed by ``(why)`` when its interval is withheld."""
+    if not defined(value):
+        return f"{UNDEFINED} ({why})" if why else UNDEFINED
+    shown = figure(value, low, high, digits, signed=signed)
+    return f"{shown} ({why})" if why and not interval(low, high) else shown
+
+
 def mean_spread(mean: Any, spread: Any, digits: int = 4) -> str:
     """``mean ± spread`` (e.g. a CV mean and its 95% half-width); ``undefined`` when the
     mean is; the spread is left out when it is undefined."""
@@ -71,45 +82,63 @@ def mean_spread(mean: Any, spread: Any, digits: int = 4) -> str:
 
 
 class FigureTable(Table):
-    """A rich table whose figure columns keep each figure and its interval on one line as
-    long as the table can still fit the console (the other columns wrap, widest first,
-    down to their longest word); when it cannot, every column wraps. Nothing is cut."""
+    """A rich table that fits the console without cutting anything.
 
-    LONGEST_WORD = 12  # a longer word (a run name, a dotted parameter) may fold
+    Its widths are chosen in steps, each only when the one before cannot fit: text columns
+    wrap, widest first, down to their longest word (a name column may fold its words at
+    ``fold_at``), while each figure keeps its interval on its line; then the figure
+    columns wrap too, down to their longest word; then rich's own layout, folding words.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("title_justify", "left")
+        for key in ("title", "caption"):  # heartflow's text is never rich markup
+            if isinstance(kwargs.get(key), str):
+                kwargs[key] = Text(kwargs[key])
         super().__init__(*args, **kwargs)
         self._figures: list[bool] = []
-        self._natural: list[int] = []  # widest line, header included
-        self._narrowest: list[int] = []  # how narrow the column may get without folding
+        self._natural: list[int] = []  # widest line (a figure column: of its cells)
+        self._narrowest: list[int] = []  # its longest word (a header may fold past 6)
 
     def column(self, header: str, cells: list[str], *, figures: bool = False,
-               **kwargs: Any) -> None:
-        """Add a column for ``cells`` (the rows are added with ``add_row``)."""
+               fold_at: int | None = None, **kwargs: Any) -> None:
+        """Add a column for ``cells`` (the rows are added with ``add_row``): ``figures``
+        keep their interval on their line while the table can; words longer than
+        ``fold_at`` (names, run ids) may fold before anything else has to."""
         lines = [line for cell in cells for line in str(cell).splitlines()]
         longest_word = max((len(w) for line in lines for w in line.split()), default=1)
         head_word = max((len(w) for w in header.split()), default=1)
+        if fold_at:
+            longest_word = min(longest_word, fold_at)
+        # a header may fold its long words; a figure column keeps its header's first line
+        # (what the figure is: "CV roc_auc") whole
+        head = min(len(header.splitlines()[0]), 12) if figures else min(head_word, 6)
         self._figures.append(figures)
-        self._natural.append(max(max(map(len, lines), default=1), head_word) if figures
-                             else max(len(line) for line in [header, *lines]))
-        # a header may fold a little rather than push a figure onto two lines
-        self._narrowest.append(max(min(self.LONGEST_WORD, longest_word), min(head_word, 6)))
+        self._natural.append(max(max(map(len, lines), default=1), head) if figures
+                             else max(len(line) for line in [*header.splitlines(), *lines]))
+        self._narrowest.append(max(longest_word, head))
         self.add_column(header, overflow="fold", **kwargs)
 
+    def add_row(self, *cells: Any, **kwargs: Any) -> None:
+        """A row of cells; text is shown as it is (never read as rich markup)."""
+        super().add_row(*(Text(c) if isinstance(c, str) else c for c in cells), **kwargs)
+
     def _widths(self, width: int) -> list[int] | None:
-        """Column widths that keep every figure whole within ``width``, or None."""
+        """Column widths within ``width`` (see the class), or None for rich's layout."""
         padding = sum(self._get_padding_width(i) for i in range(len(self.columns)))
         budget = width - padding - (len(self.columns) + 1)  # the vertical lines
         widths = list(self._natural)
-        while sum(widths) > budget:
-            shrinkable = [i for i, figure in enumerate(self._figures)
-                          if not figure and widths[i] > self._narrowest[i]]
-            if not shrinkable:
-                return None
-            widest = max(shrinkable, key=lambda i: widths[i])
-            widths[widest] -= 1
-        return widths
+        whole = [n if figure else low for n, low, figure
+                 in zip(self._natural, self._narrowest, self._figures, strict=True)]
+        for floors in (whole, self._narrowest):
+            while sum(widths) > budget:
+                shrinkable = [i for i, w in enumerate(widths) if w > floors[i]]
+                if not shrinkable:
+                    break
+                widths[max(shrinkable, key=lambda i: widths[i])] -= 1
+            if sum(widths) <= budget:
+                return widths
+        return None
 
     def __rich_console__(self, console: Any, options: Any) -> Any:
         if len(self._figures) == len(self.columns):  # (every column added by column())
@@ -132,9 +161,11 @@ def text_of(table: Table, width: int = WIDTH) -> str:
 def _ranked_columns(rows: list[dict[str, Any]], metric: str, varied: list[str]
                     ) -> tuple[list[str], bool]:
     cv = any(f"cv_{metric}" in r for r in rows)
-    chosen_by = f"cv_{metric}" if cv else f"validation_{metric}"
+    corrected = any(f"corrected_{metric}" in r for r in rows)
+    chosen_by = (f"corrected_{metric}" if corrected else f"cv_{metric}" if cv
+                 else f"validation_{metric}")
     columns = ["rank", "run", "kind", "status", *varied, chosen_by]
-    if cv:
+    if cv and not corrected:
         columns.append(f"cv_{metric}_ci95")
     columns += [f"test_{metric}", f"test_{metric}_ci", "test_rows", "parameters",
                 "epochs_run", "train_seconds"]
@@ -142,24 +173,30 @@ def _ranked_columns(rows: list[dict[str, Any]], metric: str, varied: list[str]
 
 
 def ranked_table(rows: list[dict[str, Any]], metric: str, varied: list[str]) -> Table:
-    """The ranked runs as a rich table: rank, run (with its kind and status when it is a
-    baseline or did not finish), the varied parameters, the figure runs are ranked by (CV or
-    validation), the test figure with its interval (reported, not used to rank), test rows,
-    parameters, epochs and training time."""
+    """The ranked runs as a rich table: rank, run (a baseline by its kind,
+    ``baseline:random_forest``), status (when a run did not finish), the varied parameters,
+    the figure runs are ranked by (CV or validation), the test figure with its interval
+    (reported, not used to rank), test rows, parameters, epochs and training time."""
     columns, cv = _ranked_columns(rows, metric, varied)
-    source = "CV (development rows)" if cv else "validation rows"
+    source = ("the optimism-corrected figure (development rows)"
+              if f"corrected_{metric}" in columns else
+              "CV (development rows)" if cv else "validation rows")
     table = FigureTable(title=f"ranked by {metric} on {source}; test is reported, not used "
                               "to rank", caption="undefined figures rank last; intervals are 95%")
-    heads = {"rank": "#", f"cv_{metric}": f"CV {metric} ± 95%",
+    heads = {"rank": "#", f"cv_{metric}": f"CV {metric}\n± 95%",
              f"validation_{metric}": f"validation {metric}",
-             f"test_{metric}": f"test {metric} [95%] (reported)", "test_rows": "test rows",
+             f"corrected_{metric}": f"corrected {metric}",
+             f"test_{metric}": f"test {metric}\n[95%] (reported)", "test_rows": "test rows",
              "parameters": "params", "epochs_run": "epochs", "train_seconds": "train time"}
-    shown = [c for c in columns if c not in (f"cv_{metric}_ci95", f"test_{metric}_ci",
-                                             "kind", "status")]
+    hidden = {f"cv_{metric}_ci95", f"test_{metric}_ci", "kind"}  # kind: in the run's cell
+    if all(row.get("status") == "FINISHED" for row in rows):
+        hidden.add("status")  # (a column only when a run did not finish)
+    shown = [c for c in columns if c not in hidden]
     cells = [[_ranked_cell(row, column, metric) for column in shown] for row in rows]
     for k, column in enumerate(shown):
         table.column(heads.get(column, column), [r[k] for r in cells],
                      figures=column in (f"cv_{metric}", f"test_{metric}"),
+                     fold_at=10 if column in varied else None,
                      justify="right" if column in ("rank", "test_rows", "parameters",
                                                    "epochs_run", "train_seconds") else "left")
     for row in cells:
@@ -169,10 +206,8 @@ def ranked_table(rows: list[dict[str, Any]], metric: str, varied: list[str]) -> 
 
 def _ranked_cell(row: dict[str, Any], column: str, metric: str) -> str:
     value = row.get(column)
-    if column == "run":
-        notes = [str(row[k]) for k in ("kind", "status")
-                 if row.get(k) and row[k] not in ("network", "FINISHED")]
-        return str(value) + "".join(f" ({note})" for note in notes)
+    if column == "run" and str(row.get("kind", "network")) != "network":
+        return str(row["kind"])  # baseline:random_forest (its run is baseline-random_forest)
     if column == f"cv_{metric}":
         return mean_spread(value, row.get(f"cv_{metric}_ci95"))
     if column == f"test_{metric}":
@@ -226,40 +261,59 @@ def outcome_rows(outcome: Any) -> list[tuple[str, str]]:
     out += [(f"validation {name}", f"{number(value)}  (n={o.validation_rows} validation "
              "rows; runs are compared on these)") for name, value in o.validation.items()
             if defined(value)][:1]
+    why = getattr(o, "undefined", {}) or {}  # test figure -> why undefined (or interval)
     for name, value in o.metrics.items():
         if not defined(value):
-            shown = (f"{UNDEFINED} on the {o.test_rows} test rows "
-                     f"({UNDEFINED_REASON.get(name, 'not computable on these rows')})")
+            reason = why.get(name) or UNDEFINED_REASON.get(name, "not computable on these rows")
+            shown = f"{UNDEFINED} on the {o.test_rows} test rows ({reason})"
         else:
             low, high = o.intervals.get(name, (None, None))
-            shown = f"{figure(value, low, high)}  (n={o.test_rows} test rows, 95% bootstrap)"
+            note = f"; {why[name]}" if name in why and not interval(low, high) else ""
+            shown = (f"{figure(value, low, high)}  (n={o.test_rows} test rows, 95% "
+                     f"bootstrap{note})")
         out.append((f"test {name}", shown))
     c = o.calibration
+
+    def said(name: str, digits: int, signed: bool = False) -> str:
+        return reasoned(c.get(name), why.get(name), digits, c.get(f"{name}_ci_low"),
+                        c.get(f"{name}_ci_high"), signed=signed)
+
     if "calibration_slope" in c:
-        out.append(("test calibration", _calibration(c)))
+        out.append(("test calibration",
+                    f"slope {said('calibration_slope', 2)}, intercept "
+                    f"{said('calibration_intercept', 2, True)}; mean risk "
+                    f"{said('mean_risk', 2)} vs prevalence {said('prevalence', 2)}"))
     if o.threshold is not None and o.threshold_rule:
         shown = f"{number(o.threshold, 3)}: {o.threshold_rule}"
         if "expected_cost" in c:
-            shown += ("; expected cost per test row "
-                      + figure(c["expected_cost"], c.get("expected_cost_ci_low"),
-                               c.get("expected_cost_ci_high"), 3))
+            shown += f"; expected cost per test row {said('expected_cost', 3)}"
         out.append(("threshold", shown))
     for g in o.subgroups:
-        flag = "  TOO SMALL TO JUDGE" if g["too_small"] else ""
-        out.append((f"subgroup {g['subgroup']}",
-                    f"AUC {figure(g['roc_auc'], g['roc_auc_ci_low'], g['roc_auc_ci_high'], 3)}"
-                    f", slope {number(g['calibration_slope'], 2)}, risk "
-                    f"{number(g['mean_risk'], 2)} vs prevalence {number(g['prevalence'], 2)} "
-                    f"(n={g['rows']}, {g['cases']} cases){flag}"))
+        gwhy = g.get("undefined") or {}
+        counts = f"n={g['rows']}, {g['cases']} cases"
+        if g["too_small"]:  # counts only: its figures would rest on a handful of patients
+            shown = f"TOO SMALL TO JUDGE: counts only ({counts})"
+        else:
+            auc = reasoned(g["roc_auc"], gwhy.get("roc_auc"), 3, g["roc_auc_ci_low"],
+                           g["roc_auc_ci_high"])
+            slope = reasoned(g["calibration_slope"], gwhy.get("calibration_slope"), 2)
+            risk = reasoned(g["mean_risk"], gwhy.get("mean_risk"), 2)
+            shown = (f"AUC {auc}, slope {slope}, risk {risk} vs prevalence "
+                     f"{number(g['prevalence'], 2)} ({counts})")
+        out.append((f"subgroup {g['subgroup']}", shown))
     out += [(f"CV {name}", f"{mean_spread(mean, ci)}  ({o.cv_folds} folds, 95% CI)")
             for name, (mean, ci) in o.cv.items()]
     if o.cv_pooled:
-        p = o.cv_pooled
+        p, pwhy = o.cv_pooled, getattr(o, "cv_pooled_undefined", {}) or {}
+
+        def pooled(name: str, digits: int, signed: bool = False) -> str:
+            return reasoned(p.get(name), pwhy.get(name), digits, signed=signed)
+
         out.append(("CV pooled out-of-fold",
-                    f"AUC {number(p.get('roc_auc'), 3)}, slope "
-                    f"{number(p.get('calibration_slope'), 2)}, intercept "
-                    f"{number(p.get('calibration_intercept'), 2, signed=True)} "
+                    f"AUC {pooled('roc_auc', 3)}, slope {pooled('calibration_slope', 2)}, "
+                    f"intercept {pooled('calibration_intercept', 2, True)} "
                     f"(n={int(p.get('rows', 0))} development rows, first repeat)"))
+    out += _rigour_rows(o)
     first = next(iter(o.metrics), "")
     for base, scores in o.baselines.items():
         shown = "  ".join(f"{k} {number(scores[k])}" for k in list(o.metrics)[:2]
@@ -274,6 +328,35 @@ def outcome_rows(outcome: Any) -> list[tuple[str, str]]:
         out.append(("registered", f"{o.model_name} v{o.version} ({verdict})"))
         out.append(("promotion", o.decision + (f" [gate rows: {o.gate_rows}]"
                                                if o.gate_rows is not None else "")))
+    return out
+
+
+def _rigour_rows(o: Any) -> list[tuple[str, str]]:
+    """Riley's sample size, the optimism-corrected figures and the instability."""
+    out = []
+    size = getattr(o, "sample_size", None) or {}
+    if size:
+        need = (f"{size['by_inputs']['rows']} rows counting the "
+                f"{size['by_inputs']['parameters']} inputs, {size['by_weights']['rows']} "
+                f"counting the {size['by_weights']['parameters']} weights")
+        have = (f"{size['development_rows']} development rows "
+                f"({size['development_events']} events)")
+        out.append(("sample size (Riley)", f"{need}; {have}, {size['anticipated']}"
+                    + ("; SHORT: expect overfitting" if size.get("warning") else "; met")))
+    corrected = getattr(o, "corrected", None) or {}
+    optimism = getattr(o, "optimism", None) or {}
+    shown = [name for name in ("roc_auc", "calibration_slope", "calibration_intercept",
+                               "brier") if name in corrected]
+    if shown:
+        resamples = int((getattr(o, "instability", None) or {}).get("resamples", 0))
+        out.append((f"corrected ({resamples} bootstrap refits)", ", ".join(
+            f"{name} {number(corrected[name], 3)} (optimism {number(optimism[name], 3)})"
+            for name in shown)))
+    unstable = getattr(o, "instability", None) or {}
+    if unstable:
+        out.append(("instability", f"mean |refit risk - risk| "
+                    f"{number(unstable['mean_abs_difference'], 3)}; decision flips in over "
+                    f"20% of refits for {100 * unstable['flip_share']:.0f}% of patients"))
     return out
 
 

@@ -19,18 +19,21 @@ Each is fitted by maximum likelihood (statsmodels GLM, Binomial, logit link). Ne
 compared with likelihood-ratio tests: 2 (log L_bigger - log L_smaller) against a chi-square
 on the difference in parameters.
 
-**The procedure** (``auto``, alpha 0.05), as in the paper, where every test is against the
-most extensive update (model revision; df p + 1, p and p - 1 for a revision of p + 1
-parameters) and the extensiveness increases progressively from the original model:
+**The procedure** (``auto``, alpha 0.05). Every test is against the most extensive update
+(model revision; df p + 1, p and p - 1 for a revision of p + 1 parameters), and the
+extensiveness increases progressively from the original model, as the paper's abstract puts
+it ("from a minimum (the original model) to a maximum (a completely revised model)") and as
+published implementations of it run; the paper's full text was not at hand to check more:
 
 1. revision against none: not significant -> ``none`` (no evidence the model needs updating);
 2. else revision against intercept: not significant -> ``intercept``;
 3. else revision against logistic: not significant -> ``logistic``;
 4. else ``revision``.
 
-Choosing ``intercept`` needs tests 1 and 2 rejected, ``logistic`` 1-3, ``revision`` 1-3:
-every hypothesis implied by a chosen update is rejected first, which keeps the chance of
-updating a model that needs none near alpha (the closure principle).
+An update is chosen only once every less extensive one was rejected against revision
+(``intercept``: test 1; ``logistic``: tests 1-2; ``revision``: tests 1-3), which keeps the
+chance of updating a model that needs no update near alpha (the closure principle). The
+tests, each with its LR statistic, df and p-value, are reported in the order run.
 
 **Refusals.** An update is refused, with the reason, when the rows are too few to estimate it
 (fewer than :data:`MIN_ROWS` rows, or fewer than :data:`MIN_EVENTS_PER_PARAMETER` rows of the
@@ -61,6 +64,8 @@ from statsmodels.tools.sm_exceptions import PerfectSeparationError, PerfectSepar
 
 from heartflow.errors import DataError
 from heartflow.model.recalibration import logit
+from heartflow.model.revision import revised_network
+from heartflow.model.scorer import Scorer
 
 METHODS = ("none", "intercept", "logistic", "revision")  # nested, least extensive first
 CHOICES = ("auto", *METHODS)
@@ -351,3 +356,74 @@ def choose_update(y: np.ndarray, p: np.ndarray, h: np.ndarray | None, method: st
     test = likelihood_ratio(updates[method], updates["none"], alpha)
     return UpdateEvidence(method, method, f"forced; {test.line()}", alpha, rows, events,
                           updates, (test,))
+
+
+CROSS_FIT_FOLDS = 5
+
+
+def cross_fitted(y: np.ndarray, p: np.ndarray, h: np.ndarray | None, method: str,
+                 seed: int = 0) -> np.ndarray:
+    """Each row's risk under ``method`` refitted without the row's fold (5 folds, stratified
+    by outcome): the honest estimate of what a new patient from the site gets, beside the
+    apparent figure on the rows the update was fitted on. Rows of a fold whose fit does not
+    exist (separation) are NaN."""
+    y = np.asarray(y, dtype=np.float64).ravel()
+    p = np.asarray(p, dtype=np.float64).ravel()
+    if method == "none":
+        return p
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), dtype=np.int64)
+    for label in (0.0, 1.0):
+        rows = rng.permutation(np.flatnonzero(y == label))
+        fold[rows] = np.arange(len(rows)) % CROSS_FIT_FOLDS
+    z, ones = logit(p), np.ones((len(y), 1))
+    out = np.full(len(y), NAN)
+    for k in range(CROSS_FIT_FOLDS):
+        held, kept = fold == k, fold != k
+        offset = z if method == "intercept" else np.zeros(len(y))
+        if method == "intercept":
+            x = ones
+        elif method == "logistic":
+            x = np.column_stack([ones, z])
+        else:
+            x = np.column_stack([ones, np.asarray(h)[:, independent_columns(h[kept])]])
+        got = _glm(y[kept], x[kept], offset[kept])
+        if not isinstance(got, str):
+            out[held] = 1.0 / (1.0 + np.exp(-(x[held] @ got[0] + offset[held])))
+    return out
+
+
+def require_updatable(scorer: Scorer, model_uri: str) -> None:
+    """A DataError unless the model's risks can be updated: a binary model whose risks are
+    the network's own or pass through an intercept or logistic recalibration (an isotonic
+    step function is neither linear on the logit scale nor composable with an update)."""
+    if scorer.task != "binary":
+        raise DataError(f"{model_uri} is a {scorer.task} model; updating is for binary risk "
+                        "models")
+    rule = scorer.meta.recalibration
+    if rule and rule.get("method") not in ("intercept", "logistic"):
+        raise DataError(f"{model_uri} applies a {rule.get('method')} recalibration, which an "
+                        "update cannot build on; update the version it was recalibrated "
+                        "from")
+
+
+def updated_scorer(scorer: Scorer, evidence: UpdateEvidence, facts: dict[str, Any]
+                   ) -> Scorer | None:
+    """The scorer that applies the chosen update to raw rows (None for ``none``).
+
+    Intercept and logistic updates become the meta's recalibration rule, composed with the
+    rule the model applies already (logit p = a0 + b0 logit(q) for network risk q, updated
+    to a + b logit p: intercept a + b a0, slope b b0), with ``facts`` (site, data sha256,
+    source model) added to the rule. Revision is a new network with the refitted output
+    layer and no recalibration."""
+    update = evidence.chosen
+    if evidence.method == "none":
+        return None
+    if evidence.method == "revision":
+        network = revised_network(scorer.network, np.asarray(update.kernel), update.bias)
+        return Scorer(scorer.encoder, network, scorer.meta.with_recalibration(None))
+    base = scorer.meta.recalibration or {"intercept": 0.0, "slope": 1.0}
+    rule = {**(evidence.rule() or {}), **facts,
+            "intercept": update.intercept + update.slope * float(base["intercept"]),
+            "slope": update.slope * float(base["slope"])}
+    return Scorer(scorer.encoder, scorer.network, scorer.meta.with_recalibration(rule))

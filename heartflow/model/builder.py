@@ -38,8 +38,10 @@ def layer_table(spec: Spec, input_width: int) -> list[dict[str, object]]:
 
 def build_model(spec: Spec, input_width: int):
     """A functional Keras model: Input(width) -> hidden Dense layers -> output Dense."""
+    # lazy: TensorFlow's 4 s import, only when a model is built or trained
     import keras
 
+    # lazy: registers Keras activations (imports Keras)
     from heartflow.model.activations import resolve
 
     inputs = keras.Input(shape=(input_width,), name="features")

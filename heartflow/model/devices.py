@@ -9,6 +9,7 @@ from heartflow.errors import HeartflowError
 
 def visible_devices() -> dict[str, list[str]]:
     """Physical CPU and GPU devices TensorFlow sees."""
+    # lazy: TensorFlow's 4 s import, only when a model is trained or scored
     import tensorflow as tf
 
     return {kind: [d.name for d in tf.config.list_physical_devices(kind.upper())]
@@ -19,6 +20,7 @@ def check_device(wanted: str) -> None:
     """Fail before any training when `gpu` is required and none is visible."""
     if wanted != "gpu":
         return
+    # lazy: TensorFlow's 4 s import, only when a model is trained or scored
     import tensorflow as tf
 
     if not tf.config.list_physical_devices("GPU"):
@@ -61,6 +63,7 @@ def device_scope(device: str) -> contextlib.AbstractContextManager:
     """
     if device != "cpu":
         return contextlib.nullcontext()
+    # lazy: TensorFlow's 4 s import, only when a model is trained or scored
     import tensorflow as tf
 
     return tf.device("/CPU:0")

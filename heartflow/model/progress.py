@@ -1,4 +1,4 @@
-"""Terminal output: per-epoch progress and the end-of-run summary."""
+"""Per-epoch training progress on the terminal (the end-of-run summary is the CLI's)."""
 
 from __future__ import annotations
 

@@ -68,8 +68,9 @@ def glm(y: np.ndarray, x: np.ndarray, offset: np.ndarray | None = None
         ) -> tuple[np.ndarray, np.ndarray] | str:
     """Parameters and 95% Wald intervals of a binomial GLM (statsmodels), or why there is no
     finite fit (separation, no convergence, a failed fit)."""
+    # lazy: statsmodels, only where a calibration is fitted (not statsmodels.api: 1 s)
     from statsmodels.genmod import families
-    from statsmodels.genmod.generalized_linear_model import GLM  # not statsmodels.api: 1 s
+    from statsmodels.genmod.generalized_linear_model import GLM
     from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
     with warnings.catch_warnings(record=True) as caught:
@@ -113,7 +114,7 @@ def fit_recalibration(y: np.ndarray, p: np.ndarray, method: str) -> dict[str, An
                          f"{', '.join(METHODS)}")
     why = refusal(y, p, logit_scale=method != "isotonic")
     if method == "isotonic" and why is None:
-        from sklearn.isotonic import IsotonicRegression
+        from sklearn.isotonic import IsotonicRegression  # lazy: scikit-learn, 0.5 s
 
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
         return {"method": method, "x": iso.X_thresholds_.tolist(),

@@ -41,7 +41,7 @@ def output_inputs(network: Any, x: np.ndarray) -> np.ndarray:
     layer = output_layer(network)
     if any(layer.input is t for t in network.inputs):
         return np.asarray(x, dtype=np.float64)
-    features = keras.Model(network.inputs, layer.input)
+    features = keras.Model(network.input, layer.input)
     return np.asarray(features(np.asarray(x, dtype=np.float32), training=False),
                       dtype=np.float64)
 

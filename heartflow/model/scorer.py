@@ -55,6 +55,7 @@ class Scorer:
         """Load from artifact files (safe mode, no pickle); imports the model's plugins first."""
         import keras  # lazy: TensorFlow's 4 s import, only when a model is loaded
 
+        # lazy: registers Keras activations (imports Keras)
         import heartflow.model.activations  # noqa: F401  (registers custom activations; Keras)
 
         with open(meta_path, encoding="utf-8") as fh:

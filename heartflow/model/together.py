@@ -72,14 +72,17 @@ def fits_together(models: int, rows: int, width: int) -> bool:
 
 
 def _activation(name: str):
+    # lazy: TensorFlow's 4 s import, only when a model is built or trained
     import keras
 
+    # lazy: registers Keras activations (imports Keras)
     from heartflow.model.activations import resolve
 
     return keras.activations.get(resolve(name))
 
 
 def _loss_fn(name: str):
+    # lazy: TensorFlow's 4 s import, only when a model is built or trained
     import keras
 
     return keras.losses.huber if name == "huber" else keras.losses.get(name)
@@ -127,6 +130,7 @@ class _Programs:
 def _compile(spec: Spec, x: np.ndarray, y_out: np.ndarray, row_weight: np.ndarray,
              val_rows: list[np.ndarray], seeds: list[int] | None) -> _Programs:
     """K stacked copies of the spec's network, its optimiser and its compiled programs."""
+    # lazy: TensorFlow's 4 s import, only when a model is built or trained
     import keras
     import tensorflow as tf
 
@@ -250,6 +254,7 @@ def fit_together(spec: Spec, x: np.ndarray, y: np.ndarray, train_rows: list[np.n
     ``seeds[k]``, if given, alone decides model k's initial weights and batch order
     (otherwise ``train.seed`` and k do).
     """
+    # lazy: TensorFlow's 4 s import, only when a model is built or trained
     import keras
 
     t, (k, n, _width) = spec.train, x.shape
@@ -320,6 +325,7 @@ def fit_seeds(spec: Spec, seeds: list[int], x_train: np.ndarray, y_train: np.nda
 def _initial_kernels(specs: list[tuple], fan_ins: list[int], seed: int) -> list[np.ndarray]:
     """One model's initial kernels, drawn from its own seed only (an initializer made
     right after ``set_random_seed`` draws its seed from it)."""
+    # lazy: TensorFlow's 4 s import, only when a model is built or trained
     import keras
 
     keras.utils.set_random_seed(seed)

@@ -54,6 +54,7 @@ class TrainResult:
 
 def make_optimizer(train: TrainSpec):
     """The Keras optimizer the spec names."""
+    # lazy: TensorFlow's 4 s import, only when a model is built or trained
     import keras
 
     opt = train.optimizer
@@ -68,6 +69,7 @@ def make_optimizer(train: TrainSpec):
 
 
 def _metrics(task: str) -> list:
+    # lazy: TensorFlow's 4 s import, only when a model is built or trained
     import keras
 
     if task == "binary":
@@ -90,6 +92,7 @@ def _validation_callback(model, x_val: np.ndarray, y_val: np.ndarray, loss,
     ``val_loss``, and whatever ``validation_metrics`` (from the evaluation layer, e.g.
     :func:`heartflow.evaluation.metrics.epoch_metrics`) computes from labels and output.
     """
+    # lazy: TensorFlow's 4 s import, only when a model is built or trained
     import keras
     import tensorflow as tf
 
@@ -153,6 +156,7 @@ def train_model(spec: Spec, input_width: int, x_train: np.ndarray, y_train: np.n
                 on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                 validation_metrics: EpochMetrics | None = None) -> TrainResult:
     """Build, compile and fit the spec's network; returns the (best) model and history."""
+    # lazy: TensorFlow's 4 s import, only when a model is built or trained
     import keras
 
     t = spec.train

@@ -1,2 +1,3 @@
-"""Process helpers for the CLI, the API and workers: quiet imports, the local Prefect server,
-which failures are transient, sweep worker threads, and a fast exit."""
+"""Process helpers with no heartflow dependencies: quiet defaults and TensorFlow's import
+(``quiet_import``), garbage collection paused during imports (``gc_pause``), the local
+Prefect API server started early (``prefect_server``), and a fast exit (``fast_exit``)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.util
 import os
 import socket
 import subprocess
@@ -31,7 +32,6 @@ def _free_port() -> int:
 
 
 def _prefect_dir() -> Path:
-    import importlib.util
 
     spec = importlib.util.find_spec("prefect")
     if spec is None or not spec.origin:
@@ -142,10 +142,12 @@ def _drain_prefect_clients() -> None:
     if "prefect" not in sys.modules:
         return
     with contextlib.suppress(Exception):
+        # lazy: Prefect, only when a flow's API server is in use
         from prefect.logging.handlers import APILogHandler
 
         APILogHandler.flush()
     with contextlib.suppress(Exception):
+        # lazy: Prefect, only when a flow's API server is in use
         from prefect.events.worker import EventsWorker
 
         EventsWorker.drain_all(timeout=5)
@@ -188,6 +190,7 @@ def using(server: LocalPrefectServer | None):
         yield
         return
     server.wait()
+    # lazy: Prefect, only when a flow's API server is in use
     from prefect.settings import (
         PREFECT_API_URL,
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY,

@@ -90,6 +90,7 @@ def import_tensorflow() -> None:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with stderr_captured() as said:
+        # lazy: TensorFlow's 4 s import, only when a model is trained or scored
         import tensorflow as tf
 
         tf.config.list_physical_devices()

@@ -10,7 +10,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from heartflow.errors import SpecError
+from heartflow.spec import schema
 from heartflow.spec import vocabulary as V
+from heartflow.spec.overrides import apply_overrides
 from heartflow.spec.schema import Spec
 from heartflow.spec.yaml_source import SourcedDocument, parse, read_text
 
@@ -50,7 +52,6 @@ def load_spec_text(text: str, path: str = "<spec>", *,
                         path=path, line=1, column=1)
     data = doc.data
     if overrides:
-        from heartflow.spec.overrides import apply_overrides
         data = apply_overrides(data, overrides)
     try:
         spec = Spec.model_validate(data)
@@ -270,7 +271,6 @@ def _fields_at(raw_loc: tuple[Any, ...]) -> list[str]:
         field = model.model_fields.get(part) if _is_model(model) else None
         if field is None:
             # a union tag such as 'TargetSpec': follow it by class name
-            from heartflow.spec import schema
 
             candidate = getattr(schema, str(part), None)
             if _is_model(candidate):

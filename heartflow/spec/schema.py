@@ -421,6 +421,8 @@ class PromoteSpec(_Section):
                           validation_alias=AliasChoices("margin", "min_improvement"),
                           description="Margin of the rule (min_improvement: its old name).")
     must_beat_baselines: bool = False
+    require_approval: bool = Field(default=False, description="A version the gate passes "
+                                   "stays challenger until `heartflow approve NAME VERSION`.")
     min_gate_rows: int = Field(default=10, ge=1, description="Fewest test rows the champion "
                                "never trained or validated on that the gate will decide on.")
 

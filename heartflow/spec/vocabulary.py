@@ -1,7 +1,9 @@
-"""The names a spec may use, kept here so validation needs no TensorFlow import.
+"""The names a spec may use, kept here so validation needs no TensorFlow import, and the one
+home of metric direction (which way each metric improves).
 
-Keras' own names are listed statically; custom activations are registered in
-``heartflow.model.activations`` (and its ``CUSTOM_ACTIVATION_NAMES`` list).
+Keras' own names are listed statically; custom activations are implemented in
+``heartflow.model.activations`` (``CUSTOM_ACTIVATIONS`` here), and opt-in plugins register
+theirs with :func:`register_plugin_activation`.
 """
 
 from __future__ import annotations

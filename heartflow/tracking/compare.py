@@ -17,6 +17,15 @@ from heartflow.tracking.store import client
 NOISE_PARAMS = {"description", "register.model_name", "register.enabled", "sweep.trials"}
 
 
+def ranking_column(rows: list[dict[str, Any]], metric: str) -> str:
+    """The development-row figure the rows are ranked by (as the sweep's choice is):
+    optimism-corrected, else cross-validated, else validation."""
+    for key in (f"corrected_{metric}", f"cv_{metric}"):
+        if any(key in r for r in rows):
+            return key
+    return f"validation_{metric}"
+
+
 def _runs(target: str) -> tuple[list[Any], str | None, list[str] | None]:
     c = client()
     if re.fullmatch(r"[0-9a-f]{32}", target):
@@ -68,6 +77,8 @@ def rows_for(target: str, metric: str | None = None) -> tuple[list[dict[str, Any
         if f"cv_{metric}_mean" in m:
             row[f"cv_{metric}"] = m[f"cv_{metric}_mean"]
             row[f"cv_{metric}_ci95"] = m.get(f"cv_{metric}_ci95")
+        if f"corrected_{metric}" in m:  # optimism bootstrap: the whole development's figure
+            row[f"corrected_{metric}"] = m[f"corrected_{metric}"]
         row[f"validation_{metric}"] = m.get(f"validation_{metric}")
         row[f"test_{metric}"] = m.get(f"test_{metric}")
         row[f"test_{metric}_ci"] = (m.get(f"test_{metric}_ci_low"),
@@ -77,7 +88,7 @@ def rows_for(target: str, metric: str | None = None) -> tuple[list[dict[str, Any
         row["epochs_run"] = tags.get(N.EPOCHS_RUN, "")
         row["train_seconds"] = m.get("train_seconds")
         rows.append(row)
-    key = f"cv_{metric}" if any(f"cv_{metric}" in r for r in rows) else f"validation_{metric}"
+    key = ranking_column(rows, metric)
     rows.sort(key=lambda row: rank_key(row.get(key), metric))
     for i, row in enumerate(rows, start=1):
         row["rank"] = i if _defined(row.get(key)) else ""

@@ -8,6 +8,8 @@ functions.
 
 from __future__ import annotations
 
+import re
+
 PREFIX = "heartflow."
 
 # -- aliases of registered versions --------------------------------------------------------
@@ -44,6 +46,7 @@ PREFECT_FLOW_RUN = "heartflow.prefect_flow_run"
 SPLIT_KEY_FORMAT = "heartflow.split.key_format"  # how split/manifest.csv's keys were made
 SPLIT_KEY_ID = "heartflow.split.key_id"  # which secret keyed them (a one-way name of it)
 DEPLOYMENT = "heartflow.deployment"
+RETRAIN_REASON = "heartflow.retrain.reason"  # why a scheduled retraining ran
 
 
 def split_size(part: str) -> str:
@@ -84,6 +87,11 @@ PROMOTION_PREFIX = "heartflow.promotion."
 PROMOTED = "heartflow.promotion.promoted"
 PROMOTION_REASON = "heartflow.promotion.reason"
 PROMOTION_AT = "heartflow.promotion.at"
+PROMOTION_BY = "heartflow.promotion.by"  # who moved champion by hand (promote, rollback)
+ROLLBACK_BY = "heartflow.rollback.by"
+APPROVED_BY = "heartflow.approval.by"  # heartflow approve: who, when, why
+APPROVED_AT = "heartflow.approval.at"
+APPROVAL_REASON = "heartflow.approval.reason"
 ROLLBACK_REPLACED_BY = "heartflow.rollback.replaced_by"
 ROLLBACK_RESTORED_FROM = "heartflow.rollback.restored_from"
 
@@ -124,6 +132,15 @@ RECALIBRATION = "heartflow.recalibration"  # version tag: "<method> on <site> (<
 RECALIBRATION_MODEL_URI = "heartflow.recalibration.model_uri"
 RECALIBRATION_SITE = "heartflow.recalibration.site"
 RECALIBRATION_METHOD = "heartflow.recalibration.method"
+# updating by evidence (heartflow update): version tags, mirrored on the evaluations run
+UPDATE_METHOD = "heartflow.update.method"  # none, intercept, logistic or revision (chosen)
+UPDATE_REQUESTED = "heartflow.update.requested"  # auto or the forced method
+UPDATE_TESTS = "heartflow.update.tests"  # JSON: [{update, against, statistic, df, p_value}]
+UPDATE_REASON = "heartflow.update.reason"
+UPDATE_SITE = "heartflow.update.site"
+UPDATE_DATA_SHA256 = "heartflow.update.data_sha256"  # the site's rows the update was fitted on
+UPDATE_FROM = "heartflow.update.from"  # the source version
+UPDATE_MODEL_URI = "heartflow.update.model_uri"  # run tag: the source model's URI
 
 # -- monitoring: batches judged against the model's development reference -------------------
 MONITORING_REFERENCE = "heartflow.monitoring.reference"  # training run: why it has none
@@ -143,8 +160,9 @@ def model_resource(name: str, version: str) -> str:
 
 
 def check_metric(check: str) -> str:
-    """The MLflow metric of a monitoring check's value (``age.psi``, ``net_benefit@0.25``)."""
-    return "monitor/" + check.replace("@", "_at_")
+    """The MLflow metric of a monitoring check's value (``age.psi``, ``net_benefit@0.25``);
+    characters a metric name cannot hold become ``_``."""
+    return "monitor/" + re.sub(r"[^A-Za-z0-9_.\- /]+", "_", check.replace("@", "_at_"))
 
 
 # -- experiments ----------------------------------------------------------------------------
@@ -178,3 +196,4 @@ CARD_HTML_ARTIFACT = "model_card.html"
 MONITORING_REFERENCE_ARTIFACT = "monitoring/reference.json"  # with the training run
 MONITORING_REPORT_ARTIFACT = "monitoring/report.json"  # with each monitoring run
 MONITORING_HTML_ARTIFACT = "monitoring/report.html"
+UPDATE_EVIDENCE_ARTIFACT = "updating/evidence.json"  # candidates, tests and choice (update runs)

@@ -23,7 +23,7 @@ import psutil
 from heartflow.errors import Interrupted
 from heartflow.tracking import names as N
 from heartflow.tracking.retries import retrying
-from heartflow.tracking.store import client, experiment_id
+from heartflow.tracking.store import client, experiment_id, permission_needed
 
 MAX_PARAM_LENGTH = 6000
 
@@ -106,12 +106,13 @@ class Recorder:
 def tracked_run(experiment: str, run_name: str, tags: dict[str, str] | None = None,
                 parent_run_id: str | None = None) -> Iterator[Recorder]:
     """Create a run; end it FINISHED, FAILED (error) or KILLED (interrupted)."""
-    exp = experiment_id(experiment)
-    all_tags = {"mlflow.runName": run_name, **owner_tags(), **(tags or {})}
-    if parent_run_id:
-        all_tags["mlflow.parentRunId"] = parent_run_id
-    c = client()
-    run = retrying(c.create_run, exp, run_name=run_name, tags=all_tags)
+    with permission_needed(f"create runs in experiment {experiment!r}", "EDIT"):
+        exp = experiment_id(experiment)
+        all_tags = {"mlflow.runName": run_name, **owner_tags(), **(tags or {})}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        c = client()
+        run = retrying(c.create_run, exp, run_name=run_name, tags=all_tags)
     recorder = Recorder(run.info.run_id, exp)
     try:
         yield recorder

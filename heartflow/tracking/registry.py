@@ -20,13 +20,13 @@ from typing import Any
 import pandas as pd
 
 from heartflow.data.split import KEY_FORMAT, RowKeyer
-from heartflow.errors import RegistryError
+from heartflow.errors import RegistryError, TrackingError
 from heartflow.evaluation.gate import Decision
 from heartflow.tracking import names as N
 from heartflow.tracking.locks import registry_lock
 from heartflow.tracking.retries import is_transient, retrying
 from heartflow.tracking.row_secret import row_key_secret
-from heartflow.tracking.store import client
+from heartflow.tracking.store import client, current_user, permission_needed
 
 
 def register_version(model_uri: str, name: str, run_id: str, tags: dict[str, str]) -> str:
@@ -45,7 +45,13 @@ def register_version(model_uri: str, name: str, run_id: str, tags: dict[str, str
         with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Created version"
             return mlflow.register_model(model_uri, name, tags=tags)
 
-    return str(retrying(register, when=is_transient, attempts=6).version)
+    with _editing(name, "register versions of"):
+        return str(retrying(register, when=is_transient, attempts=6).version)
+
+
+def _editing(name: str, action: str = "change") -> contextlib.AbstractContextManager:
+    """A refusal by the server (HTTP 403) as a RegistryError naming the permission."""
+    return permission_needed(f"{action} model {name!r}", "EDIT", RegistryError)
 
 
 def _search_versions(name: str) -> list[Any]:
@@ -107,7 +113,10 @@ def seen_keys(name: str, version: str, key_id: str | None = None) -> set[str] | 
     except Exception:
         return None
     if key_id is None:
-        key_id = RowKeyer(row_key_secret()).key_id
+        try:
+            key_id = RowKeyer(row_key_secret()).key_id
+        except TrackingError:  # no secret here: no key can be matched
+            return None
     if (run_tags.get(N.SPLIT_KEY_FORMAT) != KEY_FORMAT
             or run_tags.get(N.SPLIT_KEY_ID) != key_id):
         return None
@@ -122,7 +131,8 @@ def seen_keys(name: str, version: str, key_id: str | None = None) -> set[str] | 
 
 def set_challenger(name: str, version: str) -> None:
     """Give a freshly registered version the ``challenger`` alias."""
-    client().set_registered_model_alias(name, N.CHALLENGER, version)
+    with _editing(name, "set the aliases of"):
+        client().set_registered_model_alias(name, N.CHALLENGER, version)
 
 
 def apply_decision(name: str, version: str, run_id: str, decision: Decision) -> None:
@@ -141,33 +151,38 @@ def apply_decision(name: str, version: str, run_id: str, decision: Decision) -> 
 
 def _make_champion(name: str, version: str, previous: str | None) -> None:
     c = client()
-    if previous is not None and previous != version:
-        c.set_model_version_tag(name, version, N.PREVIOUS_CHAMPION, previous)
-    c.set_registered_model_alias(name, N.CHAMPION, version)
+    with _editing(name, "move the champion of"):
+        if previous is not None and previous != version:
+            c.set_model_version_tag(name, version, N.PREVIOUS_CHAMPION, previous)
+        c.set_registered_model_alias(name, N.CHAMPION, version)
 
 
 def record(name: str, version: str, run_id: str | None, tags: dict[str, str]) -> None:
     """Write tags on a model version and (if given) its run."""
     c = client()
-    for k, v in tags.items():
-        c.set_model_version_tag(name, version, k, v)
-        if run_id:
-            c.set_tag(run_id, k, v)
+    with _editing(name, "record decisions on"):
+        for k, v in tags.items():
+            c.set_model_version_tag(name, version, k, v)
+            if run_id:
+                c.set_tag(run_id, k, v)
 
 
 def promote(name: str, version: str, reason: str = "manual promotion") -> str | None:
-    """Give ``version`` the champion alias by hand; returns the previous champion."""
+    """Give ``version`` the champion alias by hand; returns the previous champion. Who did
+    it (the MLflow user, else the operating-system user) is recorded on the version."""
     version_tags(name, version)  # a RegistryError for an unknown version
     with registry_lock(name):
         previous = alias_version(name, N.CHAMPION)
         _make_champion(name, version, previous)
     record(name, version, None, {N.PROMOTED: "True", N.PROMOTION_REASON: reason,
-                                 N.PROMOTION_AT: time.strftime("%Y-%m-%dT%H:%M:%S")})
+                                 N.PROMOTION_AT: time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                 N.PROMOTION_BY: current_user()})
     return previous
 
 
 def rollback(name: str) -> tuple[str, str]:
-    """Move champion back to the version it replaced; returns (from, to)."""
+    """Move champion back to the version it replaced; returns (from, to). Who did it is
+    recorded on both versions."""
     c = client()
     with registry_lock(name):
         current = alias_version(name, N.CHAMPION)
@@ -177,10 +192,13 @@ def rollback(name: str) -> tuple[str, str]:
         if not previous:
             raise RegistryError(f"champion {name} v{current} did not replace an earlier "
                                 "champion; nothing to roll back to")
-        c.set_registered_model_alias(name, N.CHAMPION, previous)
-    record(name, current, None, {N.ROLLBACK_REPLACED_BY: previous})
+        with _editing(name, "move the champion of"):
+            c.set_registered_model_alias(name, N.CHAMPION, previous)
+    who = current_user()
+    record(name, current, None, {N.ROLLBACK_REPLACED_BY: previous, N.ROLLBACK_BY: who})
     record(name, previous, None, {N.ROLLBACK_RESTORED_FROM: current,
-                                  N.PROMOTION_REASON: f"rollback from v{current}"})
+                                  N.PROMOTION_REASON: f"rollback from v{current}",
+                                  N.PROMOTION_BY: who})
     return current, previous
 
 
@@ -226,3 +244,22 @@ def _version_row(c: Any, name: str, v: Any, aliases: dict[str, list[str]]) -> di
 def to_json(rows: list[dict[str, object]]) -> str:
     """Rows as JSON text."""
     return json.dumps(rows, indent=1, default=str)
+
+
+def approve(name: str, version: str, reason: str = "") -> str | None:
+    """Make a version the promotion gate passed under ``require_approval`` the champion,
+    recording who approved it, when and why; returns the previous champion."""
+    tags = version_tags(name, version)  # a RegistryError for an unknown version
+    if tags.get(N.promotion("awaiting_approval")) != "True":
+        why = tags.get(N.PROMOTION_REASON) or "it has no gate decision"
+        raise RegistryError(f"{name} v{version} is not awaiting approval (the gate said: "
+                            f"{why}); to make it champion anyway use heartflow promote, "
+                            "which records that it skipped the gate")
+    with registry_lock(name):
+        previous = alias_version(name, N.CHAMPION)
+        _make_champion(name, version, previous)
+    record(name, version, None, {
+        N.promotion("awaiting_approval"): "False", N.PROMOTED: "True",
+        N.APPROVED_BY: current_user(), N.APPROVED_AT: time.strftime("%Y-%m-%dT%H:%M:%S"),
+        N.APPROVAL_REASON: reason or "(no reason given)"})
+    return previous

@@ -25,6 +25,7 @@ import pandas as pd
 import yaml
 
 from heartflow.data.summary import population_summary
+from heartflow.evaluation.drift import MonitorReport, Reference
 from heartflow.evaluation.heldout import UNDEFINED_REASON, Evaluation
 from heartflow.evaluation.optimism import Optimism
 from heartflow.evaluation.sample_size import DevelopmentCheck
@@ -142,10 +143,12 @@ def record_evaluation(recorder: Recorder, evaluation: Evaluation, plots_folder: 
                       N.SUBGROUPS_ARTIFACT)
         recorder.metrics(subgroup_metrics(evaluation))
     recorder.metrics(evaluation.as_metrics())
-    undefined = [k for k, v in evaluation.metrics.items() if v != v]
+    undefined = evaluation.as_undefined()  # test_<figure> -> why (metrics, clinical figures)
+    for k, v in evaluation.metrics.items():  # an Evaluation that gave no reason
+        if v != v:
+            undefined.setdefault(f"test_{k}", UNDEFINED_REASON.get(k, "undefined"))
     if undefined:  # NaN is not logged as a metric: say so, and why
-        recorder.tags({N.undefined(f"test_{k}"): UNDEFINED_REASON.get(k, "undefined")
-                       for k in undefined})
+        recorder.tags({N.undefined(k): why for k, why in undefined.items()})
 
 
 def subgroup_metrics(evaluation: Evaluation) -> dict[str, float]:
@@ -167,6 +170,9 @@ def record_cv(recorder: Recorder, summary: Any, pooled_html: str | None,
     pooled = summary.pooled_report
     if pooled is not None:
         recorder.metrics(pooled.as_metrics("cv_pooled_"))
+        if pooled.undefined:  # NaN is not logged as a metric: say why
+            recorder.tags({N.undefined("cv_pooled_" + k.replace("@", "_at_")): why
+                           for k, why in pooled.undefined.items()})
     if pooled_html is not None:
         recorder.text(pooled_html, N.CV_REPORT_ARTIFACT)
     if plots_folder is not None:
@@ -213,3 +219,37 @@ def record_baseline(recorder: Recorder, name: str, result: Any) -> None:
 def record_registration(recorder: Recorder, name: str, version: str) -> None:
     """Which registered version this run became."""
     recorder.tags({N.REGISTERED_MODEL: name, N.REGISTERED_VERSION: version})
+
+
+def record_reference(recorder: Recorder, reference: Reference | None, note: str = "") -> None:
+    """The monitoring reference of the development rows (``monitoring/reference.json``),
+    or why the run has none."""
+    if reference is None:
+        recorder.tags({N.MONITORING_REFERENCE: note or "none"})
+    else:
+        recorder.text(reference.to_json(), N.MONITORING_REFERENCE_ARTIFACT)
+
+
+def record_monitoring(recorder: Recorder, report: MonitorReport) -> None:
+    """A monitoring run's checks (``monitor/<check>`` with ``.p_value`` and ``.drift``),
+    the batch's figures, the report as JSON and the HTML page."""
+    values: dict[str, float] = {"rows": float(report.rows),
+                                "rows_with_outcome": float(report.rows_with_outcome),
+                                "events": float(report.events),
+                                "drift": float(report.drift),
+                                "failed_checks": float(len(report.failed))}
+    for check in report.checks:
+        key = N.check_metric(check.name)
+        if check.value is not None:
+            values[key] = check.value
+            values[f"{key}.drift"] = float(check.drift)
+        if check.p_value is not None:
+            values[f"{key}.p_value"] = check.p_value
+    for name, figure in report.figures.items():
+        key = "batch_" + name.replace("@", "_at_")
+        values[key], values[f"{key}_ci_low"], values[f"{key}_ci_high"] = (
+            figure.value, figure.low, figure.high)
+    recorder.metrics(values)  # (NaN values are not logged)
+    recorder.text(report.to_json(), N.MONITORING_REPORT_ARTIFACT)
+    if report.page:
+        recorder.text(report.page, N.MONITORING_HTML_ARTIFACT)

@@ -2,18 +2,28 @@
 
 Everything goes through ``MlflowClient``: the local default is ``sqlite:///<cwd>/mlflow.db``
 with artifacts in ``mlruns/`` beside it; a team sets ``MLFLOW_TRACKING_URI``.
+
+A team's server authenticates (MLflow's ``basic-auth`` app): heartflow reads credentials
+only from MLflow's standard variables (``MLFLOW_TRACKING_USERNAME`` and
+``MLFLOW_TRACKING_PASSWORD``, or ``MLFLOW_TRACKING_TOKEN``), never prints or records them,
+and says before training when they are missing or wrong (:func:`check_reachable`) or lack
+a permission the run needs (:func:`check_write_access`); a refusal met later names the
+permission (:func:`permission_needed`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import getpass
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from filelock import FileLock
 
-from heartflow.errors import TrackingError
+from heartflow.errors import HeartflowError, RegistryError, TrackingError
 from heartflow.tracking.retries import retrying
 
 
@@ -80,8 +90,42 @@ def _prepare_store(uri: str) -> None:
             marker.write("schema ready\n")
 
 
+USERNAME_ENV, PASSWORD_ENV, TOKEN_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                                         "MLFLOW_TRACKING_TOKEN")
+WRITE_PERMISSIONS = ("EDIT", "MANAGE")  # MLflow's permissions that may create and change
+_SET_CREDENTIALS = (f"set {USERNAME_ENV} and {PASSWORD_ENV} (a user your MLflow admin "
+                    "created; see docs/team.md)")
+
+
+def _server_get(uri: str, path: str, params: dict[str, object]):
+    """GET a tracking server's REST endpoint with the standard credentials (never logged)."""
+    import requests  # lazy: only for a tracking server
+
+    user, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
+    token = os.environ.get(TOKEN_ENV)
+    auth = (user, password) if user and password else None
+    headers = {"Authorization": f"Bearer {token}"} if token and not auth else {}
+    verify: bool | str = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or (
+        os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() != "true")
+    return requests.get(uri.rstrip("/") + path, params=params, auth=auth, headers=headers,
+                        timeout=10, verify=verify)
+
+
+def mlflow_user() -> str | None:
+    """The MLflow user the standard variables name (None: no user configured)."""
+    return os.environ.get(USERNAME_ENV) or None
+
+
+def current_user() -> str:
+    """Who is acting, for the record: the MLflow user, else the operating-system user."""
+    with contextlib.suppress(Exception):
+        return mlflow_user() or getpass.getuser()
+    return "unknown"
+
+
 def check_reachable() -> None:
-    """Fail fast (before any training) when the tracking store cannot be reached."""
+    """Fail fast (before any training) when the tracking store cannot be reached, or a
+    tracking server refuses this process's credentials (missing or wrong)."""
     uri = tracking_uri()
     if not uri.startswith(("http://", "https://")):
         return
@@ -89,10 +133,92 @@ def check_reachable() -> None:
 
     try:
         requests.get(uri.rstrip("/") + "/health", timeout=5)
+        answer = _server_get(uri, "/api/2.0/mlflow/experiments/search", {"max_results": 1})
     except requests.RequestException as exc:
         raise TrackingError(f"the MLflow tracking server at {redact(uri)} cannot be reached "
                             f"({type(exc).__name__}). Start it (mlflow server ...) or unset "
                             "MLFLOW_TRACKING_URI to use the local store") from None
+    if answer.status_code == 401:
+        given = "refused the credentials given" if mlflow_user() or os.environ.get(
+            TOKEN_ENV) else "asks for credentials and none are set"
+        raise TrackingError(f"the MLflow tracking server at {redact(uri)} {given}: "
+                            f"credentials missing or wrong: {_SET_CREDENTIALS}")
+    if answer.status_code == 403:
+        raise TrackingError(f"MLflow user {mlflow_user()!r} may not read experiments on "
+                            f"{redact(uri)}: it needs READ permission; ask your MLflow admin")
+
+
+def check_write_access(experiment: str, model: str | None) -> None:
+    """Before training, on a server with authentication: may this user create runs in
+    ``experiment`` (EDIT) and versions of ``model`` (EDIT)? A clear error naming the
+    permission it lacks, or nothing when it may (or the server cannot say: no
+    authentication, an MLflow without the permission API, a resource not created yet,
+    which any authenticated user may create)."""
+    uri = tracking_uri()
+    user = mlflow_user()
+    if not uri.startswith(("http://", "https://")) or not user:
+        return
+    import requests  # lazy: only for a tracking server
+
+    try:
+        found = _server_get(uri, "/api/2.0/mlflow/experiments/get-by-name",
+                            {"experiment_name": experiment})
+        if found.status_code == 403:
+            raise permission_error("read experiment " + repr(experiment), "READ",
+                                   TrackingError)
+        if found.status_code == 200:
+            exp_id = found.json()["experiment"]["experiment_id"]
+            if _permission(uri, user, "experiment", exp_id) not in (None, *WRITE_PERMISSIONS):
+                raise permission_error(f"create runs in experiment {experiment!r}", "EDIT",
+                                       TrackingError)
+        if model:
+            found = _server_get(uri, "/api/2.0/mlflow/registered-models/get", {"name": model})
+            if found.status_code == 403 or (found.status_code == 200 and _permission(
+                    uri, user, "registered_model", model) not in (None, *WRITE_PERMISSIONS)):
+                raise permission_error(f"register versions of model {model!r}", "EDIT",
+                                       RegistryError)
+    except requests.RequestException:
+        return  # reachability was checked; a later refusal still names the permission
+
+
+def _permission(uri: str, user: str, resource_type: str, resource_id: str) -> str | None:
+    """The user's effective permission on a resource (MLflow's auth API), or None when the
+    server does not say (no such API)."""
+    answer = _server_get(uri, "/api/3.0/mlflow/users/permissions/get", {
+        "username": user, "resource_type": resource_type, "resource_id": resource_id})
+    if answer.status_code != 200:
+        return None
+    with contextlib.suppress(ValueError, AttributeError):
+        return str(answer.json().get("permission") or "") or None
+    return None
+
+
+def permission_error(action: str, needs: str, error: type[HeartflowError]) -> HeartflowError:
+    """The error for an action the server refused (HTTP 403)."""
+    who = mlflow_user()
+    return error(f"MLflow user {who!r} may not {action}: it needs {needs} permission there, "
+                 "which it lacks. Ask your MLflow admin to grant it (docs/team.md), or use "
+                 "a user who has it" if who else
+                 f"the MLflow tracking server refused to {action} ({needs} permission "
+                 f"needed): {_SET_CREDENTIALS}")
+
+
+def is_permission_denied(exc: BaseException) -> bool:
+    """An MLflow refusal for lack of permission (HTTP 403, PERMISSION_DENIED)."""
+    return getattr(exc, "error_code", None) == "PERMISSION_DENIED" or getattr(
+        getattr(exc, "response", None), "status_code", None) == 403
+
+
+@contextlib.contextmanager
+def permission_needed(action: str, needs: str,
+                      error: type[HeartflowError] = TrackingError) -> Iterator[None]:
+    """Turn the server's refusal of ``action`` into ``error`` naming the permission."""
+    try:
+        yield
+    except Exception as exc:
+        if is_permission_denied(exc):
+            raise permission_error(action, needs, error) from None
+        raise
 
 
 # MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, token

@@ -34,6 +34,12 @@ def card_facts(name: str, version: str) -> CardFacts:
     run = c.get_run(training.run_id)
     run_id, rtags = run.info.run_id, run.data.tags
     spec = yaml.safe_load(artifact_text(run_id, N.RESOLVED_SPEC_ARTIFACT) or "") or {}
+    undefined = _undefined(rtags)
+    own: dict[str, float] = {}
+    if source:  # the version's own run is its recalibration run: its figures are its own
+        recalibration_run = c.get_run(mv.run_id)
+        own = dict(recalibration_run.data.metrics)
+        undefined.update(_undefined(recalibration_run.data.tags))
     return CardFacts(
         name=name, version=str(version), aliases=tuple(mv.aliases or ()),
         created_ms=int(mv.creation_timestamp), run_id=run_id,
@@ -49,7 +55,14 @@ def card_facts(name: str, version: str) -> CardFacts:
             json.loads(artifact_text(run_id, N.POPULATION_ARTIFACT) or "{}")),
         subgroups_csv=artifact_text(run_id, N.SUBGROUPS_ARTIFACT),
         sites=tuple(_sites(c, tags)), recalibrated_from=source,
-        recalibration=tags.get(N.RECALIBRATION, ""))
+        recalibration=tags.get(N.RECALIBRATION, ""), undefined=undefined,
+        recalibration_metrics=own)
+
+
+def _undefined(tags: dict[str, str]) -> dict[str, str]:
+    """metric name -> why it is undefined, from a run's ``heartflow.undefined.*`` tags."""
+    prefix = N.undefined("")
+    return {k.removeprefix(prefix): v for k, v in tags.items() if k.startswith(prefix)}
 
 
 def card_population(population: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +107,8 @@ def _sites(c: Any, tags: dict[str, str]) -> list[SiteFigures]:
             with contextlib.suppress(Exception):
                 run = c.get_run(run_id)
                 found.append(SiteFigures(site, dict(run.data.metrics),
-                                         run.data.tags.get(N.DATA_SHA256, "")))
+                                         run.data.tags.get(N.DATA_SHA256, ""),
+                                         _undefined(run.data.tags)))
     return found
 
 

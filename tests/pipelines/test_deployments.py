@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -114,6 +115,7 @@ def test_deploy_schedule_worker_run_and_gate(tmp_path: Path, prefect_stack) -> N
     assert len(runs) == 1 and runs[0].data.tags["heartflow.deployment"] == "nightly"
 
     # New rows change the data hash: a real retrain, gated against the champion.
+    first = pd.read_csv(tmp_path / "heart.csv", dtype=str, keep_default_na=False)
     heart_csv(tmp_path / "heart.csv", rows=320, seed=5)
     third = _run_and_wait(api, env, "heartflow-retrain/nightly")
     assert third["state"]["type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-3000:]
@@ -121,17 +123,46 @@ def test_deploy_schedule_worker_run_and_gate(tmp_path: Path, prefect_stack) -> N
     assert len(versions) == 2
     v2 = client.get_model_version("heart-test", "2")
     assert v2.tags["heartflow.promotion.reason"]  # the decision is recorded either way
+    # Why each retraining ran, from the evidence: no champion, then the champion monitored
+    # on the new rows (its monitoring run recorded in heart-test-monitoring).
+    v1_run = client.get_run(client.get_model_version("heart-test", "1").run_id)
+    assert v1_run.data.tags["heartflow.retrain.reason"] == "no champion yet"
+    reason = client.get_run(v2.run_id).data.tags["heartflow.retrain.reason"]
+    assert reason.startswith(("new rows, no drift", "drift:")), reason
+    monitored = client.get_experiment_by_name("heart-test-monitoring")
+    assert monitored is not None and client.search_runs([monitored.experiment_id])
     # The expected champion, computed here: both versions scored with scikit-learn's
-    # ROC AUC on the new run's test rows (the gate's rows; margin 0 in this spec).
+    # ROC AUC on the gate's rows (margin 0 and rule point in this spec): the new run's test
+    # rows, read from its own split manifest (one line per row of the file, in file order),
+    # less the rows version 1 trained or validated on (its manifest, against the first file,
+    # compared by content).
+    from mlflow.artifacts import download_artifacts
     from sklearn.metrics import roc_auc_score
 
     import heartflow as hf
-    from heartflow.data.split import split_rows
+    from heartflow.data.split import row_keys, split_rows
+
+    def manifest(version: str) -> pd.DataFrame:
+        run_id = client.get_model_version("heart-test", version).run_id
+        return pd.read_csv(download_artifacts(run_id=run_id,
+                                              artifact_path="split/manifest.csv"), dtype=str)
 
     rows = pd.read_csv(tmp_path / "heart.csv")
-    test = split_rows(rows["target"].to_numpy(), hf.load_spec(spec).spec.data.split, True).test
-    auc = {v: roc_auc_score(rows["target"].iloc[test], hf.load_model(
-        f"models:/heart-test/{v}").predict(rows.iloc[test])["probability"]) for v in "12"}
+    text = pd.read_csv(tmp_path / "heart.csv", dtype=str, keep_default_na=False)
+    new, old = manifest("2"), manifest("1")
+    assert len(new) == len(rows) and len(old) == len(first)
+    test = np.flatnonzero(new["part"].to_numpy() == "test")
+    # The same rows by the split's own rule, on the same typed-cell keys the run uses.
+    keyed = split_rows(rows["target"].to_numpy(), hf.load_spec(spec).spec.data.split, True,
+                       keys=row_keys(text)).test
+    assert sorted(keyed) == sorted(test)
+    seen = first[(old["part"] != "test").to_numpy()]
+    seen_before = text.iloc[test].merge(seen.drop_duplicates(), how="left", indicator=True)
+    fair = test[(seen_before["_merge"] == "left_only").to_numpy()]
+    assert int(v2.tags["heartflow.promotion.gate_rows"]) == len(fair)
+    assert int(v2.tags["heartflow.promotion.excluded_rows"]) == len(test) - len(fair)
+    auc = {v: roc_auc_score(rows["target"].iloc[fair], hf.load_model(
+        f"models:/heart-test/{v}").predict(rows.iloc[fair])["probability"]) for v in "12"}
     expected = "2" if auc["2"] > auc["1"] else "1"
     assert registry.alias_version("heart-test", "champion") == expected
     assert (v2.tags["heartflow.promotion.promoted"] == "True") == (expected == "2")

@@ -1,13 +1,18 @@
 """The team stack, real: a private PostgreSQL cluster, an MLflow tracking server on it (with
-artifacts served by the server) and a Prefect server on it. `heartflow run`, `sweep`
-(across two process workers of a work pool, started from separate folders as two
-machines would be), `models`, `promote`, `predict` and `deploy` work against them, and
-four concurrent runs from separate folders leave `champion` on the best version."""
+artifacts served by the server) and a Prefect server on it, both with authentication
+(MLflow's basic-auth app with its users in PostgreSQL; Prefect's API auth string).
+`heartflow run`, `sweep` (across two process workers of a work pool, started from separate
+folders as two machines would be), `models`, `promote`, `predict` and `deploy` work
+against them as a trainer, and four concurrent runs from separate folders leave
+`champion` on the best version. Without credentials, or with a user lacking EDIT, heartflow
+stops before training with a clear message; credentials never reach a log, a parameter,
+a tag or an artifact."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -28,6 +33,7 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.slow
 MODEL = "heart-test"
+ADMIN, TRAINER, READER = "admin", "trainer", "reader"
 
 
 def _pg(tool: str) -> str:
@@ -63,21 +69,37 @@ def team_stack() -> Iterator[dict[str, str]]:
                    check=True, capture_output=True)
     servers: list[subprocess.Popen] = []
     try:
-        for db in ("mlflow", "prefect"):
+        for db in ("mlflow", "mlflow_auth", "prefect"):
             subprocess.run([_pg("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U",
                             "heartflow", db], check=True, capture_output=True)
         pg = f"heartflow@127.0.0.1:{port}"
         mlflow_port, prefect_port = free_port(), free_port()
+        passwords = {user: secrets.token_urlsafe(18) for user in (ADMIN, TRAINER, READER)}
+        prefect_auth = f"heartflow:{secrets.token_urlsafe(18)}"
+        # MLflow's basic-auth app: users and grants in PostgreSQL; an authenticated user
+        # may read everything (READ) and create experiments and models (it then manages
+        # them); EDIT on another's experiment or model is granted by the admin.
+        (folder / "auth.ini").write_text(
+            "[mlflow]\ndefault_permission = READ\n"
+            f"database_uri = postgresql+psycopg://{pg}/mlflow_auth\n"
+            f"admin_username = {ADMIN}\nadmin_password = {passwords[ADMIN]}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            # A password is checked by PBKDF2 (about 0.4 s here) on every request unless a
+            # good one is cached: without the cache a run takes ten times as long.
+            "auth_cache_ttl_seconds = 300\n")
+        (folder / "auth.ini").chmod(0o600)
         base_env = {k: v for k, v in os.environ.items()
                     if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI",
                                  "HEARTFLOW_LOCAL_PREFECT_SERVER")}
         bin_dir = os.path.dirname(sys.executable)
         servers.append(subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-             f"postgresql+psycopg://{pg}/mlflow", "--artifacts-destination",
-             (folder / "artifacts").as_uri(), "--serve-artifacts", "--host", "127.0.0.1",
-             "--port", str(mlflow_port), "--workers", "1"],
-            env={**base_env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
+             "--backend-store-uri", f"postgresql+psycopg://{pg}/mlflow",
+             "--artifacts-destination", (folder / "artifacts").as_uri(), "--serve-artifacts",
+             "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"],
+            env={**base_env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                 "MLFLOW_AUTH_CONFIG_PATH": str(folder / "auth.ini"),
+                 "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)},
             stdout=open(folder / "mlflow.log", "w"), stderr=subprocess.STDOUT,
             start_new_session=True))
         servers.append(subprocess.Popen(
@@ -85,20 +107,39 @@ def team_stack() -> Iterator[dict[str, str]]:
              "--port", str(prefect_port)],
             env={**base_env, "PREFECT_HOME": str(folder / "prefect-home"),
                  "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://{pg}/prefect",
+                 "PREFECT_SERVER_API_AUTH_STRING": prefect_auth,
                  "PREFECT_UI_ENABLED": "false", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
             stdout=open(folder / "prefect.log", "w"), stderr=subprocess.STDOUT,
             start_new_session=True))
-        wait_until_answering(f"http://127.0.0.1:{mlflow_port}/health", servers[0], 180)
+        mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+        wait_until_answering(f"{mlflow_url}/health", servers[0], 180)  # (health: no auth)
         wait_until_answering(f"http://127.0.0.1:{prefect_port}/api/health", servers[1], 180)
-        yield {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
+        for user in (TRAINER, READER):  # the admin creates the team's users
+            _auth_api(mlflow_url, "POST", "/api/2.0/mlflow/users/create",
+                      (ADMIN, passwords[ADMIN]), {"username": user, "password": passwords[user]})
+        yield {"MLFLOW_TRACKING_URI": mlflow_url,
                "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
-               "pg_port": str(port), "folder": str(folder)}
+               "MLFLOW_TRACKING_USERNAME": TRAINER,
+               "MLFLOW_TRACKING_PASSWORD": passwords[TRAINER],
+               "PREFECT_API_AUTH_STRING": prefect_auth,
+               "HEARTFLOW_ROW_KEY_SECRET": secrets.token_hex(32),
+               "pg_port": str(port), "folder": str(folder), "passwords": passwords}
     finally:
         for server in servers:
             stop_process_group(server)
         subprocess.run(_as_postgres([_pg("pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
                        capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _auth_api(url: str, method: str, path: str, user: tuple[str, str],
+              body: dict[str, str]) -> dict:
+    """A call to MLflow's auth REST API as ``user`` (the admin's user management)."""
+    import requests
+
+    answer = requests.request(method, url + path, json=body, auth=user, timeout=30)
+    assert answer.status_code == 200, (path, answer.status_code, answer.text[:300])
+    return answer.json() if answer.text.strip() else {}
 
 
 def _sql(stack: dict[str, str], db: str, query: str) -> str:
@@ -151,6 +192,26 @@ def test_run_models_promote_predict_and_deploy_on_postgres(tmp_path: Path, on_st
     assert deployed.returncode == 0, deployed.stderr[-2000:]
     assert _sql(team_stack, "prefect", "select count(*) from deployment where "
                                        "name = 'heart_test'") == "1"
+    # No credential or secret in anything heartflow printed, logged or recorded: the
+    # commands' output, MLflow's parameters and tags, Prefect's logs, flow-run parameters
+    # and deployments, and every artifact the server stores.
+    secrets_used = [team_stack["passwords"][TRAINER], on_stack["PREFECT_API_AUTH_STRING"],
+                    on_stack["HEARTFLOW_ROW_KEY_SECRET"]]
+    printed = "".join(o.stdout + o.stderr for o in (out, scored, deployed))
+    for secret in secrets_used:
+        assert secret not in printed
+        for db, query in (("mlflow", "select value from params union all select value from "
+                           "tags union all select value from model_version_tags union all "
+                           "select value from experiment_tags union all select value from "
+                           "registered_model_tags"),
+                          ("prefect", "select message from log union all select "
+                           "parameters::text from flow_run union all select job_variables::text "
+                           "from flow_run union all select "
+                           "infra_overrides::text from deployment union all select "
+                           "parameters::text from deployment")):
+            assert secret not in _sql(team_stack, db, query), (db, "holds a secret")
+        for path in (Path(team_stack["folder"]) / "artifacts").rglob("*"):
+            assert not path.is_file() or secret.encode() not in path.read_bytes(), path
 
 
 def test_sweep_across_two_workers_and_four_concurrent_promotions(tmp_path: Path, on_stack,
@@ -221,3 +282,86 @@ def test_sweep_across_two_workers_and_four_concurrent_promotions(tmp_path: Path,
     reasons = [client.get_model_version("heart-race", v).tags.get(
         "heartflow.promotion.reason", "") for v in scores]
     assert sum("no champion yet" in r for r in reasons) == 1, reasons
+
+
+def test_only_who_belongs_gets_in(tmp_path: Path, on_stack, team_stack, monkeypatch) -> None:
+    """No credentials, wrong ones, no row-key secret, or a user without EDIT: a clear error
+    before training and nothing written. Promotions record who made them."""
+    from mlflow import MlflowClient
+
+    import heartflow as hf
+    from heartflow.errors import RegistryError, TrackingError
+
+    url, passwords = on_stack["MLFLOW_TRACKING_URI"], team_stack["passwords"]
+    heart_csv(tmp_path / "heart.csv", rows=200)
+    spec = heart_spec(tmp_path / "s.yaml", name="heart_auth", model_name="heart-auth",
+                      epochs=2)
+    runs = "select count(*) from runs"
+    before = _sql(team_stack, "mlflow", runs)
+
+    def as_user(user: str | None, password: str | None = None) -> None:
+        if user is None:
+            monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+            monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+        else:
+            monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+            monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password or passwords[user])
+
+    as_user(None)
+    nobody = cli("run", "-q", str(spec), cwd=tmp_path)  # the command line: exit 4
+    assert nobody.returncode == 4 and "credentials missing or wrong" in nobody.stderr
+    assert "MLFLOW_TRACKING_USERNAME" in nobody.stderr and "Traceback" not in nobody.stderr
+    as_user(TRAINER, "not-the-password")
+    with pytest.raises(TrackingError, match="credentials missing or wrong"):
+        hf.run(spec)
+    as_user(TRAINER)
+    monkeypatch.delenv("HEARTFLOW_ROW_KEY_SECRET")
+    with pytest.raises(TrackingError, match="set HEARTFLOW_ROW_KEY_SECRET"):
+        hf.run(spec)
+    monkeypatch.setenv("HEARTFLOW_ROW_KEY_SECRET", on_stack["HEARTFLOW_ROW_KEY_SECRET"])
+    assert _sql(team_stack, "mlflow", runs) == before  # nothing written
+    assert _sql(team_stack, "mlflow", "select count(*) from experiments where "
+                                      "name = 'heart_auth'") == "0"
+
+    # The admin made the experiment and the model (as a team does), and two versions.
+    as_user(ADMIN)
+    admin = MlflowClient()
+    experiment = admin.create_experiment("heart_auth")
+    admin.create_registered_model("heart-auth")
+    for _ in range(2):
+        run = admin.create_run(experiment)
+        admin.create_model_version("heart-auth", run.info.artifact_uri + "/model",
+                                   run_id=run.info.run_id)
+    before = _sql(team_stack, "mlflow", runs)
+
+    as_user(READER)  # READ only: no runs
+    with pytest.raises(TrackingError, match="'reader' may not create runs in experiment "
+                                            "'heart_auth': it needs EDIT permission"):
+        hf.run(spec)
+    grant = {"username": TRAINER, "permission": "EDIT"}
+    _auth_api(url, "POST", "/api/3.0/mlflow/users/permissions/grant", (ADMIN, passwords[ADMIN]),
+              {**grant, "resource_type": "experiment", "resource_id": experiment})
+    as_user(TRAINER)  # EDIT on the experiment, READ on the model: refused before training
+    with pytest.raises(RegistryError, match="'trainer' may not register versions of model "
+                                            "'heart-auth': it needs EDIT permission"):
+        hf.run(spec)
+    assert _sql(team_stack, "mlflow", runs) == before  # no run
+    assert _sql(team_stack, "mlflow", "select count(*) from model_versions where "
+                                      "name = 'heart-auth'") == "2"  # and no new version
+
+    as_user(READER)
+    denied = cli("promote", "heart-auth", "1", cwd=tmp_path)  # the command line: exit 5
+    assert denied.returncode == 5 and "needs EDIT permission" in denied.stderr
+    assert "'reader' may not move the champion of model 'heart-auth'" in denied.stderr
+    _auth_api(url, "POST", "/api/3.0/mlflow/users/permissions/grant", (ADMIN, passwords[ADMIN]),
+              {**grant, "resource_type": "registered_model", "resource_id": "heart-auth"})
+    as_user(TRAINER)
+    hf.promote("heart-auth", 1)
+    hf.promote("heart-auth", 2)
+    hf.rollback("heart-auth")
+    as_user(ADMIN)
+    tags = {v: admin.get_model_version("heart-auth", v).tags for v in ("1", "2")}
+    assert tags["2"]["heartflow.promotion.by"] == TRAINER  # promoted v2
+    assert tags["2"]["heartflow.rollback.by"] == TRAINER   # rolled back from v2
+    assert tags["1"]["heartflow.promotion.by"] == TRAINER  # restored v1
+    assert admin.get_model_version_by_alias("heart-auth", "champion").version == "1"

@@ -48,6 +48,7 @@ def class_counts(y: np.ndarray) -> dict[int, int]:
 def array_batches(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None, batch_size: int,
                   shuffle_seed: int | None):
     """A cached, shuffled, batched tf.data pipeline over in-memory arrays."""
+    # lazy: TensorFlow's 4 s import, only when batches are built for training
     import tensorflow as tf
 
     parts = (x, y) if weights is None else (x, y, weights)
@@ -65,6 +66,7 @@ def serial_options():
     trainings side by side (sweep workers on a 2-core machine) then spend a third of their
     time waiting for each other's threads; with these options they run at full speed each.
     """
+    # lazy: TensorFlow's 4 s import, only when batches are built for training
     import tensorflow as tf
 
     options = tf.data.Options()

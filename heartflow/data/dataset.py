@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,7 +77,6 @@ def dataset_from_frame(frame: pd.DataFrame, spec: Spec, label: str = "<DataFrame
     Its fingerprint is the sha256 of the frame's CSV text, so the same rows give the same
     fingerprint whether they arrive as a file or a frame.
     """
-    import hashlib
 
     text = frame.to_csv(index=False)
     table = RawTable(frame=frame.reset_index(drop=True).astype(object), source=label,

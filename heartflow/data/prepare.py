@@ -29,8 +29,9 @@ from heartflow.data.batches import (
 )
 from heartflow.data.dataset import Dataset, dataset_from_frame, load_dataset
 from heartflow.data.encoder import TabularEncoder
-from heartflow.data.sources import ResolvedSource, file_sha256
+from heartflow.data.sources import ResolvedSource, file_sha256, resolve_source
 from heartflow.data.split import RowKeyer, Split, split_rows
+from heartflow.data.streaming import part_batches, scan, should_stream, tf_batches
 from heartflow.spec.loading import LoadedSpec, check_streamable
 from heartflow.spec.schema import Spec
 
@@ -221,7 +222,6 @@ class StreamedData:
 
     def train_batches(self, spec: Spec, weights: dict[int, float] | None) -> tuple[object, int]:
         """Shuffled batches read and encoded from the file, and steps per epoch."""
-        from heartflow.data.streaming import tf_batches
 
         t = spec.train
         ds = tf_batches(self.stats, 0, t.batch_size, shuffle_seed=t.seed, weights=weights)
@@ -237,7 +237,6 @@ class StreamedData:
 
     def test_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every test row, in blocks read from the file."""
-        from heartflow.data.streaming import part_batches
 
         for x, y in part_batches(self.stats, 2, 8192):
             yield x, y.ravel()
@@ -272,15 +271,12 @@ def prepare(loaded: LoadedSpec, resolved: ResolvedSource | None = None,
         return prepare_in_memory(spec, dataset_from_frame(frame.frame, spec, frame.label),
                                  keyer)
     if resolved is None:
-        from heartflow.data.sources import resolve_source
 
         resolved = resolve_source(spec.data.source, loaded.base_dir, spec.data.sha256)
-    from heartflow.data.streaming import should_stream
 
     path = str(resolved.path)
     if should_stream(spec, path):
         check_streamable(loaded, path)
-        from heartflow.data.streaming import scan
 
         stats = scan(spec, path, spec.data.columns or resolved.columns)
         return StreamedData(spec=spec, path=path, stats=stats, sha256=file_sha256(path),

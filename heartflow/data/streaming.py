@@ -22,6 +22,9 @@ every test row).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +32,7 @@ import pandas as pd
 
 from heartflow.data.encoder import TabularEncoder
 from heartflow.data.split import check_sufficiency, part_codes, row_keys, uniform
-from heartflow.data.table import MAX_ABS_VALUE, MissingRule, normalize_level
+from heartflow.data.table import MAX_ABS_VALUE, MissingRule, level_sort_key, normalize_level
 from heartflow.errors import DataError
 from heartflow.spec.schema import COMPARISONS, Spec, TargetSpec
 
@@ -209,7 +212,6 @@ def scan(spec: Spec, path: str, columns: list[str] | None, chunk_rows: int = 100
         var = max(total_sq / max(n, 1) - mean ** 2, 0.0)
         encoder.medians[col], encoder.means[col] = median, mean
         encoder.stds[col] = float(np.sqrt(var)) if var > 0 else 1.0
-    from heartflow.data.table import level_sort_key
 
     for col in feats.categorical:
         encoder.levels[col] = sorted(levels[col], key=level_sort_key)
@@ -236,6 +238,7 @@ def _numbers(text: pd.Series) -> np.ndarray:
 
     pyarrow's cast parses a block about 5x faster than ``pd.to_numeric``; where it refuses
     a cell, pandas' ``errors="coerce"`` makes that cell NaN for the caller's check."""
+    # lazy: pyarrow, only when a large file is streamed
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -267,9 +270,6 @@ class RowCache:
     """
 
     def __init__(self, numeric: list[str], categorical: list[str]) -> None:
-        import shutil
-        import tempfile
-        import weakref
 
         self.numeric, self.categorical = numeric, categorical
         self.folder = tempfile.mkdtemp(prefix="heartflow-stream-")
@@ -415,6 +415,7 @@ def _with_weights(x: np.ndarray, y: np.ndarray, weights: dict[int, float] | None
 def tf_batches(stats: StreamStats, part: int, batch_size: int, shuffle_seed: int | None,
                weights: dict[int, float] | None = None):
     """:func:`part_batches` as a tf.data pipeline, reshuffled every epoch (for Keras)."""
+    # lazy: TensorFlow's 4 s import, only when a streamed model is trained
     import tensorflow as tf
 
     width = stats.encoder.width

@@ -40,6 +40,8 @@ def make_baseline(name: str, task: str, seed: int):
         HistGradientBoostingClassifier,
         RandomForestClassifier,
     )
+
+    # lazy: scikit-learn (1 s), only when a baseline is fitted
     from sklearn.linear_model import LogisticRegression
 
     if name == "logistic_regression":

@@ -124,8 +124,9 @@ def judge(metric: str, challenger: Any, rows: GateRows, *, champion: Any = None,
     if seen is None:
         return Decision(False, metric, None, None, champion_version,
                         f"undecided: the rows champion v{champion_version} trained and validated "
-                        "on cannot be known (its run has no split manifest), so no test row "
-                        "can be shown to be new to it; promote by hand with heartflow promote",
+                        "on cannot be known (its run has no split manifest, or one keyed in "
+                        "another format or under another row-key secret), so no test row can "
+                        "be shown to be new to it; promote by hand with heartflow promote",
                         None, None, undecided=True)
     fair, excluded = rows.unseen_by(seen)
     n = len(fair.y)

@@ -222,7 +222,9 @@ def test_tracking_server_stopped_mid_flow_retries_then_fails_clearly(tmp_path: P
                                                   f"http://127.0.0.1:{port}",
                                                   # heartflow's retries are under test,
                                                   # not MLflow's own HTTP retries
-                                                  "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
+                                                  "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                                                  # a server store: the team's row-key secret
+                                                  "HEARTFLOW_ROW_KEY_SECRET": "test-" + "0" * 32})
         while True:
             line = run.stderr.readline()
             assert line or run.poll() is None, "run ended before training"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from pathlib import Path
@@ -54,14 +53,17 @@ def test_scorer_refuses_a_model_with_a_lambda_layer(tmp_path: Path) -> None:
     import keras
 
     from heartflow.data.encoder import TabularEncoder
+    from heartflow.model.meta import ModelMeta
     from heartflow.model.scorer import Scorer
 
     inputs = keras.Input(shape=(1,))
     outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)
     keras.Model(inputs, outputs).save(tmp_path / "evil.keras")
     TabularEncoder(["age"], []).save(str(tmp_path / "encoder.json"))
-    (tmp_path / "meta.json").write_text(json.dumps({"numeric": ["age"], "categorical": []}))
-    with pytest.raises(ValueError, match=r"(?i)lambda|safe"):
+    (tmp_path / "meta.json").write_text(ModelMeta(
+        spec_name="evil", task="binary", numeric=("age",), categorical=(), na_values=(),
+        threshold=0.5, classes=("0", "1"), target="y").to_json())  # a valid meta: the network
+    with pytest.raises(ValueError, match=r"(?i)lambda|safe"):  # is what must be refused
         Scorer.load(str(tmp_path / "evil.keras"), str(tmp_path / "encoder.json"),
                     str(tmp_path / "meta.json"))
 

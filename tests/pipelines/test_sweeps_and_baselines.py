@@ -307,9 +307,10 @@ def test_mlflow_ui_shows_sweep_children_and_metrics_in_a_browser(tmp_path: Path,
         assert f"Comparing {len(children)} Runs" in compare_page, compare_page[:2000]
         assert "Parallel Coordinates Plot" in compare_page
         assert "axis.model.hidden.0.units" in compare_page
-        # The compare page renders the first metrics alphabetically (a virtualised list).
-        assert "test_accuracy_ci_low" in compare_page and "test_calibration_slope" in \
-            compare_page
+        # The compare page renders the first metrics alphabetically (a virtualised list):
+        # the child runs' own first metric names, as MLflow's client lists them.
+        first = sorted(_client().get_run(children[0]).data.metrics)[:2]
+        assert all(name in compare_page for name in first), first
         assert all(n in compare_page for n in names)
     finally:
         stop_process_group(server)

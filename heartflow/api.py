@@ -165,6 +165,7 @@ class Architecture:
     layers: list[Layer]
     numeric: int  # standardised inputs
     categorical: dict[str, int]  # one-hot inputs of each categorical column
+    sample_size: str = ""  # Riley's minimum sample size against the development rows
 
 
 def show(spec: str | os.PathLike[str] | Mapping[str, Any] | LoadedSpec, *,
@@ -180,7 +181,8 @@ def show(spec: str | os.PathLike[str] | Mapping[str, Any] | LoadedSpec, *,
 
     Returns:
         An :class:`Architecture`: ``input_width``, ``parameters``, ``layers`` (name, units,
-        activation, initializer, parameters) and the inputs of each feature column.
+        activation, initializer, parameters), the inputs of each feature column and, for a
+        binary model, Riley's minimum sample size against the development rows.
 
     Example:
 
@@ -190,6 +192,9 @@ def show(spec: str | os.PathLike[str] | Mapping[str, Any] | LoadedSpec, *,
     ```
     """
     from heartflow.data.prepare import prepare  # lazy: pandas and NumPy
+
+    # lazy: SciPy, only for the sample-size line
+    from heartflow.evaluation.sample_size import check_for
     from heartflow.model.builder import count_parameters, layer_table  # (no TensorFlow)
 
     loaded = load_spec(spec, plugins=plugins)
@@ -199,8 +204,16 @@ def show(spec: str | os.PathLike[str] | Mapping[str, Any] | LoadedSpec, *,
     layers = [Layer(str(row["layer"]), int(row["units"]), str(row["activation"]),
                     str(row["initializer"]), int(row["params"]))
               for row in layer_table(loaded.spec, width)]
+    check = check_for(loaded.spec, prepared)
+    size = "" if check is None else (
+        f"sample size (Riley, {check.anticipated}): {check.by_inputs.rows} rows counting the "
+        f"{check.by_inputs.parameters} inputs, {check.by_weights.rows} counting the "
+        f"{check.by_weights.parameters} weights; the spec has {check.rows} development rows "
+        f"({check.events} events)" + (": SHORT, expect overfitting" if check.warning()
+                                      else ": met"))
     return Architecture(loaded.spec.name, width, count_parameters(loaded.spec, width), layers,
-                        len(enc.numeric), {c: len(enc.levels[c]) for c in enc.categorical})
+                        len(enc.numeric), {c: len(enc.levels[c]) for c in enc.categorical},
+                        size)
 
 
 def spec_schema() -> dict[str, Any]:

@@ -234,6 +234,8 @@ def print_architecture(arch: Any, out: Console | None = None) -> None:
               + " + ".join(f"{c}({n})" for c, n in arch.categorical.items())
               + f" one-hot = {arch.input_width}")
     out.print(f"total parameters: {arch.parameters}")
+    if arch.sample_size:
+        out.print(arch.sample_size, soft_wrap=True)  # one line: it is read (and grepped) whole
 
 
 # -- heartflow deployments -----------------------------------------------------------------

@@ -114,6 +114,19 @@ def test_heart_16_on_the_real_file(shared_data: Path, tmp_path: Path, prefect_se
     assert "heart-disease v1 (champion)" in out.stdout
     show = cli("show", str(ROOT / "specs/heart_16.yaml"), cwd=tmp_path)
     assert "29 inputs, 497 parameters" in show.stdout
+    # Before training, Riley's minimum against the development rows (train + validation)
+    # of this very split, read from the run just made.
+    from mlflow import MlflowClient
+
+    from heartflow.evaluation.sample_size import minimum_sample_size
+
+    run = MlflowClient().search_runs([MlflowClient().get_experiment_by_name(
+        "heart_16").experiment_id])[0]
+    rows, events = (int(run.data.metrics[k]) for k in ("development_rows",
+                                                        "development_events"))
+    weights = minimum_sample_size(497, events / rows, c_statistic=0.8)
+    assert f"{weights.rows} counting the 497 weights" in show.stdout
+    assert f"{rows} development rows ({events} events): SHORT" in show.stdout
 
 
 @pytest.mark.realdata

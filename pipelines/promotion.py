@@ -23,8 +23,8 @@ from heartflow.tracking.logged_model import load_scorer
 def gate_task(name: str, version: str, run_id: str, challenger: Scorer, rows: GateRows,
               rule: PromoteSpec, metric: str) -> Decision:
     """Make ``version`` the challenger, judge it against the champion, move the aliases."""
-    registry.set_challenger(name, version)
-    with registry_lock(name):
+    with registry_lock(name):  # aliases are set read-then-write: one process at a time
+        registry.set_challenger(name, version)
         champion = registry.alias_version(name, N.CHAMPION)
         if champion == version:  # a retried step: this version already won
             value = score(challenger, rows, metric)

@@ -130,7 +130,9 @@ def seen_keys(name: str, version: str, key_id: str | None = None) -> set[str] | 
 
 
 def set_challenger(name: str, version: str) -> None:
-    """Give a freshly registered version the ``challenger`` alias."""
+    """Give a freshly registered version the ``challenger`` alias. Call it under
+    :func:`heartflow.tracking.locks.registry_lock`: MLflow sets an alias by reading, then
+    inserting, and two processes doing it at once collide."""
     with _editing(name, "set the aliases of"):
         client().set_registered_model_alias(name, N.CHALLENGER, version)
 

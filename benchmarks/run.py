@@ -42,9 +42,10 @@ def heart_csv() -> str:
     return str(path)
 
 
-def timed(cmd: list[str], cwd: str | None = None, env: dict | None = None) -> tuple[float, int,
-                                                                                      str]:
-    """Wall seconds, peak RSS (KB) of the command's own process, and its stdout."""
+def timed(cmd: list[str], cwd: str | None = None, env: dict | None = None,
+          ok: tuple[int, ...] = (0,)) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS (KB) of the command's own process, and its stdout (``ok``:
+    the exit statuses that are not failures)."""
     # Output goes to files, not pipes: a child that writes more than a pipe holds (a
     # sweep's JSON) would block on a full pipe while we wait for it to exit.
     with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
@@ -56,7 +57,7 @@ def timed(cmd: list[str], cwd: str | None = None, env: dict | None = None) -> tu
         out_file.seek(0)
         err_file.seek(0)
         out, err = out_file.read(), err_file.read()
-    if os.waitstatus_to_exitcode(status) != 0:
+    if os.waitstatus_to_exitcode(status) not in ok:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
     return wall, usage.ru_maxrss, out
 
@@ -170,6 +171,36 @@ def bench_cv() -> list[dict]:
     return [row("heartflow run heart_16 with 5x5 CV vs without, whole process (s)",
                 f"{statistics.median(a):.2f}", f"{statistics.median(b):.2f}", f"{ratio:.2f}",
                 "<= 2.0", ratio <= 2.0, f"medians of 3 alternated; pairs: {pairs}")]
+
+
+WARM_SCRIPT = r"""
+import json, os, sys, time
+import heartflow as hf
+hf.run(sys.argv[1])  # the first run of the process: imports, tracing, the store
+wall, cpu = [], []
+for units in (8, 4, 12):  # a notebook's loop: change the network, run again
+    t, c = time.perf_counter(), time.process_time()
+    hf.run(sys.argv[1], overrides={"model.hidden.0.units": units})
+    wall.append(time.perf_counter() - t)
+    cpu.append(time.process_time() - c)
+print(json.dumps({"wall": wall, "cpu": cpu, "load": os.getloadavg()[0]}))
+"""
+
+
+def bench_warm() -> list[dict]:
+    """Re-runs in one Python process (a notebook): heart_16 with its 5x5 CV, the 2nd-4th
+    runs of a child process, each with other hidden units, every figure logged."""
+    work = tempfile.mkdtemp(prefix="heartflow-warm-")
+    spec = _spec_variant("warm.yaml", lambda t: t)
+    env = {k: v for k, v in ENV.items() if k != "PREFECT_API_URL"}
+    _wall, _rss, out = timed([PY, "-c", WARM_SCRIPT, spec], cwd=work, env=env)
+    data = json.loads(out.strip().splitlines()[-1])
+    wall, cpu = statistics.median(data["wall"]), statistics.median(data["cpu"])
+    runs = ", ".join(f"{w:.2f}" for w in data["wall"])
+    return [row("warm hf.run of heart_16 with 5x5 CV, 2nd-4th run in one process, median (s)",
+                f"{wall:.2f}", "-", "-", "<= 1.0 s", wall <= 1.0,
+                f"runs {runs}; CPU {cpu:.2f} s; load average {data['load']:.1f} on "
+                f"{os.cpu_count()} cores")]
 
 
 def _streaming_spec(path: Path, rows: int) -> Path:
@@ -324,6 +355,98 @@ def bench_import_floor(csv: str) -> list[dict]:
                 "above 0.6, the e2e target cannot be met by any work after the imports")]
 
 
+def _load() -> str:
+    """The machine's load while a row was measured (other work shares its cores)."""
+    return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+
+
+def _scoring_store() -> tuple[str, dict, str]:
+    """A store (folder, environment, model URI) holding heart_16 (no CV) trained on heart.csv,
+    registered with its ONNX graph; made once per benchmark process."""
+    if not hasattr(_scoring_store, "made"):
+        work = tempfile.mkdtemp(prefix="heartflow-scoring-")
+        env = {k: v for k, v in ENV.items() if k != "PREFECT_API_URL"}
+        spec = _spec_variant("scoring.yaml", lambda t: _without_cv(t).replace(
+            "model_name: heart-disease", "model_name: bench-scoring"))
+        timed([PY, "-m", "heartflow", "run", "-q", spec], cwd=work, env=env)
+        _scoring_store.made = (work, env, "models:/bench-scoring@champion")
+    return _scoring_store.made
+
+
+def bench_predict(csv: str) -> list[dict]:
+    """``heartflow predict`` of 5 rows, whole processes: through the model's ONNX graph
+    (onnxruntime), through Keras (``HEARTFLOW_SCORING_RUNTIME=keras``, the former path) and
+    the floor of importing TensorFlow alone; 5 rounds alternated, medians."""
+    work, env, uri = _scoring_store()
+    five = Path(work) / "five.csv"
+    five.write_text("".join(Path(csv).read_text().splitlines(keepends=True)[:6]))
+    cmd = [PY, "-m", "heartflow", "predict", uri, str(five), "-o", str(Path(work) / "o.csv")]
+    onnx, keras, floor = [], [], []
+    for _ in range(5):
+        onnx.append(timed(cmd, cwd=work, env=env)[0])
+        keras.append(timed(cmd, cwd=work, env={**env, "HEARTFLOW_SCORING_RUNTIME": "keras"})[0])
+        floor.append(timed([PY, "-c", "import tensorflow"], cwd=work, env=env)[0])
+    o, k, f = (statistics.median(v) for v in (onnx, keras, floor))
+    pairs = ", ".join(f"{a / b:.2f}" for a, b in zip(onnx, keras, strict=True))
+    return [row("heartflow predict of 5 rows, whole process: ONNX graph vs Keras path (s)",
+                f"{o:.2f}", f"{k:.2f}", f"{o / k:.2f}", "<= 1.5 s", o <= 1.5,
+                f"medians of 5 alternated; pairs: {pairs}; {_load()}"),
+            row("heartflow predict of 5 rows (ONNX) vs `python -c \"import tensorflow\"` (s)",
+                f"{o:.2f}", f"{f:.2f}", f"{o / f:.2f}", "-", None,
+                "below 1.0: scoring no longer pays TensorFlow's import")]
+
+
+def bench_monitor() -> list[dict]:
+    """``heartflow monitor`` against ``heartflow predict`` of the same 1,000,000 generated
+    heart-like rows: whole processes and peak RSS, 3 pairs alternated, medians."""
+    from heartflow.data.synthetic import write_heart_like
+
+    work, env, uri = _scoring_store()
+    path = OUT / "heart_1000000.csv"
+    if not path.exists():
+        write_heart_like(path, 1_000_000, seed=1_000_000)
+    mon, pred = [], []
+    for _ in range(3):
+        pred.append(timed([PY, "-m", "heartflow", "predict", uri, str(path), "-o",
+                           str(Path(work) / "scored.csv")], cwd=work, env=env)[:2])
+        mon.append(timed([PY, "-m", "heartflow", "monitor", uri, str(path), "--json"],
+                         cwd=work, env=env, ok=(0, 6))[:2])  # 6: drift found
+    m, p = statistics.median(t for t, _ in mon), statistics.median(t for t, _ in pred)
+    m_rss = statistics.median(r for _, r in mon) / 1024
+    p_rss = statistics.median(r for _, r in pred) / 1024
+    pairs = ", ".join(f"{a[0] / b[0]:.2f}" for a, b in zip(mon, pred, strict=True))
+    return [row("heartflow monitor vs heartflow predict, 1M rows, whole process (s)",
+                f"{m:.1f}", f"{p:.1f}", f"{m / p:.2f}", "<= 1.2", m / p <= 1.2,
+                f"medians of 3 alternated; pairs: {pairs}; {_load()}"),
+            row("heartflow monitor, 1M rows: peak RSS (MB); reference: predict",
+                f"{m_rss:.0f}", f"{p_rss:.0f}", f"{m_rss / p_rss:.2f}", "< 1536",
+                m_rss < 1536)]
+
+
+def bench_bootstrap() -> list[dict]:
+    """heart_16 as shipped with the optimism bootstrap (``evaluate.validation: {method:
+    bootstrap, resamples: 200}``) against the same spec without it, whole processes, 3
+    pairs alternated, medians."""
+    work = tempfile.mkdtemp(prefix="heartflow-bootstrap-")
+    env = {k: v for k, v in ENV.items() if k != "PREFECT_API_URL"}
+    without = _spec_variant("bootstrap_none.yaml", lambda t: t)
+    with_it = _spec_variant("bootstrap_200.yaml", lambda t: t.replace(
+        "  threshold: 0.5\n",
+        "  threshold: 0.5\n  validation: {method: bootstrap, resamples: 200}\n"))
+    timed([PY, "-m", "heartflow", "run", "-q", without], cwd=work, env=env)  # the store
+    a, b = [], []
+    for _ in range(3):
+        a.append(timed([PY, "-m", "heartflow", "run", "-q", with_it], cwd=work, env=env)[0])
+        b.append(timed([PY, "-m", "heartflow", "run", "-q", without], cwd=work, env=env)[0])
+    ratio = statistics.median(a) / statistics.median(b)
+    pairs = ", ".join(f"{x / y:.2f}" for x, y in zip(a, b, strict=True))
+    return [row("heartflow run heart_16 with the 200-refit optimism bootstrap vs without, "
+                "whole process (s)", f"{statistics.median(a):.1f}",
+                f"{statistics.median(b):.1f}", f"{ratio:.2f}", "<= 3.0", ratio <= 3.0,
+                f"heart_16 as shipped (5x5 CV) on both sides; medians of 3 alternated; "
+                f"pairs: {pairs}; {_load()}")]
+
+
 COLUMNS = ("figure", "heartflow", "reference", "ratio", "target", "pass", "measured", "note")
 
 
@@ -374,15 +497,19 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="skip the 10M-row file")
-    parser.add_argument("--only", nargs="*", help="startup fit e2e cv scale sweep seeds")
+    parser.add_argument("--only", nargs="*", help="startup fit e2e cv scale sweep seeds warm "
+                        "predict monitor bootstrap")
     args = parser.parse_args()
     csv = heart_csv()
-    chosen = args.only or ["startup", "fit", "e2e", "cv", "scale", "sweep", "seeds"]
+    chosen = args.only or ["startup", "fit", "e2e", "cv", "scale", "sweep", "seeds", "warm",
+                           "predict", "monitor", "bootstrap"]
     rows: list[dict] = []
     for name, fn in (("startup", bench_startup), ("fit", bench_fit),
                      ("e2e", lambda: bench_end_to_end(csv) + bench_import_floor(csv)),
                      ("cv", bench_cv), ("scale", lambda: bench_scale(args.quick)),
-                     ("sweep", bench_sweep), ("seeds", bench_seeds)):
+                     ("sweep", bench_sweep), ("seeds", bench_seeds), ("warm", bench_warm),
+                     ("predict", lambda: bench_predict(csv)), ("monitor", bench_monitor),
+                     ("bootstrap", bench_bootstrap)):
         if name in chosen:
             print(f"... {name}", file=sys.stderr, flush=True)
             rows += fn()

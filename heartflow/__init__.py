@@ -34,10 +34,11 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Model", "approve", "compare", "deploy", "deployments", "evaluate", "load_model",
-           "load_spec", "load_sweep", "model_card", "monitor", "promote", "read_records",
-           "recalibrate", "rollback", "run", "runs_page", "show", "spec_schema", "stale_runs",
-           "start_ui", "sweep", "tracking_store", "undeploy", "update", "versions"]
+__all__ = ["Model", "approve", "compare", "configure", "deploy", "deployments", "evaluate",
+           "figures", "load_model", "load_spec", "load_sweep", "model_card", "monitor",
+           "promote", "read_records", "recalibrate", "rollback", "run", "runs_page", "show",
+           "spec_schema", "stale_runs", "start_ui", "sweep", "tracking_store", "undeploy",
+           "update", "versions"]
 
 
 def __getattr__(name: str) -> Any:

@@ -19,12 +19,16 @@ called, and each such import says why it waits until then.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import html
 import logging
 import os
 import signal
 import subprocess
 import sys
+import tempfile
+import types
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,7 +45,7 @@ if TYPE_CHECKING:
     from heartflow.evaluation.site import SiteEvaluation
     from heartflow.model.scorer import Scorer
     from heartflow.pipelines.recalibration import Recalibration
-    from heartflow.pipelines.results import RunOutcome, TrialResult
+    from heartflow.pipelines.results import Figures, RunOutcome, TrialResult
     from heartflow.pipelines.updating import UpdateResult
     from heartflow.spec.loading import LoadedSpec
     from heartflow.spec.sweep import Sweep
@@ -166,6 +170,27 @@ class Architecture:
     numeric: int  # standardised inputs
     categorical: dict[str, int]  # one-hot inputs of each categorical column
     sample_size: str = ""  # Riley's minimum sample size against the development rows
+
+    def table(self) -> str:
+        """The layers as text: name, units, activation, initializer, parameters."""
+        lines = [f"{'layer':<10} {'units':>5}  {'activation':<12} {'initializer':<14} params"]
+        lines += [f"{x.name:<10} {x.units:>5}  {x.activation:<12} {x.initializer:<14} "
+                  f"{x.parameters}" for x in self.layers]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        onehot = sum(self.categorical.values())
+        return (f"network of {self.spec_name}: {self.input_width} inputs ({self.numeric} "
+                f"standardised, {onehot} one-hot) -> "
+                + " -> ".join(f"{x.units} {x.activation}" for x in self.layers
+                              if x.activation)
+                + f"; {self.parameters} parameters"
+                + (f"\n  {self.sample_size}" if self.sample_size else "")
+                + "\n  more: .table() the layers, .layers, .categorical")
+
+    def _repr_html_(self) -> str:
+        head = html.escape(repr(self).split("\n  more:")[0]).replace("\n", "<br>")
+        return f"<p>{head}</p><pre>{html.escape(self.table())}</pre>"
 
 
 def show(spec: str | os.PathLike[str] | Mapping[str, Any] | LoadedSpec, *,
@@ -298,10 +323,26 @@ class SweepResult:
                 "workers": self.workers, "choice": self.choice,
                 "trials": [t.as_dict() for t in self.trials]}
 
+    def figures(self) -> Figures:
+        """The parent run's plots: the development-row metric against each swept value."""
+        from heartflow.pipelines.results import run_figures  # lazy: MLflow
+
+        return run_figures(self.parent_run_id, f"sweep {self.parent_run_id[:8]}")
+
+    def __repr__(self) -> str:
+        failed = sum(not t.ok for t in self.trials)
+        return (f"sweep {self.parent_run_id[:8]}: {len(self.trials)} trials ({failed} failed) "
+                f"in {self.wall_seconds:.0f} s on {self.workers} worker(s)\n"
+                + _leader_line(self.rows, self.metric, self.varied)
+                + f"\n  {self.choice.get('summary', '')}\n"
+                "  more: .table() the ranked trials, .figures() the metric against each "
+                "swept value, .trials")
+
     def _repr_html_(self) -> str:
         return (_rows_html(self.rows, f"sweep {self.parent_run_id[:8]}, ranked by "
                            f"{self.metric} on development rows")
-                + f"<p>{html.escape(str(self.choice.get('summary', '')))}</p>")
+                + f"<p>{html.escape(str(self.choice.get('summary', '')))}</p>"
+                + _figures_html(self.figures))
 
 
 def sweep(path: str | os.PathLike[str], *, workers: int | None = None,
@@ -360,8 +401,73 @@ class Comparison:
 
         return render_ranked(self.rows, self.metric, self.varied, fmt)
 
+    def figures(self) -> Figures:
+        """The ranking figure (CV mean with its 95% interval, else validation) against
+        each varied parameter, drawn from the ranked runs (baselines left out)."""
+        from heartflow.evaluation.plots import sweep_plots  # lazy: matplotlib
+        from heartflow.pipelines.results import Figures, folder_figures  # lazy: MLflow
+
+        axes = [k for k in self.varied
+                if len({str(r.get(k)) for r in self.rows if r.get("kind") == "network"}) > 1]
+        trials = [_RankedRun.of(r, self.metric, axes) for r in self.rows
+                  if r.get("kind") == "network"]
+        if not axes or not trials:
+            return Figures({}, f"ranked by {self.metric}",
+                           "no parameter varies between the runs compared")
+        with tempfile.TemporaryDirectory(prefix="heartflow-compare-") as folder:
+            sweep_plots(trials, self.metric, {k: [] for k in axes[:4]}, folder)
+            return folder_figures(folder, f"{self.metric} against what varies")
+
+    def __repr__(self) -> str:
+        return (f"comparison of {len(self.rows)} runs, ranked by {self.metric} on "
+                "development rows (test figures reported, not used to rank)\n"
+                + _leader_line(self.rows, self.metric, self.varied)
+                + "\n  more: .table() the ranked runs (or .table('csv'/'json')), .figures() "
+                "the metric against what varies, .rows")
+
     def _repr_html_(self) -> str:
-        return _rows_html(self.rows, f"ranked by {self.metric}")
+        return (_rows_html(self.rows, f"ranked by {self.metric}")
+                + _figures_html(self.figures))
+
+
+@dataclass(frozen=True)
+class _RankedRun:
+    """A ranked run in the shape :func:`heartflow.evaluation.plots.sweep_plots` reads."""
+
+    overrides: dict[str, Any]
+    outcome: Any
+
+    @classmethod
+    def of(cls, row: dict[str, Any], metric: str, axes: list[str]) -> _RankedRun:
+        cv, ci = row.get(f"cv_{metric}"), row.get(f"cv_{metric}_ci95")
+        outcome = types.SimpleNamespace(
+            cv={metric: [cv, ci or 0.0]} if cv is not None else {},
+            validation={metric: row.get(f"validation_{metric}", float("nan"))})
+        return cls({k: row.get(k) for k in axes}, outcome)
+
+
+def _leader_line(rows: list[dict[str, Any]], metric: str, varied: list[str]) -> str:
+    """The best run in one line: its name, what varies, its ranking and test figures."""
+    from heartflow.evaluation.tables import figure  # lazy: rich, only to print
+
+    if not rows:
+        return "  no finished run"
+    best = rows[0]
+    source = f"cv_{metric}" if best.get(f"cv_{metric}") is not None else f"validation_{metric}"
+    low, high = best.get(f"test_{metric}_ci") or (None, None)
+    what = ", ".join(f"{k}={best.get(k)}" for k in varied[:3])
+    return (f"  best: {best.get('run')}{f' ({what})' if what else ''}: "
+            f"{source.replace('_', ' ', 1)} {figure(best.get(source))}, test "
+            f"{figure(best.get(f'test_{metric}'), low, high)} (n={best.get('test_rows')})")
+
+
+def _figures_html(figures: Any) -> str:
+    """A result's figures as HTML, or one line saying why they are not shown."""
+    try:
+        return figures()._repr_html_()
+    except Exception as exc:  # the table stands without its plots
+        return (f"<p>figures not shown: {html.escape(type(exc).__name__)}: "
+                f"{html.escape(str(exc)[:300])}</p>")
 
 
 def compare(target: str, metric: str | None = None) -> Comparison:
@@ -437,6 +543,12 @@ class Model:
         """The raw feature columns the model reads."""
         return self.scorer.meta.columns
 
+    @property
+    def runtime_note(self) -> str:
+        """Why this model is scored through Keras and TensorFlow rather than onnxruntime
+        (empty when its ONNX graph scores it)."""
+        return self.scorer.runtime_note
+
     def check(self, records: pd.DataFrame | Mapping[str, Any] | Sequence[Mapping[str, Any]]
               ) -> InputCheck:
         """Checks records before scoring them, and says what scoring will do.
@@ -462,7 +574,7 @@ class Model:
             print(note)
         ```
         """
-        frame = _frame(records)
+        frame = self._records(records)
         typed = self._typed(frame)
         needed = set(self.columns)
         return InputCheck(
@@ -475,9 +587,10 @@ class Model:
                 ) -> pd.DataFrame:
         """Scores raw records.
 
-        Missing cells follow the training rule (numeric median, categorical mode);
-        categories never seen in training encode as all zeros. Columns the model does not
-        read are ignored.
+        Missing cells follow the training rule (numeric median, categorical mode), and
+        so do values a record given as a mapping leaves out (an absent key is an empty
+        cell); a DataFrame must hold every column the model reads. Categories never seen
+        in training encode as all zeros. Columns the model does not read are ignored.
 
         Args:
             records: Raw records: a DataFrame (e.g. from :func:`read_records`), one record
@@ -489,7 +602,8 @@ class Model:
             (regression), and ``imputed``, how many of the row's values were filled in.
 
         Raises:
-            DataError: A column the model reads is missing, or a cell cannot be read.
+            DataError: A DataFrame lacks a column the model reads, a mapping holds none of
+                them or misspells one (``thalch``), or a cell cannot be read.
 
         Example:
 
@@ -500,7 +614,82 @@ class Model:
                        "oldpeak": 1.9, "slope": 1, "ca": 1, "thal": "reversible"})
         ```
         """
-        return self.scorer.predict(self._typed(_frame(records)))
+        return self.scorer.predict(self._typed(self._records(records)))
+
+    def _records(self, records: pd.DataFrame | Mapping[str, Any] | Sequence[Mapping[str, Any]]
+                 ) -> pd.DataFrame:
+        """Records as a frame. A record given as a mapping may leave out values that were
+        not measured: an absent key is an empty cell, filled by the training rule like any
+        other, unless a key the model does not read looks like a misspelling of it (then
+        a DataError names both). A table (DataFrame) must hold every column: a missing
+        column there is a mistake in the file, not a missing value."""
+        frame = _frame(records)
+        if isinstance(records, _pandas().DataFrame):
+            return frame
+        present = [str(c) for c in frame.columns]
+        absent = [c for c in self.columns if c not in present]
+        unknown = [c for c in present if c not in self.columns]
+        if absent and len(absent) == len(self.columns):
+            _require_columns("records", present, self.columns)  # nothing the model reads
+        misspelt = {key: close[0] for key in unknown
+                    if (close := difflib.get_close_matches(key, absent, n=1))}
+        if misspelt:
+            raise DataError(
+                "records: the model does not read "
+                + ", ".join(f"{k!r} (did you mean {v!r}?)" for k, v in misspelt.items())
+                + f"; it reads {', '.join(self.columns)}. Rename the key, or leave it out "
+                "to have the training rule fill the value in (an absent value is imputed "
+                "like an empty cell)")
+        for column in absent:
+            frame[column] = ""  # an empty cell: missing everywhere, whatever na_values says
+        return frame
+
+    def predict_file(self, path: str | os.PathLike[str], out: Any,
+                     chunk_rows: int = 100_000) -> InputCheck:
+        """Scores a CSV file of raw records a chunk of 100,000 rows at a time, so a large
+        file is never held whole: each record is written to ``out`` (a text stream) as CSV,
+        its cells as read, followed by the prediction columns of :meth:`predict`.
+
+        Returns:
+            What :meth:`check` says of all the rows (columns ignored, unseen categories,
+            imputed cells).
+
+        Raises:
+            DataError: A column the model reads is missing, a row has more or fewer
+                fields than the header, or a cell cannot be read (column, row, line).
+        """
+        import csv  # lazy: only when a file is scored in chunks
+
+        import pandas as pd  # lazy: pandas costs 0.3 s to import
+
+        from heartflow.data.batches import typed_chunks  # lazy: pandas, pyarrow
+        from heartflow.data.table import level_sort_key  # lazy: pandas
+
+        name = os.fspath(path)
+        with open(name, encoding="utf-8-sig", newline="") as fh:
+            header = [c.strip() for c in next(csv.reader(fh), [])]
+        _require_columns(name, header, self.columns)
+        meta, encoder = self.scorer.meta, self.scorer.encoder
+        rows = imputed = 0
+        unseen: dict[str, set[str]] = {}
+        for table, typed in typed_chunks(name, list(meta.numeric), list(meta.categorical),
+                                         list(meta.na_values), meta.missing_codes, label=name,
+                                         chunk_rows=chunk_rows):
+            levels = pd.DataFrame({c: pd.Series(pd.unique(typed[c]), dtype=object)
+                                   for c in meta.categorical})  # each level once
+            for column, new in encoder.unseen_levels(levels).items():
+                unseen.setdefault(column, set()).update(new)
+            scored = written_scores(self.scorer.predict_typed(typed))
+            frame = table.frame
+            for column in scored.columns:
+                frame[column] = scored[column].to_numpy()
+            frame.to_csv(out, index=False, header=rows == 0)
+            rows += len(frame)
+            imputed += int(scored["imputed"].sum())
+        needed = set(self.columns)
+        return InputCheck(rows, tuple(c for c in header if c not in needed),
+                          {c: sorted(v, key=level_sort_key) for c, v in unseen.items()},
+                          imputed)
 
     def _typed(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The model's feature columns typed by its training rules; errors name the file and
@@ -521,6 +710,14 @@ class Model:
 
     def __repr__(self) -> str:
         return f"heartflow.Model({self.uri!r}, {self.task}, {len(self.columns)} columns)"
+
+
+def is_large_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a file large enough (over 8 MB) that scoring reads it in chunks
+    (:meth:`Model.predict_file`) rather than whole (:func:`read_records`)."""
+    from heartflow.data.batches import is_large_file as large  # lazy: pandas
+
+    return os.path.isfile(path) and large(os.fspath(path))
 
 
 def read_records(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -589,13 +786,11 @@ def load_model(uri: str, *, plugins: list[str] | None = None) -> Model:
     ```
     """
     from heartflow.model.plugins import load_plugins  # lazy: heartflow's model layer
-    from heartflow.runtime.quiet_import import import_tensorflow  # lazy: TensorFlow's import
 
     apply_quiet_defaults()
-    _require_model(uri)  # before TensorFlow: a mistyped alias answers at once
+    _require_model(uri)  # before loading: a mistyped alias answers at once
     load_plugins(plugins)
-    with imports_without_gc():  # loading the model imports MLflow and TensorFlow
-        import_tensorflow()
+    with imports_without_gc():  # loading imports MLflow, onnxruntime (TensorFlow without ONNX)
         from heartflow.tracking.logged_model import load_scorer  # lazy: MLflow
 
         scorer = _loading(uri, load_scorer)
@@ -759,7 +954,7 @@ def monitor(model_uri: str, data: str, *, site: str | None = None, as_of: str | 
     load_plugins(plugins)
     _require_model(model_uri)
     _require_site_columns(model_uri, data)
-    with _flow_engine():
+    with _flow_engine(tensorflow=False):  # the model's ONNX graph scores (Keras if it has none)
         from heartflow.pipelines.monitoring import monitoring_flow  # lazy: Prefect
 
         return monitoring_flow(model_uri, data, site, as_of, report)
@@ -832,10 +1027,17 @@ class VersionInfo:
     decision: str  # why the version is (or is not) champion
     recalibration: str  # "v1 recalibrated: ..." for a recalibrated version
     created: int  # milliseconds since the epoch
+    # the promotion gate's evidence (version tags heartflow.gate.*): metric, rule,
+    # difference, ci_low, ci_high, rows; undecided ("True") and reason when it refused
+    gate: tuple[tuple[str, str], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain data, JSON-ready."""
-        return {**asdict(self), "aliases": list(self.aliases)}
+        """Plain data, JSON-ready (the gate's figures as numbers)."""
+        gate: dict[str, Any] = dict(self.gate)
+        for key in ("difference", "ci_low", "ci_high", "rows"):
+            with contextlib.suppress(KeyError, ValueError):
+                gate[key] = (int if key == "rows" else float)(gate[key])
+        return {**asdict(self), "aliases": list(self.aliases), "gate": gate}
 
 
 def versions(name: str | None = None) -> list[VersionInfo]:
@@ -857,14 +1059,26 @@ def versions(name: str | None = None) -> list[VersionInfo]:
     [(v.version, v.aliases) for v in hf.versions("heart-disease")]
     ```
     """
+    from heartflow.tracking import names as N  # lazy: the tracking layer
     from heartflow.tracking import registry  # lazy: MLflow
+
+    def gate(name: str, version: str) -> tuple[tuple[str, str], ...]:
+        tags = registry.version_tags(name, version)
+        found = {k.removeprefix(N.gate("")): v for k, v in tags.items()
+                 if k.startswith(N.gate("")) and v != ""}
+        if found or N.promotion("undecided") in tags:
+            found.update(metric=tags.get(N.promotion("metric"), ""),
+                         undecided=tags.get(N.promotion("undecided"), ""),
+                         reason=tags.get(N.PROMOTION_REASON, ""))
+        return tuple(found.items())
 
     return [VersionInfo(name=str(r["name"]), version=str(r["version"]),
                         aliases=tuple(r["aliases"]), spec=str(r["spec"] or ""),
                         run_id=r["run_id"] or None, metrics=dict(r["metrics"] or {}),
                         sites=dict(r["sites"] or {}), decision=str(r["decision"] or ""),
                         recalibration=str(r["recalibration"] or ""),
-                        created=int(r["created"] or 0))
+                        created=int(r["created"] or 0),
+                        gate=gate(str(r["name"]), str(r["version"])))
             for r in registry.list_versions(name)]
 
 
@@ -1012,11 +1226,12 @@ class Deployment:
     """A scheduled retraining deployment as created (:func:`deploy`)."""
 
     id: str
-    name: str  # heartflow-retrain/NAME
-    cron: str
+    name: str  # heartflow-retrain/NAME (heartflow-update-on-drift/NAME with on_drift)
+    cron: str  # "" for an update on drift
     timezone: str
     pool: str
-    model: str  # the registered model it retrains
+    model: str  # the registered model it retrains (or updates)
+    trigger: str = ""  # what starts it, for an update on drift
 
 
 @dataclass(frozen=True)
@@ -1031,46 +1246,72 @@ class DeploymentState:
     champion: str  # the latest version it registered, and whether it was promoted
 
 
-def deploy(spec: str | os.PathLike[str], cron: str, *, pool: str = "default",
+def deploy(spec: str | os.PathLike[str], cron: str | None = None, *, pool: str = "default",
            name: str | None = None, timezone: str | None = None,
-           plugins: list[str] | None = None) -> Deployment:
-    """Creates or updates the scheduled retraining deployment of a spec.
+           plugins: list[str] | None = None, on_drift: bool = False) -> Deployment:
+    """Creates or updates the scheduled retraining deployment of a spec, or (``on_drift``)
+    the deployment that updates its model on each drifted batch.
 
     The deployment lives on the Prefect server in ``PREFECT_API_URL``; a process worker on
-    the pool (``prefect worker start --pool NAME``) runs it. Each run retrains when the
-    data or the spec changed, then runs the promotion gate. Deploying again with the same
-    name updates it.
+    the pool (``prefect worker start --pool NAME``) runs it. Each scheduled run retrains
+    when the data or the spec changed, then runs the promotion gate. With ``on_drift``, each
+    ``heartflow.model.drift`` event about a version of the spec's model (``heartflow
+    monitor``) starts a run that checks the batch's sha256, updates that version on the
+    batch as ``heartflow update --method auto`` does, and puts the new version through the
+    promotion gate (judged by cross-fitted risks on the batch; under ``require_approval``
+    it stays challenger until :func:`approve`). Deploying again with the same name updates
+    it.
 
     Args:
         spec: The spec file (its text travels with the deployment).
-        cron: The schedule, e.g. ``"0 3 * * 1"``.
+        cron: The schedule, e.g. ``"0 3 * * 1"`` (not with ``on_drift``).
         pool: The Prefect work pool (process type).
-        name: The deployment's name (default: the spec's name).
+        name: The deployment's name (default: the spec's name; with ``on_drift``
+            ``MODEL-update-on-drift``).
         timezone: The cron's IANA time zone (default UTC).
         plugins: Modules the workers import first (your own activations).
+        on_drift: Deploy the update on drift instead of a schedule.
 
     Returns:
         A :class:`Deployment`.
 
     Raises:
-        HeartflowError: No Prefect server is configured, or the pool does not exist.
+        HeartflowError: No Prefect server is configured, the pool does not exist, or not
+            exactly one of ``cron`` and ``on_drift`` is given.
 
     Example:
 
     ```python
     hf.deploy("specs/heart_16.yaml", "0 3 * * 1", pool="gpu", name="weekly")
+    hf.deploy("specs/uci_cleveland_16.yaml", on_drift=True, pool="gpu")
     ```
     """
     apply_quiet_defaults()
+    if cron and on_drift:
+        raise HeartflowError("--cron and --on-drift make two different deployments: give one "
+                             "per heartflow deploy (run it twice for both)")
+    if not cron and not on_drift:
+        raise HeartflowError("heartflow deploy needs --cron \"0 3 * * 1\" (scheduled "
+                             "retraining) or --on-drift (an update on each drifted batch)")
+    if on_drift:
+        if timezone:
+            raise HeartflowError("--timezone goes with --cron; an update on drift runs when "
+                                 "the drift event arrives")
+        from heartflow.pipelines.deployments import deploy_on_drift  # lazy: Prefect
+
+        info = deploy_on_drift(os.fspath(spec), pool, name, plugins=plugins)
+        return Deployment(str(info["id"]), info["name"], "", "", info["pool"],
+                          info["model"], info["trigger"])
     from heartflow.pipelines.deployments import deploy as create  # lazy: Prefect
 
-    info = create(os.fspath(spec), cron, pool, name, timezone, plugins=plugins)
+    info = create(os.fspath(spec), str(cron), pool, name, timezone, plugins=plugins)
     return Deployment(str(info["id"]), info["name"], info["cron"], info["timezone"],
                       info["pool"], info["model"])
 
 
 def deployments() -> list[DeploymentState]:
-    """Lists heartflow's retraining deployments on the Prefect server.
+    """Lists heartflow's deployments on the Prefect server: scheduled retraining and updates
+    on drift.
 
     Returns:
         A :class:`DeploymentState` per deployment: schedules, pool, the last run's state
@@ -1093,10 +1334,11 @@ def deployments() -> list[DeploymentState]:
 
 
 def undeploy(name: str) -> None:
-    """Removes a retraining deployment from the Prefect server.
+    """Removes a deployment (scheduled retraining or update on drift, with its trigger) from
+    the Prefect server.
 
     Args:
-        name: ``NAME`` or ``heartflow-retrain/NAME``.
+        name: ``NAME``, ``heartflow-retrain/NAME`` or ``heartflow-update-on-drift/NAME``.
 
     Raises:
         HeartflowError: No deployment has this name, or no Prefect server is configured.
@@ -1116,11 +1358,119 @@ def undeploy(name: str) -> None:
 # -- the tracking store and its UI ---------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Settings:
+    """Where heartflow keeps runs and finds data (:func:`configure`)."""
+
+    project_root: str  # relative settings resolve here; the default store lives here
+    tracking_uri: str  # credentials removed
+    data_dir: str  # in words: what HEARTFLOW_DATA_DIR held and where it resolved
+
+    def __repr__(self) -> str:
+        return (f"heartflow settings\n  project root  {self.project_root}\n"
+                f"  tracking      {self.tracking_uri}\n  data          {self.data_dir}")
+
+
+def configure(*, tracking_uri: str | None = None,
+              data_dir: str | os.PathLike[str] | None = None,
+              project_dir: str | os.PathLike[str] | None = None) -> Settings:
+    """Sets (or, with no argument, shows) where runs are recorded and data is found.
+
+    Without it: the store is ``MLFLOW_TRACKING_URI``, else ``mlflow.db`` (artifacts in
+    ``mlruns/``) at the project root, the nearest folder from the working folder upward
+    holding a ``pyproject.toml`` (else the working folder); a relative
+    ``HEARTFLOW_DATA_DIR`` is resolved against the same root. So a notebook whose kernel
+    runs in ``examples/`` records where ``heartflow ui`` at the repository root looks.
+    Settings go into the environment, so worker processes started later inherit them.
+
+    Args:
+        tracking_uri: An MLflow tracking URI (``sqlite:///path/mlflow.db``, a server URL);
+            sets ``MLFLOW_TRACKING_URI``.
+        data_dir: The folder with the named data sets (``heart.csv``,
+            ``uci-heart/...``), relative to the working folder as Python reads paths;
+            sets ``HEARTFLOW_DATA_DIR`` to it as an absolute path.
+        project_dir: The project root (sets ``HEARTFLOW_PROJECT_DIR``), for a notebook
+            outside any folder with a ``pyproject.toml``.
+
+    Returns:
+        The :class:`Settings` now in force.
+
+    Example:
+
+    ```python
+    hf.configure()                                  # where things go now
+    hf.configure(data_dir="../../shared/data")      # from a notebook in examples/
+    ```
+    """
+    from heartflow.data.sources import (  # lazy: heartflow's data layer
+        DATA_DIR_ENV,
+        PROJECT_DIR_ENV,
+        describe_setting,
+        project_root,
+    )
+
+    if project_dir is not None:
+        os.environ[PROJECT_DIR_ENV] = os.path.abspath(os.fspath(project_dir))
+    if data_dir is not None:
+        os.environ[DATA_DIR_ENV] = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
+    if tracking_uri is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+        if "mlflow" in sys.modules:  # a URI set in-process earlier would otherwise win
+            sys.modules["mlflow"].set_tracking_uri(tracking_uri)
+    return Settings(str(project_root()), tracking_store(), describe_setting(DATA_DIR_ENV))
+
+
+def figures(target: Any, only: str | Sequence[str] | None = None) -> Figures:
+    """The plots of a run, an evaluation, a monitoring batch, a sweep or a comparison,
+    shown inline in Jupyter (``.save(folder)`` writes the PNG files).
+
+    Args:
+        target: A result of :func:`run`, :func:`evaluate`, :func:`monitor`,
+            :func:`sweep` or :func:`compare`, or an MLflow run id; or a mapping of labels
+            to such results, to show one plot of each side by side (``only`` names it).
+        only: Keep these plots (e.g. ``"confusion_matrix"``, ``"learning_curves"``).
+
+    Returns:
+        :class:`~heartflow.pipelines.results.Figures`: PNGs by name (learning curves,
+        ROC, reliability, decision curve, ... as the run logged them).
+
+    Example:
+
+    ```python
+    hf.figures(hf.evaluate("models:/uci-cleveland/1", "uci-va", site="va"))
+    hf.figures({"t=0.5": plain, "cost 3:1": costly}, only="confusion_matrix")
+    ```
+    """
+    from heartflow.pipelines.results import Figures, run_figures  # lazy: MLflow
+
+    names = [only] if isinstance(only, str) else list(only or [])
+    if isinstance(target, Mapping):
+        images = {}
+        for label, each in target.items():
+            for name, png in figures(each, names).images.items():
+                images[f"{label}: {name}" if len(names) != 1 else str(label)] = png
+        return Figures(images, ", ".join(names), "" if images else "none of them drew "
+                       + (", ".join(names) or "a plot"))
+    if names:
+        return figures(target).only(*names)
+    if hasattr(target, "figures"):
+        return target.figures()
+    run_id = target if isinstance(target, str) else getattr(target, "run_id", "")
+    if not run_id:
+        raise HeartflowError(f"no MLflow run to draw figures from: {type(target).__name__} "
+                             "has no run_id; give a run, an evaluation, a monitoring report "
+                             "or a run id")
+    title = f"{getattr(target, 'model_uri', '')} on {getattr(target, 'site', '')}" \
+        if hasattr(target, "site") else f"run {run_id[:8]}"
+    return run_figures(run_id, title)
+
+
 def tracking_store() -> str:
     """The MLflow tracking store heartflow uses, safe to print (credentials removed).
 
     Returns:
-        ``MLFLOW_TRACKING_URI`` or MLflow's default (``sqlite:///.../mlflow.db``).
+        ``MLFLOW_TRACKING_URI``, else ``sqlite:///<project root>/mlflow.db`` (see
+        :func:`configure`).
 
     Example:
 
@@ -1282,6 +1632,12 @@ def _frame(records: Any) -> pd.DataFrame:
     return pd.DataFrame([dict(r) for r in records])
 
 
+def _pandas() -> Any:
+    import pandas as pd  # lazy: pandas costs 0.3 s to import
+
+    return pd
+
+
 def _did_you_mean(missing: list[str], present: list[str]) -> str:
     import difflib  # lazy: only when something is missing
 
@@ -1411,11 +1767,27 @@ class _HideExplainedErrors(logging.Filter):
         return "Finished in state Failed" not in record.getMessage()
 
 
+class _OwnProgramsTracedOnce(logging.Filter):
+    """TensorFlow warns when one Python function was traced on 5 recent calls. heartflow's
+    many-model programs (``model/together.py``: CV folds, bootstrap refits, a sweep's seeds)
+    are built afresh for each set of networks and traced once each, by design, so in a
+    notebook that runs several of them the warning names ``_compile.<locals>`` on every
+    later run. Only that warning about heartflow's own programs is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not ("triggered tf.function retracing" in text
+                    and "function _compile.<locals>." in text)
+
+
 def _quiet_loggers() -> None:
     import mlflow  # noqa: F401  (lazy: configures its loggers on import; adjust after)
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retry chatter; we report
+    tf_logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _OwnProgramsTracedOnce) for f in tf_logger.filters):
+        tf_logger.addFilter(_OwnProgramsTracedOnce())
     for name in ("prefect.task_runs", "prefect.flow_runs"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _HideExplainedErrors) for f in logger.filters):
@@ -1439,8 +1811,23 @@ def _flow_engine(*, tensorflow: bool = True) -> Iterator[None]:
 
         preload()
         _quiet_loggers()
-    with using(server):
+    with using(server), warnings.catch_warnings():
+        # Keras' ONNX export patches tf2onnx after probing ``hasattr(np, "object")``, an
+        # alias NumPy removed; NumPy answers with a FutureWarning about Keras' code, not the
+        # user's (a red stderr box under every notebook run). Only that warning, only from
+        # that module. (Its home is the export call in heartflow/model/scorer.py.)
+        warnings.filterwarnings("ignore", message=r"In the future `np\.object` will be",
+                                category=FutureWarning, module=r"keras\.src\.export\.")
         yield
+
+
+CSV_DIGITS = 6  # risks written to a CSV: 1e-6 is finer than any model's precision
+
+
+def written_scores(scored: Any) -> Any:
+    """Scored columns as ``heartflow predict`` writes them: risks rounded to
+    :data:`CSV_DIGITS` decimals (not float64's 17 digits); labels and counts as they are."""
+    return scored.round(CSV_DIGITS)
 
 
 def _rows_html(rows: list[dict[str, Any]], caption: str) -> str:

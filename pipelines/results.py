@@ -1,18 +1,103 @@
 """What the flows return: typed results, printed by the CLI, shown by notebooks.
 
 - :class:`RunOutcome`: one training run (``heartflow run``, a sweep trial, a retraining);
-- :class:`TrialResult`: one trial of a sweep, finished or failed.
+- :class:`TrialResult`: one trial of a sweep, finished or failed;
+- :class:`Figures`: PNG plots a run logged (or a comparison drew), shown inline in Jupyter.
+
+At a Python prompt each prints a few lines (what it is, its key figures, how to see more);
+``.table()`` gives the full text view and Jupyter renders ``_repr_html_``.
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from heartflow.evaluation.subgroups import SHOWN, subgroup_table
-from heartflow.evaluation.tables import outcome_rows
+from heartflow.evaluation.tables import FigureTable, figure, number, outcome_rows, text_of
 from heartflow.model.builder import count_parameters
+from heartflow.tracking.names import PLOTS_FOLDER
+from heartflow.tracking.store import client
+
+# The order plots are shown in (others follow by name): how it trained, then how it judges.
+FIGURE_ORDER = ("learning_curves", "roc_curve", "reliability", "decision_curve",
+                "precision_recall", "confusion_matrix")
+
+
+@dataclass(frozen=True)
+class Figures:
+    """PNG figures by name; Jupyter shows them inline (``_repr_html_``, base64 images)."""
+
+    images: dict[str, bytes]
+    title: str = ""
+    why_none: str = ""  # why there are no figures, when there are none
+
+    def __repr__(self) -> str:
+        if not self.images:
+            return f"Figures({self.title}): none ({self.why_none or 'nothing logged'})"
+        return (f"Figures({self.title}): {', '.join(self.images)}; shown inline in Jupyter, "
+                ".save(folder) writes the PNG files")
+
+    def only(self, *names: str) -> Figures:
+        """These figures alone, in the order named (a name that was not drawn is left out,
+        and said when none is left)."""
+        kept = {n: self.images[n] for n in names if n in self.images}
+        return Figures(kept, self.title, "" if kept else
+                       f"none of {', '.join(names)} among {', '.join(self.images) or 'none'}")
+
+    def save(self, folder: str | os.PathLike[str]) -> list[Path]:
+        """Write each figure as ``<name>.png`` in ``folder``; returns the paths."""
+        target = Path(folder)
+        target.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name, png in self.images.items():
+            path = target / f"{name}.png"
+            path.write_bytes(png)
+            paths.append(path)
+        return paths
+
+    def _repr_html_(self) -> str:
+        if not self.images:
+            return f"<p>no figures: {html.escape(self.why_none or 'nothing logged')}</p>"
+        cells = "".join(
+            "<figure style='display:inline-block;margin:4px'>"
+            f"<img src='data:image/png;base64,{base64.b64encode(png).decode()}' "
+            f"alt='{html.escape(name)}' style='max-width:420px'/>"
+            f"<figcaption>{html.escape(name.replace('_', ' '))}</figcaption></figure>"
+            for name, png in self.images.items())
+        head = f"<p><b>{html.escape(self.title)}</b></p>" if self.title else ""
+        return f"<div>{head}{cells}</div>"
+
+
+def ordered(images: dict[str, bytes]) -> dict[str, bytes]:
+    """Figures in :data:`FIGURE_ORDER`, the rest after them by name."""
+    rank = {name: i for i, name in enumerate(FIGURE_ORDER)}
+    return dict(sorted(images.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+
+
+def folder_figures(folder: str | os.PathLike[str], title: str = "") -> Figures:
+    """The PNG files of a local folder as :class:`Figures`."""
+    found = {p.stem: p.read_bytes() for p in sorted(Path(folder).glob("*.png"))}
+    return Figures(ordered(found), title, "" if found else f"no PNG file in {folder}")
+
+
+def run_figures(run_id: str, title: str = "") -> Figures:
+    """The plots an MLflow run logged (its ``plots/`` artifacts) as :class:`Figures`."""
+    # lazy: MLflow, only when a run's figures are asked for
+    from mlflow.artifacts import download_artifacts
+
+    listed = [a.path for a in client().list_artifacts(run_id, PLOTS_FOLDER)
+              if a.path.endswith(".png")]
+    if not listed:
+        return Figures({}, title, f"run {run_id} logged no plot under {PLOTS_FOLDER}/")
+    with tempfile.TemporaryDirectory(prefix="heartflow-figures-") as folder:
+        local = download_artifacts(run_id=run_id, artifact_path=PLOTS_FOLDER, dst_path=folder)
+        return folder_figures(local, title)
 
 
 @dataclass
@@ -116,12 +201,58 @@ class RunOutcome:
         formatter: :func:`heartflow.evaluation.tables.outcome_rows`)."""
         return outcome_rows(self)
 
+    def table(self, width: int = 100) -> str:
+        """The full summary as text (the table ``heartflow run`` prints)."""
+        table = FigureTable(title=f"heartflow run: {self.spec_name}", show_header=False)
+        rows = self.rows()
+        table.column("what", [w for w, _ in rows])
+        table.column("value", [v for _, v in rows])
+        for what, value in rows:
+            table.add_row(what, value)
+        return text_of(table, width)
+
+    def figures(self) -> Figures:
+        """The run's plots (learning curves, ROC, reliability, decision curve, ...), read
+        from its MLflow run; shown inline in Jupyter."""
+        return run_figures(self.run_id, f"heartflow run: {self.spec_name}")
+
+    def __repr__(self) -> str:
+        first = next(iter(self.metrics), None)
+        lines = [f"heartflow run {self.spec_name} (MLflow run {self.run_id[:8]}): "
+                 f"{self.input_width} inputs, {self.parameters} parameters, "
+                 f"{self.epochs_run} epochs"]
+        figures = []
+        if first and first in self.validation:
+            figures.append(f"validation {first} {number(self.validation[first])} "
+                           f"(n={self.validation_rows})")
+        if first and first in self.cv:
+            mean, ci = self.cv[first]
+            figures.append(f"CV {first} {number(mean)} ± {number(ci)}")
+        if first:
+            low, high = self.intervals.get(first, (None, None))
+            figures.append(f"test {first} {figure(self.metrics[first], low, high)} "
+                           f"(n={self.test_rows})")
+        if figures:
+            lines.append("  " + "; ".join(figures))
+        if self.version:
+            verdict = "champion" if self.promoted else "not promoted"
+            lines.append(f"  registered {self.model_name} v{self.version} ({verdict})")
+        lines.append("  more: .table() the full summary, .figures() the plots, "
+                     ".metrics, .as_dict()")
+        return "\n".join(lines)
+
     def _repr_html_(self) -> str:
         body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
                        f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
                        for k, v in self.rows())
-        return (f"<table><caption>heartflow run: {html.escape(self.spec_name)}</caption>"
-                f"{body}</table>")
+        table = (f"<table><caption>heartflow run: {html.escape(self.spec_name)}</caption>"
+                 f"{body}</table>")
+        try:
+            shown = self.figures()._repr_html_()
+        except Exception as exc:  # the summary stands without its plots
+            shown = (f"<p>figures not shown: {html.escape(type(exc).__name__)}: "
+                     f"{html.escape(str(exc)[:300])}</p>")
+        return table + shown
 
 
 @dataclass
@@ -145,6 +276,12 @@ class TrialResult:
     def as_dict(self) -> dict[str, Any]:
         """Plain data (JSON-ready with ``default=str``)."""
         return asdict(self)
+
+    def __repr__(self) -> str:
+        if not self.ok or self.outcome is None:
+            return f"trial {self.number} ({self.label}): FAILED: {self.error[:200]}"
+        first = repr(self.outcome).splitlines()
+        return f"trial {self.number} ({self.label}): " + "\n".join(first[:2])
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialResult:

@@ -10,6 +10,8 @@ composition, the task boundaries and their retries.
 
 from __future__ import annotations
 
+import os
+import posixpath
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,9 +20,17 @@ from prefect import flow, task
 
 from heartflow.data.prepare import FrameSource, PreparedData, prepare
 from heartflow.data.sources import resolve_source
+from heartflow.data.streaming import write_seen_keys
 from heartflow.evaluation import sample_size
 from heartflow.evaluation.baselines import BaselineResult, run_baseline
-from heartflow.evaluation.cv import CVSummary, cross_validate_network
+from heartflow.evaluation.card import rigour_lines
+from heartflow.evaluation.cv import (
+    CVSummary,
+    FoldFits,
+    cross_validate_network,
+    fit_with_folds,
+    trains_with_folds,
+)
 from heartflow.evaluation.drift import development_reference
 from heartflow.evaluation.gate import Decision, GateRows
 from heartflow.evaluation.heldout import Evaluation, evaluate_prepared
@@ -30,6 +40,7 @@ from heartflow.evaluation.plots import instability_plot
 from heartflow.evaluation.report_html import pooled_report, test_report
 from heartflow.evaluation.thresholds import settle_threshold
 from heartflow.model.devices import check_device, device_scope
+from heartflow.model.progress import EpochReporter
 from heartflow.model.scorer import Scorer, network_output
 from heartflow.model.together import fit_seeds, seeds_train_together
 from heartflow.model.training import TrainResult, check_finite, train_prepared
@@ -40,6 +51,7 @@ from heartflow.pipelines.task_options import RETRYING, TASK_OPTIONS
 from heartflow.spec.loading import LoadedSpec
 from heartflow.tracking import names as N
 from heartflow.tracking import run_record as R
+from heartflow.tracking.compare import record_rank
 from heartflow.tracking.logged_model import log_scorer
 from heartflow.tracking.recorder import Recorder, tracked_run
 from heartflow.tracking.registry import register_version
@@ -76,6 +88,22 @@ def train_task(loaded: LoadedSpec, data: PreparedData, verbose: bool) -> TrainRe
                           epoch_metrics(spec.task, spec.evaluate.decision_threshold))
 
 
+@task(name="train", **TASK_OPTIONS)
+def train_with_folds_task(loaded: LoadedSpec, data: PreparedData, verbose: bool
+                          ) -> tuple[TrainResult, FoldFits]:
+    """Fit the network and its cross-validation folds' networks in one compiled program
+    (per-epoch progress of the network on the terminal)."""
+    spec = loaded.spec
+    reporter = EpochReporter(spec.train.epochs, enabled=verbose)
+    try:
+        with device_scope("cpu"):
+            return fit_with_folds(spec, data,
+                                  epoch_metrics(spec.task, spec.evaluate.decision_threshold),
+                                  reporter)
+    finally:
+        reporter.close()
+
+
 @task(name="train-seeds", **TASK_OPTIONS)
 def train_seeds_task(loadeds: list[LoadedSpec], data: PreparedData) -> list[TrainResult]:
     """One network per seed, trained together on the same rows."""
@@ -94,8 +122,11 @@ def log_training_task(result: TrainResult, recorder: Recorder) -> None:
 
 @task(name="evaluate", **RETRYING)
 def evaluate_task(loaded: LoadedSpec, data: PreparedData, result: TrainResult,
-                  threshold: float | None, recorder: Recorder) -> Evaluation:
-    """Score the test rows once; log test metrics, plots and (binary) the clinical report."""
+                  threshold: float | None, recorder: Recorder,
+                  development: dict[str, float] | None = None) -> Evaluation:
+    """Score the test rows once; log test metrics, plots and (binary) the clinical report,
+    with the development's sample size, corrected figures and instability (``development``:
+    their metrics, when the run computed them)."""
     spec = loaded.spec
     threshold = spec.evaluate.decision_threshold if threshold is None else threshold
     with tempfile.TemporaryDirectory(prefix="heartflow-plots-") as folder:
@@ -106,18 +137,20 @@ def evaluate_task(loaded: LoadedSpec, data: PreparedData, result: TrainResult,
             facts = (f"data: {data.source} (sha256 {data.sha256[:16]}...), {data.rows} rows; "
                      "split " + ", ".join(f"{k} {v}" for k, v in data.sizes().items()))
             report = test_report(spec.name, facts, evaluation.clinical, threshold,
-                                 evaluation.plots, evaluation.subgroups)
+                                 evaluation.plots, evaluation.subgroups,
+                                 rigour_lines(development or {}, spec.model_dump(mode="json")))
         R.record_evaluation(recorder, evaluation, folder, report)
     return evaluation
 
 
 @task(name="cross-validate", **TASK_OPTIONS)
 def cv_task(loaded: LoadedSpec, data: PreparedData, threshold: float | None,
-            recorder: Recorder) -> CVSummary:
-    """Repeated stratified k-fold for the network on development rows; the pooled
-    out-of-fold report of a binary model."""
+            recorder: Recorder, fits: FoldFits | None = None) -> CVSummary:
+    """Repeated stratified k-fold for the network on development rows (``fits``: the
+    folds' networks already trained beside the run's own); the pooled out-of-fold report
+    of a binary model."""
     spec = loaded.spec
-    summary = cross_validate_network(spec, data.development(), threshold)
+    summary = cross_validate_network(spec, data.development(), threshold, fits)
     with tempfile.TemporaryDirectory(prefix="heartflow-cv-plots-") as folder:
         pooled = summary.pooled_report
         page = None if pooled is None else pooled_report(
@@ -156,6 +189,7 @@ def baselines_task(loaded: LoadedSpec, data: PreparedData, threshold: float | No
         with R.baseline_run(spec.name, name, recorder, data, parent_run_id) as base:
             result = run_baseline(name, spec, data, threshold)
             R.record_baseline(base, name, result)
+            record_rank(base.run_id, spec.promotion_metric)  # sorted as compare ranks
         results.append(result)
     recorder.tags({N.BASELINES: ",".join(spec.evaluate.baselines)})
     return results
@@ -238,6 +272,20 @@ def reference_step(loaded: LoadedSpec, data: PreparedData, result: TrainResult,
         evaluation.clinical))
 
 
+def record_seen_rows(recorder: Recorder, data: PreparedData) -> None:
+    """A streamed run's split, for later promotion gates: the rows it trains and validates
+    on as keyed-key prefixes (:func:`heartflow.data.streaming.write_seen_keys`), with the
+    key format and key id. In memory the split manifest (the run's inputs) says it."""
+    if not data.streaming:
+        return
+    keyer = data.keyer
+    with tempfile.TemporaryDirectory(prefix="heartflow-split-") as folder:
+        write_seen_keys(data.stats, keyer,  # type: ignore[attr-defined]  # StreamedData
+                        os.path.join(folder, posixpath.basename(N.SEEN_ARTIFACT)))
+        recorder.directory(folder, posixpath.dirname(N.SEEN_ARTIFACT))
+    recorder.tags({N.SPLIT_KEY_FORMAT: keyer.key_format, N.SPLIT_KEY_ID: keyer.key_id})
+
+
 def tracked(loaded: LoadedSpec, data: PreparedData, result: TrainResult | None, *,
             verbose: bool, register: bool, parent_run_id: str | None, run_name: str | None,
             extra_tags: dict[str, str] | None) -> RunOutcome:
@@ -246,23 +294,33 @@ def tracked(loaded: LoadedSpec, data: PreparedData, result: TrainResult | None, 
     spec = loaded.spec
     run_name = run_name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     with tracked_run(spec.name, run_name, parent_run_id=parent_run_id) as recorder:
-        R.record_run_inputs(recorder, loaded, data, extra_tags)
-        size = sample_size.check_for(spec, data)
-        R.record_sample_size(recorder, size)
-        result = result or train_task(loaded, data, verbose)
-        check_finite(result.history.get("loss", []), spec.train)  # seeds trained together too
-        log_training_task(result, recorder)
-        threshold, rule = settle_threshold(spec, result.model, *data.validation())
-        R.record_threshold(recorder, threshold, rule)
-        evaluation = evaluate_task(loaded, data, result, threshold, recorder)
-        summary = cv_task(loaded, data, threshold, recorder) if spec.evaluate.cv else None
-        validation = (validate_task(loaded, data, result, threshold, recorder)
-                      if spec.evaluate.validation else None)
-        baselines = (baselines_task(loaded, data, threshold, recorder, parent_run_id)
-                     if spec.evaluate.baselines else [])
+        with recorder.batched():  # params, tags and metrics sent together at its end
+            R.record_run_inputs(recorder, loaded, data, extra_tags)
+            record_seen_rows(recorder, data)
+            size = sample_size.check_for(spec, data)
+            R.record_sample_size(recorder, size)
+            fits = None
+            if result is None and trains_with_folds(spec, data):
+                result, fits = train_with_folds_task(loaded, data, verbose)
+                recorder.tags({N.TRAINED_WITH_FOLDS: str(len(fits.plan))})
+            result = result or train_task(loaded, data, verbose)
+            check_finite(result.history.get("loss", []), spec.train)  # seeds trained together too
+            log_training_task(result, recorder)
+            threshold, rule = settle_threshold(spec, result.model, *data.validation())
+            R.record_threshold(recorder, threshold, rule)
+            validation = (validate_task(loaded, data, result, threshold, recorder)
+                          if spec.evaluate.validation else None)  # (development rows only)
+            evaluation = evaluate_task(loaded, data, result, threshold, recorder, {
+                **(size.as_metrics() if size else {}),
+                **(validation.as_metrics() if validation else {})})
+            summary = (cv_task(loaded, data, threshold, recorder, fits) if spec.evaluate.cv
+                       else None)
+            baselines = (baselines_task(loaded, data, threshold, recorder, parent_run_id)
+                         if spec.evaluate.baselines else [])
         scorer = Scorer.trained(spec, data.encoder, result.model, data.classes,
                                 spec.evaluate.decision_threshold if threshold is None
                                 else threshold)
+        record_rank(recorder.run_id, spec.promotion_metric)  # the UI sorts as compare ranks
         reference_step(loaded, data, result, scorer, evaluation, recorder)
         registered = register_task(loaded, data, scorer, recorder, register,
                                    dict(extra_tags or {}))

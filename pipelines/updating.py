@@ -14,14 +14,23 @@ registered and the result says why.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from prefect import flow, task
+from prefect.runtime import deployment, flow_run
 
+from heartflow.data.dataset import binary_outcome
+from heartflow.data.sources import NAMED_DATASETS, file_sha256, resolve_source
+from heartflow.data.split import RowKeyer, row_keys
+from heartflow.data.table import read_csv
+from heartflow.errors import DataError, HeartflowError, TrackingError
 from heartflow.evaluation.clinical import clinical_report
+from heartflow.evaluation.gate import Decision, GateRows
 from heartflow.evaluation.site import SiteRows, read_site
 from heartflow.evaluation.updating import (
     CHOICES,
@@ -31,14 +40,20 @@ from heartflow.evaluation.updating import (
     require_updatable,
     updated_scorer,
 )
+from heartflow.model.meta import ModelMeta
+from heartflow.model.plugins import load_plugins
 from heartflow.model.revision import output_inputs
 from heartflow.model.scorer import Scorer
 from heartflow.pipelines.model_card import write_card
+from heartflow.pipelines.promotion import gate_task
 from heartflow.pipelines.task_options import RETRYING
+from heartflow.spec.loading import load_spec_text
+from heartflow.spec.schema import Spec
 from heartflow.tracking import names as N
 from heartflow.tracking.logged_model import load_scorer, log_scorer
 from heartflow.tracking.recorder import tracked_run
-from heartflow.tracking.registry import model_version, register_version, version_tags
+from heartflow.tracking.registry import model_version, record, register_version, version_tags
+from heartflow.tracking.row_secret import row_key_secret
 
 
 @dataclass
@@ -182,3 +197,131 @@ def update_flow(model_uri: str, data: str, method: str = "auto",
     if name and result.new_version:
         write_card(name, result.new_version)
     return result
+
+
+ROW = "__heartflow_row"  # the gate rows' position in the batch (no model reads it)
+GATE_SCORING = ("cross-fitted on the batch: each fifth of its rows scored by the update "
+                "refitted on the other four (the update itself was fitted on all of them)")
+
+
+@dataclass(frozen=True)
+class CrossFitted:
+    """An update as the promotion gate judges it on the rows it was fitted on: each row's
+    risk from the update refitted without the row's fold (:func:`cross_fitted`), looked up
+    by the row's position in the batch, so the gate's own row selection keeps each row's
+    honest risk."""
+
+    scorer: Scorer  # the registered update (its meta: inputs, threshold)
+    risks: np.ndarray  # the cross-fitted risk of each batch row, in the batch's order
+
+    @property
+    def meta(self) -> ModelMeta:
+        """The update's meta (inputs, task, decision threshold)."""
+        return self.scorer.meta
+
+    @property
+    def task(self) -> str:
+        """binary."""
+        return self.scorer.task
+
+    def output(self, typed: pd.DataFrame) -> np.ndarray:
+        """The cross-fitted risk of each row (by its position column)."""
+        return self.risks[typed[ROW].to_numpy(dtype=np.int64)]
+
+
+def batch_keys(meta: ModelMeta, spec: Spec, data: str) -> list[str]:
+    """The keyed row keys of the batch's rows with an outcome (the rows :func:`read_site`
+    keeps, in its order), made as the training run made its split manifest's keys, so the
+    gate can leave out rows the champion trained or validated on."""
+    named = NAMED_DATASETS.get(data)
+    resolved = resolve_source(data, os.getcwd())
+    table = read_csv(resolved.path, columns=named.columns if named else None,
+                     label=str(resolved.path))
+    y = binary_outcome(table, meta.target, meta.target_positive, list(meta.na_values))
+    keys = row_keys(table.frame, spec.data.id, spec.data.na_values)[~np.isnan(y)]
+    try:
+        keyer = RowKeyer(row_key_secret())
+    except TrackingError:  # no secret here: the champion's keys cannot be matched, and the
+        keyer = RowKeyer.ephemeral()  # gate says so (undecided) rather than guess
+    return keyer.hex(keys)
+
+
+def gate_update(result: UpdateResult, spec: Spec, data: str) -> Decision:
+    """The promotion gate on an update's new version: against the champion, on the batch's
+    rows the champion never trained or validated on, the update scored by cross-fitted
+    risks; the spec's ``register.promote`` rule (``require_approval`` included) applies."""
+    name, version = model_version(result.new_model_uri)
+    source = load_scorer(result.model_uri)
+    rows = read_site(source.meta, data)
+    p = source.output(rows.features)
+    try:
+        h = output_inputs(source.network, source.encoder.transform(rows.features))
+    except ValueError:  # revision was refused for this network; no other update needs h
+        h = None
+    honest = cross_fitted(rows.y, p, h, result.method)
+    keys = batch_keys(source.meta, spec, data)
+    if len(keys) != len(rows.y):
+        raise DataError(f"{rows.source}: {len(keys)} row keys for {len(rows.y)} rows with "
+                        "an outcome; the batch changed while it was read, run it again")
+    challenger = CrossFitted(load_scorer(result.new_model_uri), np.asarray(honest, np.float64))
+    gate = GateRows(rows.features.assign(**{ROW: np.arange(len(rows.y))}), rows.y, keys)
+    return gate_task(str(name), str(version), result.run_id, challenger, gate,
+                     spec.register.promote, spec.promotion_metric)
+
+
+def check_batch(batch: str, sha256: str) -> str:
+    """The batch to read, once its bytes are the ones the drift event was about: its path,
+    or the named data set whose pinned bytes it holds (a header-less UCI file is read with
+    its named columns, as ``heartflow monitor uci-va`` read it)."""
+    try:
+        path = resolve_source(batch, os.getcwd()).path
+    except HeartflowError as exc:
+        raise DataError(f"the drifted batch {batch} cannot be read here ({exc}); the update "
+                        "needs the batch the drift event was about, at the same path") from None
+    found = file_sha256(path)
+    if found != sha256:
+        raise DataError(f"the batch {path} changed since the drift event: its sha256 is "
+                        f"{found[:16]}..., the event's is {sha256[:16]}...; nothing was "
+                        f"updated. Monitor the batch again (heartflow monitor MODEL {path}) "
+                        "to judge the rows it now holds")
+    named = [d.name for d in NAMED_DATASETS.values() if found in (d.sha256, *d.also_accepted)]
+    return named[0] if named else str(path)
+
+
+@flow(name="heartflow-update-on-drift", persist_result=False, validate_parameters=False)
+def drift_update_flow(model_uri: str, batch: str, batch_sha256: str, version: str = "",
+                      site: str | None = None, spec_text: str = "",
+                      spec_path: str = "deployed-spec.yaml", plugins: list[str] | None = None,
+                      event_id: str = "") -> dict[str, Any]:
+    """``heartflow update MODEL BATCH --method auto`` started by a drift event, then the
+    promotion gate on the new version: it stays challenger unless the gate passes it (and,
+    under ``require_approval``, until ``heartflow approve``).
+
+    ``model_uri`` is the URI the drift was found on and ``version`` the version it resolved
+    to then (the event's resource), which is the one updated; ``batch`` and
+    ``batch_sha256`` come from the event's payload; ``spec_text`` is the deployed spec (the
+    promotion rule and the row-key rules)."""
+    load_plugins(plugins)
+    loaded = load_spec_text(spec_text, spec_path)
+    name = model_version(model_uri)[0] if model_uri.startswith("models:/") else None
+    if name != loaded.spec.model_name:
+        raise HeartflowError(f"the drift event is about {model_uri}, but this deployment "
+                             f"updates {loaded.spec.model_name}; deploy the spec of "
+                             f"{name or model_uri} with heartflow deploy SPEC --on-drift")
+    target = f"models:/{name}/{version}" if version else model_uri
+    data = check_batch(batch, batch_sha256)
+    result = update_flow(target, data, "auto", site or None)
+    out: dict[str, Any] = {"event_id": event_id, "flow_run": str(flow_run.id or ""),
+                           "monitored": model_uri, **result.as_dict(), "promoted": False,
+                           "awaiting_approval": False, "gate": "nothing registered"}
+    if result.new_version:
+        record(str(name), result.new_version, result.run_id, {
+            N.UPDATE_DRIFT_EVENT: event_id, N.DEPLOYMENT: str(deployment.name or ""),
+            N.PREFECT_FLOW_RUN: str(flow_run.id or ""), N.REGISTERED_MODEL: str(name),
+            N.REGISTERED_VERSION: result.new_version,
+            N.UPDATE_GATE_SCORING: GATE_SCORING})
+        decision = gate_update(result, loaded.spec, data)
+        write_card(str(name), result.new_version)  # the card with the gate's decision
+        out.update(promoted=decision.promoted, awaiting_approval=decision.awaiting_approval,
+                   gate=decision.reason)
+    return out

@@ -8,6 +8,7 @@ at once."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -213,11 +214,25 @@ def predict(model_uri: Annotated[str, typer.Argument(help="e.g. models:/heart-di
                                                        help="Write here (default: stdout).")]
             = None, plugin: PluginOpt = None) -> None:
     """Score raw records with a registered model; adds probability and prediction columns."""
+    if api.is_large_file(input_csv):  # scored in chunks, never held whole
+        model = api.load_model(model_uri, plugins=plugin)
+        if model.runtime_note:
+            typer.echo(f"note: {model.runtime_note}", err=True)
+        with open(output, "w", encoding="utf-8", newline="") if output else \
+                contextlib.nullcontext(sys.stdout) as out:
+            check = model.predict_file(input_csv, out)
+        for note in check.notes():
+            typer.echo(f"note: {note}", err=True)
+        if output:
+            typer.echo(f"wrote {check.rows} rows to {output}", err=True)
+        return
     records = api.read_records(input_csv)  # a missing file is refused before any loading
     model = api.load_model(model_uri, plugins=plugin)
+    if model.runtime_note:
+        typer.echo(f"note: {model.runtime_note}", err=True)
     for note in model.check(records).notes():
         typer.echo(f"note: {note}", err=True)
-    scored = model.predict(records)
+    scored = api.written_scores(model.predict(records))
     out = records.copy()
     for column in scored.columns:
         out[column] = scored[column].to_numpy()
@@ -443,15 +458,29 @@ def stale_runs(mark_failed: Annotated[bool, typer.Option(
 @app.command()
 @handles_errors
 def deploy(spec: SpecArg,
-           cron: Annotated[str, typer.Option(help='Schedule, e.g. "0 3 * * 1".')],
+           cron: Annotated[str | None, typer.Option(help='Schedule, e.g. "0 3 * * 1".')]
+           = None,
+           on_drift: Annotated[bool, typer.Option(
+               "--on-drift", help="Update the model on each drifted batch (the "
+               "heartflow.model.drift event of heartflow monitor) instead of a schedule.")]
+           = False,
            pool: Annotated[str, typer.Option(help="Prefect work pool (process type).")]
            = "default",
-           name: Annotated[str | None, typer.Option(help="Deployment name (default: spec name).")]
+           name: Annotated[str | None, typer.Option(help="Deployment name (default: spec name; "
+                                                    "MODEL-update-on-drift with --on-drift).")]
            = None,
            timezone: Annotated[str | None, typer.Option(help="IANA time zone of the cron.")]
            = None, plugin: PluginOpt = None) -> None:
-    """Create or update the scheduled retraining deployment of SPEC on the Prefect server."""
-    info = api.deploy(spec, cron, pool=pool, name=name, timezone=timezone, plugins=plugin)
+    """Create or update the scheduled retraining deployment of SPEC on the Prefect server
+    (--cron), or the update of its model on each drifted batch (--on-drift)."""
+    info = api.deploy(spec, cron, pool=pool, name=name, timezone=timezone, plugins=plugin,
+                      on_drift=on_drift)
+    if on_drift:
+        typer.echo(f"deployed {info.name} on pool {info.pool}: runs {info.trigger}, "
+                   f"updates the drifted version (closed testing) and gates it\n"
+                   f"start a worker: prefect worker start --pool {info.pool}\n"
+                   f"then a drift:   heartflow monitor models:/{info.model}@champion BATCH.csv")
+        return
     typer.echo(f"deployed {info.name} on pool {info.pool}: cron '{info.cron}' "
                f"({info.timezone}), registers {info.model}\n"
                f"start a worker: prefect worker start --pool {info.pool}\n"

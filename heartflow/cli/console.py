@@ -52,7 +52,8 @@ def print_outcome(outcome: Any, store: str, page: str, out: Console | None = Non
     out.print(table)
     out.print(f"Open the MLflow UI:  heartflow ui  (or mlflow ui --backend-store-uri {store})",
               soft_wrap=True)  # addresses are never broken across lines
-    out.print(f"then {page}  (this run: .../runs/{outcome.run_id})", soft_wrap=True)
+    out.print(f"then {page}", soft_wrap=True)
+    out.print(f"this run: {page.split('/runs?', 1)[0]}/runs/{outcome.run_id}", soft_wrap=True)
 
 
 # -- heartflow models ----------------------------------------------------------------------
@@ -63,8 +64,29 @@ SHOWN_METRICS = ("roc_auc", "accuracy", "r2", "rmse")  # the first two a version
 
 def _test_figures(metrics: dict[str, float]) -> str:
     shown = [m for m in SHOWN_METRICS if m in metrics][:2]
-    return "\n".join(f"{m} " + figure(metrics[m], metrics.get(f"{m}_ci_low"),
-                                      metrics.get(f"{m}_ci_high"), 3) for m in shown)
+    return "\n".join(f"{m}\n" + figure(metrics[m], metrics.get(f"{m}_ci_low"),
+                                       metrics.get(f"{m}_ci_high"), 3) for m in shown)
+
+
+def gate_cell(gate: dict[str, str]) -> str:
+    """The promotion gate's evidence: the difference (challenger minus champion, or the
+    no-information model) with its 95% interval, the rule and the rows it rests on;
+    ``undecided: reason`` when it refused to decide; "" when the version was never judged."""
+    if not gate:
+        return ""
+    if gate.get("undecided") == "True":
+        return f"undecided: {gate.get('reason') or 'no reason recorded'}"
+
+    def value(key: str) -> float | None:
+        try:
+            return float(gate[key])
+        except (KeyError, ValueError):
+            return None
+
+    shown = figure(value("difference"), value("ci_low"), value("ci_high"), 3, signed=True)
+    rows = gate.get("rows", "")
+    said = f"{gate.get('metric', '')}\n{shown}".strip()
+    return said + (f"\n{gate.get('rule', '')}, {rows} rows" if rows else "")
 
 
 def version_rows(versions: list[Any]) -> list[list[str]]:
@@ -73,23 +95,26 @@ def version_rows(versions: list[Any]) -> list[list[str]]:
     for v in versions:
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(int(v.created) / 1000)) \
             if v.created else ""
-        rows.append([f"{v.name} v{v.version}", ", ".join(v.aliases), v.spec,
-                     _test_figures(v.metrics), (v.run_id or "")[:8], created])
+        rows.append([f"{v.name} v{v.version}\nspec {v.spec}\nrun {(v.run_id or '')[:8]}\n"
+                     f"{created}", ",".join(v.aliases), _test_figures(v.metrics),
+                     gate_cell(dict(v.gate))])
     return rows
 
 
 def print_versions(versions: list[Any], out: Console | None = None) -> None:
-    """Registered versions (aliases, spec, test figures with intervals, run, created), then
+    """Registered versions (name, spec, run and when created; aliases whole; test figures
+    with intervals; the promotion gate's difference with its interval, rule and rows), then
     each version's other sites and recalibration."""
     out = out or console()
     if not versions:
         out.print("no registered models")
         return
-    table = _table("registered models")
+    table = _table("registered models", caption="gate: the promotion gate's difference "
+                   "(challenger minus champion) [95%], its rule and the rows it rests on")
     rows = version_rows(versions)
-    for k, head in enumerate(("model", "aliases", "spec", "test [95%]", "run", "created")):
-        table.column(head, [r[k] for r in rows], figures=k == 3,
-                     fold_at=10 if head in ("model", "spec") else None)
+    heads = ("version", "aliases", "test [95%]", "gate [95%]")
+    for k, head in enumerate(heads):
+        table.column(head, [r[k] for r in rows], figures=k > 0, fold_at=16 if k == 0 else None)
     for row in rows:
         table.add_row(*row)
     out.print(table)
@@ -130,6 +155,9 @@ def print_site_evaluation(result: Any, model_uri: str, report_path: str | None,
     r = result.report
     out.print(f"{model_uri} on {result.site}: {r.rows} rows scored ({r.rows_with_missing} "
               f"with imputed values, {result.rows_without_outcome} without an outcome)")
+    out.print("In short:")
+    for sentence in result.reading():
+        out.print(f"- {sentence}")
     table = _table()
     rows = report_rows(r)
     for k, head in enumerate(("figure", "value", "95% interval")):
@@ -155,23 +183,27 @@ def subgroup_rows(subgroups: list[Any]) -> list[list[str]]:
             low, high = r.intervals.get(name, (None, None))
             return figure(r.values.get(name), low, high, digits, signed=signed)
 
-        rows.append([g.name + ("\ntoo small to judge" if g.too_small else ""),
-                     f"{g.cases} / {g.rows}", shown("roc_auc"), shown("calibration_slope", 2),
-                     shown("calibration_intercept", 2),
+        if g.too_small:  # counts only: its figures would rest on a handful of patients
+            rows.append([f"{g.name}\ntoo small to judge", f"{g.cases} / {g.rows}",
+                         "counts only", "", ""])
+            continue
+        rows.append([g.name, f"{g.cases} / {g.rows}", shown("roc_auc"),
+                     f"slope {shown('calibration_slope', 2)}\n"
+                     f"intercept {shown('calibration_intercept', 2, True)}",
                      f"{number(r.values.get('mean_risk'), 2)} / "
                      f"{number(r.values.get('prevalence'), 2)}"])
     return rows
 
 
 def subgroup_table(subgroups: list[Any]) -> Table:
-    """Subgroups: cases and rows, ROC AUC and calibration with 95% intervals, mean risk
-    against prevalence; those too small to judge say so and show their counts only."""
+    """Subgroups: cases and rows, ROC AUC and calibration (slope, intercept) with 95%
+    intervals, each on its line, mean risk against prevalence; those too small to judge
+    say so and show their counts only."""
     table = _table("subgroups")
     rows = subgroup_rows(subgroups)
-    heads = ("subgroup", "cases / rows", "ROC AUC", "calibration slope", "intercept",
-             "mean risk / prevalence")
+    heads = ("subgroup", "cases /\nrows", "ROC AUC", "calibration", "mean risk /\nprevalence")
     for k, head in enumerate(heads):
-        table.column(head, [r[k] for r in rows], figures=2 <= k <= 4,
+        table.column(head, [r[k] for r in rows], figures=k >= 1,
                      fold_at=10 if k == 0 else None, justify="right" if k == 1 else "left")
     for row in rows:
         table.add_row(*row)
@@ -250,7 +282,8 @@ def print_deployments(rows: list[Any], out: Console | None = None) -> None:
     table = _table("heartflow deployments")
     cells = [[d.name, ", ".join(d.schedules), d.pool, d.last_run or "-", d.champion]
              for d in rows]
-    for k, head in enumerate(("deployment", "cron", "pool", "last run", "latest version")):
+    heads = ("deployment", "schedule / trigger", "pool", "last run", "latest version")
+    for k, head in enumerate(heads):
         table.column(head, [c[k] for c in cells], fold_at=12 if k == 0 else None)
     for row in cells:
         table.add_row(*row)

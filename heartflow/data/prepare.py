@@ -13,7 +13,10 @@ training statistics (:meth:`heartflow.data.encoder.TabularEncoder.synthetic_reco
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -264,6 +267,8 @@ def prepare(loaded: LoadedSpec, resolved: ResolvedSource | None = None,
     the spec's source already resolved to a file (resolved here when not given).
     ``row_secret`` keys every row key that leaves the process (manifest, gate rows); without
     it they are keyed by a random secret of this process, so they match nothing recorded.
+    A file read into memory is read, checked, split and encoded once per process for the
+    same file contents and ``data`` section (a notebook's re-runs): later runs reuse it.
     """
     spec = loaded.spec
     keyer = RowKeyer(row_secret) if row_secret else RowKeyer.ephemeral()
@@ -281,7 +286,38 @@ def prepare(loaded: LoadedSpec, resolved: ResolvedSource | None = None,
         stats = scan(spec, path, spec.data.columns or resolved.columns)
         return StreamedData(spec=spec, path=path, stats=stats, sha256=file_sha256(path),
                             keyer=keyer)
-    return prepare_in_memory(spec, load_dataset(spec, resolved), keyer)
+    key = _file_key(spec, resolved)
+    kept = _prepared.get(key) if key is not None else None
+    if kept is None:
+        kept = prepare_in_memory(spec, load_dataset(spec, resolved), keyer)
+        if key is None or kept.x.size > _PREPARED_MAX_VALUES:
+            return kept
+        kept.x.setflags(write=False)  # shared by later runs of this process
+        _prepared[key] = kept
+        while len(_prepared) > _PREPARED_KEPT:
+            _prepared.popitem(last=False)
+    _prepared.move_to_end(key)
+    return Prepared(dataset=kept.dataset, split=kept.split, encoder=kept.encoder, x=kept.x,
+                    keyer=keyer)
+
+
+_PREPARED_KEPT = 4  # prepared files kept per process, most recent last
+_PREPARED_MAX_VALUES = 20_000_000  # larger encoded data is not kept (80 MB)
+_prepared: OrderedDict[tuple, Prepared] = OrderedDict()
+
+
+def _file_key(spec: Spec, resolved: ResolvedSource) -> tuple | None:
+    """What a file's prepared data depends on: the file as it is now (path, size,
+    modification time in ns: a changed file is read again, and its fingerprint computed
+    again), the spec's ``data`` section, the task and the output's units; None when the
+    file cannot be looked at."""
+    try:
+        stat = os.stat(resolved.path)
+    except OSError:
+        return None
+    return (os.path.realpath(resolved.path), stat.st_size, stat.st_mtime_ns,
+            tuple(resolved.columns or ()), spec.task, spec.model.output.units,
+            json.dumps(spec.data.model_dump(mode="json"), sort_keys=True))
 
 
 def prepare_in_memory(spec: Spec, dataset: Dataset, keyer: RowKeyer | None = None) -> Prepared:

@@ -4,6 +4,11 @@ A named data set is looked for first in ``$HEARTFLOW_DATA_DIR`` (CI points it
 at ``../shared/data``), then in the download cache (``$HEARTFLOW_CACHE_DIR``,
 default ``~/.cache/heartflow``), and only then downloaded from its public URL.
 Every downloaded file is checked against its pinned sha256.
+
+A relative ``HEARTFLOW_DATA_DIR`` or ``HEARTFLOW_CACHE_DIR`` is resolved against the
+project root (:func:`project_root`), not the working folder: a notebook's kernel runs in
+the notebook's folder (``examples/``), yet ``HEARTFLOW_DATA_DIR=../shared/data`` typed at
+the repository root means the same folder there as for ``heartflow run``.
 """
 
 from __future__ import annotations
@@ -80,16 +85,68 @@ class ResolvedSource:
     origin: str
 
 
+PROJECT_DIR_ENV = "HEARTFLOW_PROJECT_DIR"
+PROJECT_MARKER = "pyproject.toml"
+DATA_DIR_ENV, CACHE_DIR_ENV = "HEARTFLOW_DATA_DIR", "HEARTFLOW_CACHE_DIR"
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The folder relative settings are resolved against, and the local store's home.
+
+    ``$HEARTFLOW_PROJECT_DIR`` when set; else the nearest folder, from ``start`` (the
+    working folder) upward, holding a ``pyproject.toml`` (a clone of heartflow, or your
+    own project); else the working folder itself.
+    """
+    given = os.environ.get(PROJECT_DIR_ENV)
+    if given:
+        return Path(given).expanduser().resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / PROJECT_MARKER).is_file():
+            return folder
+    return here
+
+
+def _root_reason(root: Path) -> str:
+    """How :func:`project_root` chose ``root``, in words."""
+    if os.environ.get(PROJECT_DIR_ENV):
+        return f"${PROJECT_DIR_ENV}"
+    if (root / PROJECT_MARKER).is_file():
+        return f"the nearest folder above the working folder {Path.cwd()} holding {PROJECT_MARKER}"
+    return f"the working folder (no {PROJECT_MARKER} above it)"
+
+
+def setting_path(value: str) -> Path:
+    """A folder setting's path: ``~`` expanded; a relative one joined to the project root."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else Path(os.path.normpath(project_root() / path))
+
+
+def describe_setting(variable: str) -> str:
+    """What an environment variable holding a folder held and where it resolved, in words."""
+    value = os.environ.get(variable)
+    if not value:
+        return f"{variable} is not set"
+    path = setting_path(value)
+    state = "a folder" if path.is_dir() else "not a folder" if path.exists() else "missing"
+    if Path(value).expanduser().is_absolute():
+        return f"{variable}={value!r} ({state})"
+    root = project_root()
+    return (f"{variable}={value!r}, resolved against the project root {root} "
+            f"({_root_reason(root)}) to {path} ({state})")
+
+
 def data_dir() -> Path | None:
-    """The local folder searched first for named data sets, if set."""
-    value = os.environ.get("HEARTFLOW_DATA_DIR")
-    return Path(value).expanduser() if value else None
+    """The local folder searched first for named data sets, if set (relative: from the
+    project root, :func:`project_root`)."""
+    value = os.environ.get(DATA_DIR_ENV)
+    return setting_path(value) if value else None
 
 
 def cache_dir() -> Path:
-    """Where downloads are kept."""
-    value = os.environ.get("HEARTFLOW_CACHE_DIR")
-    return Path(value).expanduser() if value else Path.home() / ".cache" / "heartflow"
+    """Where downloads are kept (relative: from the project root)."""
+    value = os.environ.get(CACHE_DIR_ENV)
+    return setting_path(value) if value else Path.home() / ".cache" / "heartflow"
 
 
 def _is_url(source: str) -> bool:
@@ -163,10 +220,15 @@ def _download(url: str, filename: str, sha256: str | None,
             payload = response.read()
     except OSError as exc:
         where = hint.relative_paths[0] if hint else filename
+        looked = ""
+        if hint is not None and data_dir() is not None:
+            looked = (f"; {describe_setting(DATA_DIR_ENV)}, and it holds no "
+                      f"{' or '.join(hint.relative_paths)}")
         raise DataError(
-            f"cannot download {url} ({getattr(exc, 'reason', exc)}). If this machine is "
-            f"offline, put the file at $HEARTFLOW_DATA_DIR/{where} (set HEARTFLOW_DATA_DIR "
-            f"to a folder) or at {target}") from None
+            f"cannot download {url} ({getattr(exc, 'reason', exc)}){looked}. If this machine "
+            f"is offline, put the file at $HEARTFLOW_DATA_DIR/{where} (set HEARTFLOW_DATA_DIR "
+            f"to a folder; a relative one is resolved against the project root) or at "
+            f"{target}") from None
     got = hashlib.sha256(payload).hexdigest()
     if accepted and got not in accepted:
         raise DataError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {got}. "

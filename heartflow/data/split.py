@@ -25,8 +25,9 @@ a split that falls short is refused (:func:`check_sufficiency`), never rebalance
 
 The typed-cell key is unkeyed, so that splits are the same on every machine; but anyone
 holding a patient's record could recompute it and test whether the patient is in a data
-set. So no such key leaves the process: every key written down (the split manifest, the
-promotion gate's row keys) is a :class:`RowKeyer`'s keyed hash of it, HMAC-SHA256 under a
+set. So no such key leaves the process: every key written down (the split manifest, a
+streamed run's seen rows, the promotion gate's row keys) is a :class:`RowKeyer`'s keyed
+hash of it (or its first 64 bits, :class:`KeyPrefixes`), HMAC-SHA256 under a
 secret the caller supplies (the training flow gets it from
 :mod:`heartflow.tracking.row_secret`), in the format :data:`KEY_FORMAT`.
 """
@@ -134,6 +135,15 @@ class RowKeyer:
         return [hmac.digest(secret, raw[i:i + 8], "sha256").hex()[:32]
                 for i in range(0, len(raw), 8)]
 
+    def prefixes(self, keys: np.ndarray) -> np.ndarray:
+        """The first 64 bits of each keyed key (its first 16 hex digits), as uint64: the
+        compact form a streamed run's seen rows are recorded in (:class:`KeyPrefixes`)."""
+        raw = np.asarray(keys).astype(">u8").tobytes()
+        secret = self._secret
+        head = b"".join([hmac.digest(secret, raw[i:i + 8], "sha256")[:8]
+                         for i in range(0, len(raw), 8)])
+        return np.frombuffer(head, dtype=">u8").astype(np.uint64)
+
     def __repr__(self) -> str:
         return f"RowKeyer(key_id={self.key_id}, secret=<hidden>)"
 
@@ -145,6 +155,33 @@ class RowKeyer:
 
     def __deepcopy__(self, memo: dict) -> RowKeyer:
         return self
+
+
+def hex_prefixes(hex_keys: list[str]) -> np.ndarray:
+    """The first 64 bits of keyed keys written as hex (:meth:`RowKeyer.hex`), as uint64."""
+    return np.array([int(k[:16], 16) for k in hex_keys], dtype=np.uint64)
+
+
+@dataclass(frozen=True)
+class KeyPrefixes:
+    """A set of rows as the first 64 bits of their keyed keys (:meth:`RowKeyer.prefixes`).
+
+    Half the size of the keys themselves, and as good for telling whether a row is among
+    them: a row outside the set matches one of its n prefixes by chance with probability
+    n / 2**64 (below 1e-12 for 10 million rows).
+    """
+
+    values: np.ndarray  # uint64, any order, repeats allowed (identical rows)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __contains__(self, hex_key: object) -> bool:
+        return isinstance(hex_key, str) and bool(self.isin([hex_key])[0])
+
+    def isin(self, hex_keys: list[str]) -> np.ndarray:
+        """For each keyed key (hex), whether its row is in the set."""
+        return np.isin(hex_prefixes(hex_keys), self.values)
 
 
 @dataclass(frozen=True)

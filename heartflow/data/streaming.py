@@ -17,6 +17,10 @@ used for missing values comes from a reservoir sample of up to 200,000 training 
 (exact below that); early stopping's validation and the promotion gate use a sample of
 up to 50,000 rows drawn uniformly from the whole of their part (the test metrics use
 every test row).
+
+A streamed split is recorded as the rows it trains and validates on, compactly: the first
+64 bits of each such row's keyed key (:func:`write_seen_keys`), which the promotion gate
+reads to leave those rows out when it re-scores the model as champion.
 """
 
 from __future__ import annotations
@@ -31,7 +35,14 @@ import numpy as np
 import pandas as pd
 
 from heartflow.data.encoder import TabularEncoder
-from heartflow.data.split import check_sufficiency, part_codes, row_keys, uniform
+from heartflow.data.split import (
+    PART_CODES,
+    RowKeyer,
+    check_sufficiency,
+    part_codes,
+    row_keys,
+    uniform,
+)
 from heartflow.data.table import MAX_ABS_VALUE, MissingRule, level_sort_key, normalize_level
 from heartflow.errors import DataError
 from heartflow.spec.schema import COMPARISONS, Spec, TargetSpec
@@ -183,7 +194,7 @@ def scan(spec: Spec, path: str, columns: list[str] | None, chunk_rows: int = 100
                 mode_counts[col][level] = mode_counts[col].get(level, 0) + int(n)
             typed[col] = normalized.to_numpy(dtype=object)
         y = _binary_target(chunk[target.column].str.strip(), target, na, path, offset)
-        cache.append(typed, y)
+        cache.append(typed, y, keys)
         positives += int(y[train].sum())
         for name, code in (("train", 0), ("validation", 1), ("test", 2)):
             parts[name] += int((part == code).sum())
@@ -265,8 +276,10 @@ class RowCache:
     """Every row of a streamed file, typed, in binary files on disk (the statistics pass
     writes it; each epoch reads it): numeric values as float64 (NaN where missing),
     categorical levels as int32 codes into per-column level lists (-1 where missing), the
-    label as float32. 80 bytes a row for the heart data; parsing the CSV text once instead of
-    every epoch is what makes streaming run at memory speed. Removed when the process ends.
+    label as float32, the row's typed-cell key as uint64 (:func:`~heartflow.data.split.row_keys`;
+    it leaves the process only keyed: :func:`write_seen_keys`). 88 bytes a row for the
+    heart data; parsing the CSV text once instead of every epoch is what makes streaming run
+    at memory speed. Removed when the process ends.
     """
 
     def __init__(self, numeric: list[str], categorical: list[str]) -> None:
@@ -277,10 +290,11 @@ class RowCache:
         self.codes: dict[str, dict[str, int]] = {c: {} for c in categorical}
         self.rows = 0
         self._files = {name: open(os.path.join(self.folder, f"{name}.bin"), "wb")
-                       for name in ("numeric", "codes", "y")}
+                       for name in ("numeric", "codes", "y", "keys")}
 
-    def append(self, typed: dict[str, np.ndarray], y: np.ndarray) -> None:
-        """Add a block of typed rows (numeric float64, categorical normalised text or None)."""
+    def append(self, typed: dict[str, np.ndarray], y: np.ndarray, keys: np.ndarray) -> None:
+        """Add a block of typed rows (numeric float64, categorical normalised text or None),
+        their labels and their typed-cell keys."""
         n = len(y)
         numeric = np.empty((n, len(self.numeric)), dtype=np.float64)
         for j, col in enumerate(self.numeric):
@@ -295,6 +309,7 @@ class RowCache:
         numeric.tofile(self._files["numeric"])
         codes.tofile(self._files["codes"])
         np.asarray(y, dtype=np.float32).tofile(self._files["y"])
+        np.asarray(keys, dtype=np.uint64).tofile(self._files["keys"])
         self.rows += n
 
     def close(self) -> RowCache:
@@ -323,6 +338,12 @@ class RowCache:
                 parts.append(np.fromfile(fh, dtype=dtype, count=count).reshape(-1, width))
         numeric, codes, y = parts
         return numeric, codes, y[:, 0]
+
+    def keys(self, start: int, stop: int) -> np.ndarray:
+        """The typed-cell keys of rows ``start:stop``."""
+        with open(os.path.join(self.folder, "keys.bin"), "rb") as fh:
+            fh.seek(start * 8)
+            return np.fromfile(fh, dtype=np.uint64, count=max(stop - start, 0))
 
     def encoder_for(self, enc: TabularEncoder) -> BlockEncoder:
         """Vectorised encoding of cached rows, identical to ``enc.transform``."""
@@ -365,6 +386,30 @@ class BlockEncoder:
 
 
 BLOCK_ROWS = 1 << 17  # rows read, selected and encoded at a time
+
+
+def write_seen_keys(stats: StreamStats, keyer: RowKeyer, path: str) -> int:
+    """Write the rows the model trains or validates on (every row of the train and
+    validation parts) as a NumPy ``.npy`` file of the first 64 bits of their keyed keys
+    (:meth:`RowKeyer.prefixes`, uint64 big endian, in file order); returns how many.
+
+    A streamed run's record of its split, read back by the promotion gate as
+    :class:`heartflow.data.split.KeyPrefixes`: 8 bytes a seen row (64 MB for 8 million),
+    no patient's cell and no unkeyed key. Written block by block from the row cache, so
+    memory stays one block.
+    """
+    cache = stats.cache
+    assert cache is not None
+    count = stats.parts["train"] + stats.parts["validation"]
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": ">u8", "fortran_order": False, "shape": (count,)})
+        for start in range(0, cache.rows, BLOCK_ROWS):
+            stop = min(start + BLOCK_ROWS, cache.rows)
+            rows = np.flatnonzero(stats.row_parts[start:stop] != PART_CODES["test"])
+            if len(rows):
+                keyer.prefixes(cache.keys(start, stop)[rows]).astype(">u8").tofile(fh)
+    return count
 
 
 def part_batches(stats: StreamStats, part: int, batch_size: int,

@@ -238,7 +238,7 @@ def render_card(f: CardFacts) -> str:
         f"{train.get('batch_size')}, up to {train.get('epochs')} epochs, early stopping "
         f"{json.dumps(train.get('early_stopping'))}; {f.epochs_run} epochs run",
         f"- Class weights: {train.get('class_weight')}",
-        *_choosing_lines(spec)])
+        *_choosing_lines(spec), *(f"- {line}" for line in rigour_lines(f.metrics, spec))])
     lines += _section("Performance", "23a, 12e", _performance_lines(f))
     lines += _section("Subgroups", "14, 23b", [
         *([f"Version {f.recalibrated_from}'s network before recalibration, on its test rows:",
@@ -252,6 +252,67 @@ def render_card(f: CardFacts) -> str:
         f.metrics, f.split.get("test", "?"), f.subgroups_csv, list(f.sites),
         f.recalibrated_from is not None))
     return "\n".join(lines)
+
+
+RIGOUR_FIGURES = ("roc_auc", "calibration_slope", "calibration_intercept", "brier")
+
+
+def rigour_lines(metrics: dict[str, float], spec: dict[str, Any]) -> list[str]:
+    """Riley's minimum sample size against the development rows, the optimism-corrected
+    figures (apparent - optimism = corrected) and the prediction instability, from a
+    training run's logged metrics; each says "not computed" with its reason when the run
+    did not compute it."""
+    evaluate = spec.get("evaluate", {}) or {}
+    output = (spec.get("model", {}) or {}).get("output", {}) or {}
+    binary = output.get("activation", "sigmoid") == "sigmoid"
+    streamed = bool((spec.get("data", {}) or {}).get("streaming"))
+    out = []
+    if _finite(metrics.get("sample_size_inputs_rows")):
+        have, events = metrics.get("development_rows"), metrics.get("development_events")
+        need = {v: int(metrics[f"sample_size_{v}_rows"]) for v in ("inputs", "weights")}
+        counts = {v: int(metrics.get(f"sample_size_{v}_parameters", 0))
+                  for v in ("inputs", "weights")}
+        short = [v for v in need if _finite(have) and have < need[v]]
+        wanted = evaluate.get("sample_size") or {}
+        anticipated = (f"anticipated R² {wanted['anticipated_r2']}" if wanted.get("anticipated_r2")
+                       else f"anticipated C {wanted.get('anticipated_c', 0.8)}")
+        out.append(
+            f"Riley's minimum sample size ({anticipated}): {need['inputs']} rows counting "
+            f"the {counts['inputs']} inputs, {need['weights']} counting the "
+            f"{counts['weights']} trainable weights; the development rows: "
+            f"{int(have or 0)} ({int(events or 0)} events): "
+            + (f"short of the {' and '.join(f'{v} count' for v in short)}: expect "
+               "overfitting" if short else "enough by both counts"))
+    else:
+        why = ("Riley's criteria here are for binary outcomes" if not binary else
+               "streamed data" if streamed else
+               "the run did not record it (a run from before the sample-size check)")
+        out.append(f"Riley's minimum sample size: not computed ({why}).")
+    shown = [n for n in RIGOUR_FIGURES if _finite(metrics.get(f"corrected_{n}"))
+             or f"optimism_{n}" in metrics]
+    if shown:
+        resamples = int(metrics.get("bootstrap_resamples", 0))
+        out.append(f"Optimism-corrected on development rows ({resamples} bootstrap refits of "
+                   "the whole development), apparent - optimism = corrected: " + "; ".join(
+                       f"{n} {_num(metrics.get(f'apparent_{n}'), 3)} - "
+                       f"{_num(metrics.get(f'optimism_{n}'), 3)} = "
+                       f"{_num(metrics.get(f'corrected_{n}'), 3)}" for n in shown))
+    else:
+        why = ("set evaluate.validation: {method: bootstrap, resamples: 200} in the spec"
+               if binary and not evaluate.get("validation") else
+               "the bootstrap is for binary outcomes" if not binary else
+               "the run did not record it")
+        out.append(f"Optimism-corrected figures: not computed ({why}).")
+    if _finite(metrics.get("instability_mean_abs_difference")):
+        out.append("Prediction instability across the refits: mean |refit risk - risk| "
+                   f"{metrics['instability_mean_abs_difference']:.3f} per patient; the "
+                   "decision flips in more than 20% of refits for "
+                   f"{100 * metrics.get('instability_flip_share', math.nan):.0f}% of patients "
+                   "(plot: plots/instability.png).")
+    else:
+        out.append("Prediction instability: not computed (it comes from the optimism "
+                   "bootstrap's refits, which this run did not make).")
+    return out
 
 
 RULES = {

@@ -72,6 +72,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from heartflow.data.batches import CHUNK_ROWS, is_large_file, typed_chunks
 from heartflow.data.dataset import binary_outcome, prepare_features
 from heartflow.data.sources import NAMED_DATASETS, file_sha256, resolve_source
 from heartflow.data.table import read_csv
@@ -354,12 +355,17 @@ class CategoricalReference:
         never had go to the ``other`` cell, or to a cell of their own (reference 0)."""
         index = {level: i for i, cell in enumerate(self.cells) for level in cell}
         ref = np.rint(np.asarray(self.shares) * self.present).astype(np.int64)
-        cells = [index.get(str(v), -1) for v in values.dropna().astype(str)]
-        unseen = sum(1 for c in cells if c < 0)
+        got = np.zeros(len(self.cells), dtype=np.int64)
+        unseen = 0
+        for level, n in values.dropna().value_counts(sort=False).items():
+            cell = index.get(str(level), -1)
+            if cell < 0:
+                unseen += int(n)
+            else:
+                got[cell] += int(n)
         if unseen and self.other >= 0:
-            cells = [self.other if c < 0 else c for c in cells]
+            got[self.other] += unseen
             unseen = 0
-        got = np.bincount([c for c in cells if c >= 0], minlength=len(self.cells))
         if unseen:
             return np.append(got, unseen), np.append(ref, 0)
         return got, ref
@@ -561,29 +567,60 @@ class Batch:
         return len(self.features)
 
 
-def read_batch(meta: ModelMeta, data: str) -> Batch:
+def read_batch(meta: ModelMeta, data: str, chunk_rows: int | None = None) -> Batch:
     """Read ``data`` (a named data set or a CSV path) with the model's own rules. A column
     the model reads that the header lacks is a DataError naming it; a column whose every
-    cell is missing is read (its missing share is a check's business)."""
+    cell is missing is read (its missing share is a check's business). A large file (or
+    any, given ``chunk_rows``) is read in chunks, each typed and then let go, so its cells
+    are never all held as text; the typed columns are the same."""
     named = NAMED_DATASETS.get(data)
     resolved = resolve_source(data, os.getcwd())
-    table = read_csv(resolved.path, columns=named.columns if named else None,
-                     label=str(resolved.path))
-    absent = [c for c in meta.columns if c not in table.frame.columns]
+    path, columns = str(resolved.path), named.columns if named else None
+    site = named.name if named else os.path.basename(path)
+    if chunk_rows is None and not is_large_file(path):
+        table = read_csv(resolved.path, columns=columns, label=path)
+        _require_batch_columns(meta, path, list(table.frame.columns))
+        typed = prepare_features(table.frame, list(meta.numeric), list(meta.categorical),
+                                 list(meta.na_values), table.where, table.source,
+                                 meta.missing_codes)
+        has_outcome = meta.target in table.frame.columns
+        y = (binary_outcome(table, meta.target, meta.target_positive, list(meta.na_values))
+             if has_outcome else np.full(len(typed), np.nan))
+        return Batch(path, file_sha256(resolved.path), site, typed, y, has_outcome)
+    header = columns or [str(c).strip() for c in pd.read_csv(
+        path, nrows=0, dtype=str, encoding="utf-8-sig").columns]
+    _require_batch_columns(meta, path, header)
+    has_outcome = meta.target in header
+    parts, ys = [], []
+    for table, typed in typed_chunks(path, list(meta.numeric), list(meta.categorical),
+                                     list(meta.na_values), meta.missing_codes, label=path,
+                                     columns=columns, chunk_rows=chunk_rows or CHUNK_ROWS):
+        parts.append(typed)
+        ys.append(_outcomes(table, meta) if has_outcome else np.full(len(typed), np.nan))
+    return Batch(path, file_sha256(resolved.path), site,
+                 pd.concat(parts, ignore_index=True), np.concatenate(ys), has_outcome)
+
+
+def _outcomes(table: Any, meta: ModelMeta) -> np.ndarray:
+    """:func:`binary_outcome` of a chunk, judged once per distinct cell; when a cell is
+    refused, the whole chunk is judged again so the error names its row."""
+    cells = table.frame[meta.target]
+    distinct = pd.Series(cells.unique(), dtype=object)
+    once = replace(table, frame=pd.DataFrame({meta.target: distinct}))
+    try:
+        y = binary_outcome(once, meta.target, meta.target_positive, list(meta.na_values))
+    except DataError:
+        return binary_outcome(table, meta.target, meta.target_positive, list(meta.na_values))
+    return cells.map(dict(zip(distinct, y, strict=True))).to_numpy(np.float64)
+
+
+def _require_batch_columns(meta: ModelMeta, source: str, present: list[str]) -> None:
+    absent = [c for c in meta.columns if c not in present]
     if absent:
-        raise DataError(f"{table.source}: the batch lacks column(s) "
+        raise DataError(f"{source}: the batch lacks column(s) "
                         f"{', '.join(map(repr, absent))} that the model reads (a column "
                         "that was not measured may be present with empty cells). Columns "
-                        f"present: {', '.join(map(str, table.frame.columns))}")
-    typed = prepare_features(table.frame, list(meta.numeric), list(meta.categorical),
-                             list(meta.na_values), table.where, table.source,
-                             meta.missing_codes)
-    has_outcome = meta.target in table.frame.columns
-    y = (binary_outcome(table, meta.target, meta.target_positive, list(meta.na_values))
-         if has_outcome else np.full(len(typed), np.nan))
-    return Batch(str(resolved.path), file_sha256(resolved.path),
-                 named.name if named else os.path.basename(str(resolved.path)), typed, y,
-                 has_outcome)
+                        f"present: {', '.join(map(str, present))}")
 
 
 def as_of_date(value: str | dt.date | None) -> str:

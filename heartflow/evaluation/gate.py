@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from heartflow.data.split import KeyPrefixes
 from heartflow.evaluation import metrics as M
 from heartflow.evaluation.intervals import paired_difference
 from heartflow.spec.vocabulary import improvement
@@ -38,9 +39,13 @@ class GateRows:
     keys: list[str]
     baselines: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def unseen_by(self, seen: set[str]) -> tuple[GateRows, int]:
-        """The rows whose key is not in ``seen``, and how many were excluded."""
-        keep = np.array([k not in seen for k in self.keys], dtype=bool)
+    def unseen_by(self, seen: set[str] | KeyPrefixes) -> tuple[GateRows, int]:
+        """The rows whose key is not in ``seen`` (keyed keys, or a streamed run's prefixes
+        of them), and how many were excluded."""
+        if isinstance(seen, KeyPrefixes):
+            keep = ~seen.isin(self.keys)
+        else:
+            keep = np.array([k not in seen for k in self.keys], dtype=bool)
         kept = GateRows(self.features[keep].reset_index(drop=True), self.y[keep],
                         [k for k, ok in zip(self.keys, keep, strict=True) if ok],
                         {name: out[keep] for name, out in self.baselines.items()})
@@ -109,13 +114,14 @@ def _verdict(rule: str, margin: float) -> str:
 
 
 def judge(metric: str, challenger: Any, rows: GateRows, *, champion: Any = None,
-          champion_version: str | None = None, seen: set[str] | None = None,
+          champion_version: str | None = None, seen: set[str] | KeyPrefixes | None = None,
           rule: str = "superior", margin: float = 0.0, min_gate_rows: int = 1) -> Decision:
     """Judge ``challenger`` (a Scorer) against ``champion`` (a Scorer, or None when there
     is none yet) on the rows the champion neither trained nor validated on.
 
-    ``seen`` holds the keys of those rows; None means they cannot be known (the champion
-    logged no split manifest), and then the gate refuses to decide rather than guess.
+    ``seen`` holds the keys of those rows (a streamed champion's as 64-bit prefixes); None
+    means they cannot be known (the champion's run logged no split manifest nor, streamed,
+    seen file), and then the gate refuses to decide rather than guess.
     The baselines of ``rows``, when given, must all be beaten too, on the same rows.
     """
     if champion_version is None:
@@ -124,9 +130,11 @@ def judge(metric: str, challenger: Any, rows: GateRows, *, champion: Any = None,
     if seen is None:
         return Decision(False, metric, None, None, champion_version,
                         f"undecided: the rows champion v{champion_version} trained and validated "
-                        "on cannot be known (its run has no split manifest, or one keyed in "
-                        "another format or under another row-key secret), so no test row can "
-                        "be shown to be new to it; promote by hand with heartflow promote",
+                        "on cannot be known (its run has no split manifest nor seen-rows "
+                        "file, or one keyed in another format or under another row-key "
+                        "secret, or one that does not match its logged split), so no test "
+                        "row can be shown to be new to it; promote by hand with heartflow "
+                        "promote",
                         None, None, undecided=True)
     fair, excluded = rows.unseen_by(seen)
     n = len(fair.y)

@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass, field
 
 from heartflow.evaluation.drift import Check, MonitorReport
-from heartflow.evaluation.report_html import STYLE
+from heartflow.evaluation.reading import read_figures
+from heartflow.evaluation.report_html import STYLE, in_short
 
 MAX_PLOTS = 200  # checks drawn (the table lists them all)
 
@@ -136,6 +137,21 @@ def trend_svg(name: str, history: list[MonitoredBatch], threshold: float | None,
     return "".join(parts)
 
 
+def reading(report: MonitorReport) -> list[str]:
+    """The batch's verdict and, with outcomes, its figures read in plain sentences (each
+    citing its figure): discrimination, calibration, net benefit against treating everyone
+    at the model's threshold."""
+    said = [f"Verdict: {report.summary()}."]
+    if report.figures and report.rows_with_outcome:
+        values = {k: f.value for k, f in report.figures.items()}
+        values["prevalence"] = report.events / report.rows_with_outcome
+        intervals = {k: (f.low, f.high) for k, f in report.figures.items()}
+        thresholds = (report.threshold,) if math.isfinite(report.threshold) else ()
+        said += read_figures(values, intervals, report.rows_with_outcome,
+                             thresholds=thresholds)
+    return said
+
+
 def monitor_page(report: MonitorReport, history: list[MonitoredBatch]) -> str:
     """The whole page; ``history`` holds the batches so far, the current one last."""
     who = (f"{report.model_name} v{report.version}" if report.version else report.model_uri)
@@ -155,7 +171,7 @@ def monitor_page(report: MonitorReport, history: list[MonitoredBatch]) -> str:
     facts_html = "".join(f"<li>{html.escape(f)}</li>" for f in facts)
     return ("<!doctype html><html><head><meta charset='utf-8'>"
             f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
-            f"<h1>{html.escape(title)}</h1><ul>{facts_html}</ul>"
+            f"<h1>{html.escape(title)}</h1>{in_short(reading(report))}<ul>{facts_html}</ul>"
             f"<h2>Checks</h2>{checks_table(report.checks)}"
             f"<h2>Figures: batch and development</h2>{figures_table(report)}"
             f"<h2>Across batches ({len(history)} so far)</h2>{plots or '<p>nothing to draw</p>'}"

@@ -12,6 +12,7 @@ import numpy as np
 
 from heartflow.evaluation import plots as P
 from heartflow.evaluation.clinical import ClinicalReport
+from heartflow.evaluation.reading import read_report
 from heartflow.evaluation.subgroups import SHOWN, Subgroup
 from heartflow.spec.schema import DecisionCurveSpec
 
@@ -70,6 +71,17 @@ def subgroups_table(subgroups: list[Subgroup]) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
+def in_short(sentences: list[str]) -> str:
+    """The report's opening: its figures read in plain sentences (each citing its figure)."""
+    items = "".join(f"<li>{html.escape(s)}</li>" for s in sentences)
+    return f"<h2>In short</h2><ul class='reading'>{items}</ul>" if items else ""
+
+
+def lines_section(lines: list[str]) -> str:
+    """Plain lines as an HTML list."""
+    return "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
+
+
 def render_report(title: str, facts: list[str], report: ClinicalReport,
                   plots: dict[str, str], subgroups: list[Subgroup] | None = None,
                   sections: list[tuple[str, str]] | None = None) -> str:
@@ -77,6 +89,7 @@ def render_report(title: str, facts: list[str], report: ClinicalReport,
     facts_html = "".join(f"<li>{html.escape(f)}</li>" for f in [*facts, *report.notes])
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
              f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+             f"{in_short(read_report(report, subgroups or []))}"
              f"<ul>{facts_html}</ul><h2>Figures</h2>{figures_table(report)}"]
     if subgroups:
         parts.append(f"<h2>Subgroups</h2>{subgroups_table(subgroups)}")
@@ -92,13 +105,18 @@ def render_report(title: str, facts: list[str], report: ClinicalReport,
 
 
 def test_report(spec_name: str, data_facts: str, report: ClinicalReport, threshold: float,
-                plot_paths: list[str], subgroups: list[Subgroup]) -> str:
-    """A run's report of its test rows: where the data came from, the figures, subgroups and
-    the run's plots (named after their files)."""
+                plot_paths: list[str], subgroups: list[Subgroup],
+                development: list[str] | None = None) -> str:
+    """A run's report of its test rows: where the data came from, the figures, subgroups,
+    the run's plots (named after their files) and, when given, the development's rigour
+    (Riley's sample size, optimism-corrected figures, instability; see
+    :func:`heartflow.evaluation.card.rigour_lines`)."""
     facts = [data_facts, f"test rows scored once: {report.rows}; threshold {threshold:.3g}"]
     plots = {p.rsplit("/", 1)[-1].removesuffix(".png").replace("_", " "): p
              for p in plot_paths}
-    return render_report(f"{spec_name}: test rows", facts, report, plots, subgroups)
+    sections = ([("Development: sample size, optimism-corrected figures, instability",
+                  lines_section(development))] if development else None)
+    return render_report(f"{spec_name}: test rows", facts, report, plots, subgroups, sections)
 
 
 def pooled_report(spec_name: str, folds: int, y: np.ndarray, p: np.ndarray,

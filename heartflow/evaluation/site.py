@@ -25,6 +25,7 @@ from heartflow.errors import DataError
 from heartflow.evaluation import plots as P
 from heartflow.evaluation.card import APPARENT
 from heartflow.evaluation.clinical import ClinicalReport, clinical_report
+from heartflow.evaluation.reading import read_report
 from heartflow.evaluation.report_html import render_report
 from heartflow.evaluation.subgroups import Subgroup, subgroup_reports
 from heartflow.model.meta import ModelMeta
@@ -98,6 +99,12 @@ class SiteEvaluation:
                 f"{_shown(v['mean_risk'], '.2f')} vs prevalence "
                 f"{_shown(v['prevalence'], '.2f')} (n={self.report.rows})"
                 + (f"; {APPARENT}" if self.apparent else ""))
+
+    def reading(self) -> list[str]:
+        """The figures read in plain sentences, each citing its figure (the report's
+        opening and ``heartflow evaluate``'s): discrimination, calibration, net benefit
+        against treating everyone, subgroups too small to judge."""
+        return read_report(self.report, self.subgroups)
 
     def html(self, sections: list[tuple[str, str]] | None = None) -> str:
         """A self-contained HTML report: facts, figures, subgroups, plots."""

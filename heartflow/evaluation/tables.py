@@ -99,12 +99,15 @@ class FigureTable(Table):
         self._figures: list[bool] = []
         self._natural: list[int] = []  # widest line (a figure column: of its cells)
         self._narrowest: list[int] = []  # its longest word (a header may fold past 6)
+        self._folded: list[int] = []  # the same, with a whole header folded too
 
     def column(self, header: str, cells: list[str], *, figures: bool = False,
-               fold_at: int | None = None, **kwargs: Any) -> None:
+               fold_at: int | None = None, whole_header: bool = False,
+               **kwargs: Any) -> None:
         """Add a column for ``cells`` (the rows are added with ``add_row``): ``figures``
         keep their interval on their line while the table can; words longer than
-        ``fold_at`` (names, run ids) may fold before anything else has to."""
+        ``fold_at`` (names, run ids) may fold before anything else has to; a
+        ``whole_header`` (a short parameter name) is never broken."""
         lines = [line for cell in cells for line in str(cell).splitlines()]
         longest_word = max((len(w) for line in lines for w in line.split()), default=1)
         head_word = max((len(w) for w in header.split()), default=1)
@@ -112,11 +115,13 @@ class FigureTable(Table):
             longest_word = min(longest_word, fold_at)
         # a header may fold its long words; a figure column keeps its header's first line
         # (what the figure is: "CV roc_auc") whole
-        head = min(len(header.splitlines()[0]), 12) if figures else min(head_word, 6)
+        head = (min(len(header.splitlines()[0]), 12) if figures
+                else min(head_word, 14) if whole_header else min(head_word, 6))
         self._figures.append(figures)
         self._natural.append(max(max(map(len, lines), default=1), head) if figures
                              else max(len(line) for line in [*header.splitlines(), *lines]))
         self._narrowest.append(max(longest_word, head))
+        self._folded.append(max(longest_word, head if figures else min(head_word, 6)))
         self.add_column(header, overflow="fold", **kwargs)
 
     def add_row(self, *cells: Any, **kwargs: Any) -> None:
@@ -130,7 +135,9 @@ class FigureTable(Table):
         widths = list(self._natural)
         whole = [n if figure else low for n, low, figure
                  in zip(self._natural, self._narrowest, self._figures, strict=True)]
-        for floors in (whole, self._narrowest):
+        folded = [n if figure else low for n, low, figure
+                  in zip(self._natural, self._folded, self._figures, strict=True)]
+        for floors in (whole, folded, self._folded):
             while sum(widths) > budget:
                 shrinkable = [i for i, w in enumerate(widths) if w > floors[i]]
                 if not shrinkable:
@@ -158,45 +165,78 @@ def text_of(table: Table, width: int = WIDTH) -> str:
 # -- the ranked runs of `heartflow compare`, `hf.compare`, `hf.sweep` ---------------------
 
 
+RANK = "rank_{}"  # the ranking figure's name, as heartflow.tracking.names.rank_metric logs it
+
+
 def _ranked_columns(rows: list[dict[str, Any]], metric: str, varied: list[str]
-                    ) -> tuple[list[str], bool]:
-    cv = any(f"cv_{metric}" in r for r in rows)
+                    ) -> tuple[list[str], str]:
+    """Every column of the ranked runs, metrics first; and what they are ranked by
+    (``corrected``, ``cv`` or ``validation``)."""
     corrected = any(f"corrected_{metric}" in r for r in rows)
-    chosen_by = (f"corrected_{metric}" if corrected else f"cv_{metric}" if cv
-                 else f"validation_{metric}")
-    columns = ["rank", "run", "kind", "status", *varied, chosen_by]
-    if cv and not corrected:
+    cv = any(f"cv_{metric}" in r for r in rows)
+    source = "corrected" if corrected else "cv" if cv else "validation"
+    columns = ["rank", "run", "kind", "status", RANK.format(metric)]
+    if source == "cv":
         columns.append(f"cv_{metric}_ci95")
-    columns += [f"test_{metric}", f"test_{metric}_ci", "test_rows", "parameters",
-                "epochs_run", "train_seconds"]
-    return columns, cv
+    columns += [f"test_{metric}", f"test_{metric}_ci_low", f"test_{metric}_ci_high", *varied,
+                "test_rows", "parameters", "epochs_run", "train_seconds", "run_id"]
+    return columns, source
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Short, distinct headers for dotted parameter names: the last part
+    (``model.hidden.0.units`` -> ``units``), with as many parts before it as it takes to
+    tell two apart (``hidden.0.units``, ``hidden.1.units``)."""
+    parts = {k: k.split(".") for k in keys}
+    depth = dict.fromkeys(keys, 1)
+    while True:
+        names = {k: ".".join(parts[k][-depth[k]:]) for k in keys}
+        clash = [k for k in keys if list(names.values()).count(names[k]) > 1
+                 and depth[k] < len(parts[k])]
+        if not clash:
+            return names
+        for k in clash:
+            depth[k] += 1
+
+
+SOURCES = {"corrected": "the optimism-corrected figure (development rows)",
+           "cv": "CV (development rows)", "validation": "validation rows"}
 
 
 def ranked_table(rows: list[dict[str, Any]], metric: str, varied: list[str]) -> Table:
     """The ranked runs as a rich table: rank, run (a baseline by its kind,
-    ``baseline:random_forest``), status (when a run did not finish), the varied parameters,
-    the figure runs are ranked by (CV or validation), the test figure with its interval
-    (reported, not used to rank), test rows, parameters, epochs and training time."""
-    columns, cv = _ranked_columns(rows, metric, varied)
-    source = ("the optimism-corrected figure (development rows)"
-              if f"corrected_{metric}" in columns else
-              "CV (development rows)" if cv else "validation rows")
-    table = FigureTable(title=f"ranked by {metric} on {source}; test is reported, not used "
-                              "to rank", caption="undefined figures rank last; intervals are 95%")
-    heads = {"rank": "#", f"cv_{metric}": f"CV {metric}\n± 95%",
-             f"validation_{metric}": f"validation {metric}",
-             f"corrected_{metric}": f"corrected {metric}",
-             f"test_{metric}": f"test {metric}\n[95%] (reported)", "test_rows": "test rows",
-             "parameters": "params", "epochs_run": "epochs", "train_seconds": "train time"}
-    hidden = {f"cv_{metric}_ci95", f"test_{metric}_ci", "kind"}  # kind: in the run's cell
+    ``baseline:random_forest``), status (when a run did not finish), the figure runs are
+    ranked by (``rank_<metric>``, the name of that figure in MLflow), the test figure with
+    its interval (reported, not used to rank), then the varied parameters (short headers;
+    the caption gives their full names), test rows, parameters, epochs and training time."""
+    columns, source = _ranked_columns(rows, metric, varied)
+    rank = RANK.format(metric)
+    short = short_names(varied)
+    renamed = [f"{short[k]} = {k}" for k in varied if short[k] != k]
+    caption = "undefined figures rank last; intervals are 95%" + (
+        "; " + ", ".join(renamed) if renamed else "")
+    table = FigureTable(title=f"ranked by {rank} = {metric} on {SOURCES[source]}; test is "
+                              "reported, not used to rank", caption=caption, pad_edge=False)
+    heads = {"rank": "#", rank: f"{rank}\n({source}" + (" ± 95%)" if source == "cv" else ")"),
+             f"test_{metric}": f"test {metric}\n[95%]", "test_rows": "test rows",
+             "parameters": "params", "epochs_run": "epochs", "train_seconds": "time",
+             **short}
+    hidden = {f"cv_{metric}_ci95", f"test_{metric}_ci_low", f"test_{metric}_ci_high", "kind",
+              "run_id"}  # kind: in the run's cell
     if all(row.get("status") == "FINISHED" for row in rows):
         hidden.add("status")  # (a column only when a run did not finish)
+    test_rows = {row.get("test_rows") for row in rows}
+    if len(test_rows) == 1 and None not in test_rows:  # the same rows for every run: said
+        hidden.add("test_rows")                         # once, in the test figure's header
+        heads[f"test_{metric}"] = f"test {metric}\n[95%], n={test_rows.pop()}"
     shown = [c for c in columns if c not in hidden]
-    cells = [[_ranked_cell(row, column, metric) for column in shown] for row in rows]
+    cells = [[_ranked_cell(row, column, metric, source, varied) for column in shown]
+             for row in rows]
     for k, column in enumerate(shown):
         table.column(heads.get(column, column), [r[k] for r in cells],
-                     figures=column in (f"cv_{metric}", f"test_{metric}"),
-                     fold_at=10 if column in varied else None,
+                     figures=column in (rank, f"test_{metric}"),
+                     fold_at=8 if column in ("run", *varied) else None,
+                     whole_header=column in varied,
                      justify="right" if column in ("rank", "test_rows", "parameters",
                                                    "epochs_run", "train_seconds") else "left")
     for row in cells:
@@ -204,37 +244,61 @@ def ranked_table(rows: list[dict[str, Any]], metric: str, varied: list[str]) -> 
     return table
 
 
-def _ranked_cell(row: dict[str, Any], column: str, metric: str) -> str:
+def _ranked_cell(row: dict[str, Any], column: str, metric: str, source: str,
+                 varied: list[str]) -> str:
     value = row.get(column)
     if column == "run" and str(row.get("kind", "network")) != "network":
         return str(row["kind"])  # baseline:random_forest (its run is baseline-random_forest)
-    if column == f"cv_{metric}":
-        return mean_spread(value, row.get(f"cv_{metric}_ci95"))
-    if column == f"test_{metric}":
-        low, high = row.get(f"test_{metric}_ci") or (None, None)
-        return figure(value, low, high)
-    if column == f"validation_{metric}":
-        return number(value)
+    if column == "run":  # "trial-03 hidden.0.units=8": the varied columns show the values
+        return " ".join(w for w in str(value or "").split()
+                        if not ("=" in w and any(k.endswith(w.split("=")[0]) for k in varied)))
+    if column in varied and isinstance(value, float):
+        return f"{value:g}"  # a parameter as it was given (0.001, not 0.0010)
+    if column == RANK.format(metric):
+        return (mean_spread(value, row.get(f"cv_{metric}_ci95"), 3) if source == "cv"
+                else number(value, 3))
+    if column == f"test_{metric}":  # 3 decimals: an interval on ~60 rows is ±0.08 wide
+        return figure(value, row.get(f"test_{metric}_ci_low"), row.get(f"test_{metric}_ci_high"),
+                      3)
     if column == "train_seconds":
-        return f"{value:.2f} s" if defined(value) else ""
+        return f"{value:.1f}s" if defined(value) else ""
     if isinstance(value, float):
-        return number(value)
+        return number(value) if defined(value) else ""
     return "" if value is None else str(value)
+
+
+def _plain(value: Any) -> Any:
+    """A cell for CSV and JSON: numbers stay numbers, NaN and missing become None."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def ranked_records(rows: list[dict[str, Any]], metric: str, varied: list[str]
+                   ) -> list[dict[str, Any]]:
+    """The ranked runs as flat records for CSV and JSON: every interval as two numeric
+    columns (``<figure>_ci_low``, ``<figure>_ci_high``), numbers as numbers, NaN as None."""
+    columns, _ = _ranked_columns(rows, metric, varied)
+    extra = [k for k in (f"validation_{metric}", f"cv_{metric}", f"corrected_{metric}",
+                         "ranked_by") if any(k in r for r in rows)]
+    return [{c: _plain(row.get(c)) for c in [*columns, *extra]} for row in rows]
 
 
 def render_ranked(rows: list[dict[str, Any]], metric: str, varied: list[str],
                   fmt: str = "table", width: int = WIDTH) -> str:
-    """The ranked runs as text (``table``), ``csv`` or ``json``."""
+    """The ranked runs as text (``table``), ``csv`` or ``json`` (see :func:`ranked_records`)."""
+    if fmt == "table":
+        return text_of(ranked_table(rows, metric, varied), width)
+    records = ranked_records(rows, metric, varied)
     if fmt == "json":
-        return json.dumps(rows, indent=1, default=str)
-    if fmt == "csv":
-        columns, _ = _ranked_columns(rows, metric, varied)
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-        return out.getvalue()
-    return text_of(ranked_table(rows, metric, varied), width)
+        return json.dumps(records, indent=1, allow_nan=False, default=str) + "\n"
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(records[0]) if records else ["rank"])
+    writer.writeheader()
+    writer.writerows(records)
+    return out.getvalue()
 
 
 # -- one training run's summary (`heartflow run`) ------------------------------------------

@@ -23,6 +23,9 @@ The result is statistically equivalent to separate fits, not bit-identical: init
 weights and batch orders come from different random draws (a test compares per-fold
 metrics against sequential fits on the same folds).
 
+A run with cross-validation trains its own network in the same program, as one more model
+with its own rows, input width and seed (:func:`heartflow.evaluation.cv.fit_with_folds`).
+
 The seeds of a sweep train together the same way (``seeds=``): the K models share the
 rows, and model k draws its initial weights and batch order from its own seed only, so
 its result does not depend on which other seeds train beside it (dropout masks aside).
@@ -58,11 +61,16 @@ class TogetherResult:
     seconds: float
     weights: list[list[np.ndarray]] = field(default_factory=list)  # per model, Keras order
     histories: list[dict[str, list[float]]] = field(default_factory=list)  # per model
+    widths: list[int] = field(default_factory=list)  # per model: its own input width
 
     def keras_model(self, spec: Spec, m: int):
-        """Model m as the spec's own Keras network (:func:`build_model`), ready to save."""
-        model = build_model(spec, self.weights[m][0].shape[0])
-        model.set_weights(self.weights[m])
+        """Model m as the spec's own Keras network (:func:`build_model`), ready to save
+        (a model narrower than the stacked inputs keeps its own first rows of weights)."""
+        weights = list(self.weights[m])
+        width = self.widths[m] if self.widths else weights[0].shape[0]
+        weights[0] = weights[0][:width]
+        model = build_model(spec, width)
+        model.set_weights(weights)
         return model
 
 
@@ -86,6 +94,11 @@ def _loss_fn(name: str):
     import keras
 
     return keras.losses.huber if name == "huber" else keras.losses.get(name)
+
+
+def train_metric_names(task: str) -> tuple[str, ...]:
+    """The training metrics Keras' fit reports for a task (``heartflow.model.training``)."""
+    return {"binary": ("accuracy",), "multiclass": ("accuracy",)}.get(task, ("rmse", "mae"))
 
 
 def _batch_plan(train_rows: list[np.ndarray], batch_size: int,
@@ -122,14 +135,24 @@ class _Programs:
     """The stacked network's variables and its compiled programs."""
 
     variables: list
-    train_epoch: Callable  # (index, valid) -> (K,) summed training loss of the epoch
+    # (index, valid) -> (K,) summed training loss of the epoch, (K, metrics + 1) weighted
+    # sums of the training metrics then of the weights, (K,) loss on each model's
+    # validation rows and (K, rows, units) outputs for every row, both after the epoch
+    train_epoch: Callable
     predict: Callable  # () -> (K, rows, units) outputs for every row
-    validation_loss: Callable  # () -> (K,) loss on each model's validation rows
+    unpack: Callable  # the variables' (K, all weights) -> each layer's kernel, bias (K, ...)
 
 
 def _compile(spec: Spec, x: np.ndarray, y_out: np.ndarray, row_weight: np.ndarray,
-             val_rows: list[np.ndarray], seeds: list[int] | None) -> _Programs:
-    """K stacked copies of the spec's network, its optimiser and its compiled programs."""
+             val_rows: list[np.ndarray], seeds: list[int | None] | None,
+             widths: list[int] | None = None, train_metrics: bool = False) -> _Programs:
+    """K stacked copies of the spec's network, its optimiser and its compiled programs.
+
+    A model with a seed draws its initial kernels from that seed alone, for its own input
+    width (``widths``; the rows of the stacked inputs beyond it are zeros, and so are its
+    kernel's rows for them); the others draw in turn after ``train.seed``, for the widest
+    of their own widths. With ``train_metrics`` an epoch also sums each model's training
+    metrics, as Keras' fit reports them (:func:`train_metric_names`)."""
     # lazy: TensorFlow's 4 s import, only when a model is built or trained
     import keras
     import tensorflow as tf
@@ -140,17 +163,40 @@ def _compile(spec: Spec, x: np.ndarray, y_out: np.ndarray, row_weight: np.ndarra
     out = spec.model.output
     specs.append((out.units, out.activation, out.initializer, 0.0, 0.0))
     fan_ins = [width] + [units for units, *_ in specs[:-1]]
-    initial = [_initial_kernels(specs, fan_ins, seed) for seed in seeds] if seeds else None
+    initial: dict[int, list[np.ndarray]] = {}
+    for m, seed in enumerate(seeds or []):
+        if seed is not None:
+            own = widths[m] if widths else width
+            kernels = _initial_kernels(specs, [own, *fan_ins[1:]], seed)
+            kernels[0] = np.pad(kernels[0], ((0, width - own), (0, 0)))
+            initial[m] = kernels
+    unseeded = [widths[m] for m in range(k) if m not in initial] if widths else []
+    shared = max(unseeded, default=width)  # the others' fan-in
     keras.utils.set_random_seed(t.seed)
-    layers = []  # (kernel, bias, activation, dropout, l2)
+    starts = []  # each layer's kernel (K, inputs, units) and bias (K, 1, units)
+    layers = []  # (activation, dropout, l2)
     for i, (units, activation, initializer, dropout, l2) in enumerate(specs):
         init = keras.initializers.get(initializer)
-        kernels = ([initial[m][i] for m in range(k)] if initial else
-                   [np.asarray(init((fan_ins[i], units))) for _ in range(k)])
-        kernel = keras.Variable(np.stack(kernels).astype(np.float32))
-        bias = keras.Variable(np.zeros((k, 1, units), dtype=np.float32))
-        layers.append((kernel, bias, _activation(activation), dropout, l2))
-    variables = [v for layer in layers for v in layer[:2]]
+        fan_in = shared if i == 0 else fan_ins[i]
+        kernels = [initial[m][i] if m in initial else
+                   np.pad(np.asarray(init((fan_in, units))), ((0, fan_ins[i] - fan_in), (0, 0)))
+                   for m in range(k)]
+        starts += [np.stack(kernels).astype(np.float32), np.zeros((k, 1, units), np.float32)]
+        layers.append((_activation(activation), dropout, l2))
+    # All of a model's weights in one row of one variable: the optimiser (element by
+    # element, so the same arithmetic) updates one tensor a step instead of one per layer.
+    shapes = [w.shape[1:] for w in starts]
+    ends = np.cumsum([int(np.prod(shape)) for shape in shapes]).tolist()
+    flat = keras.Variable(np.concatenate([w.reshape(k, -1) for w in starts], axis=1))
+    variables = [flat]
+
+    def unpack(weights):
+        """(K, all weights) -> each layer's kernel and bias, (K, ...) each, Keras' order."""
+        pieces = zip(shapes, [0, *ends[:-1]], ends, strict=True)
+        if isinstance(weights, np.ndarray):
+            return [weights[:, a:b].reshape(k, *shape) for shape, a, b in pieces]
+        return [tf.reshape(weights[:, a:b], (k, *shape)) for shape, a, b in pieces]
+
     optimizer = make_optimizer(t)
     optimizer.build(variables)
     loss_fn = _loss_fn(t.loss)
@@ -159,59 +205,81 @@ def _compile(spec: Spec, x: np.ndarray, y_out: np.ndarray, row_weight: np.ndarra
     w_all = tf.constant(row_weight)
     dropout_seed = keras.random.SeedGenerator(t.seed)
 
-    def forward(inputs, training: bool):
+    def forward(inputs, weights, training: bool):
         h = inputs
-        for kernel, bias, activation, dropout, _l2 in layers:
-            h = activation(tf.einsum("kbi,kio->kbo", h, kernel) + bias)
+        for i, (activation, dropout, _l2) in enumerate(layers):
+            h = activation(tf.einsum("kbi,kio->kbo", h, weights[2 * i]) + weights[2 * i + 1])
             if training and dropout:
                 h = keras.random.dropout(h, dropout, seed=dropout_seed)
         return h
 
-    def penalty():
+    def penalty(weights):
         total = tf.zeros((k,))
-        for kernel, _bias, _act, _dropout, l2 in layers:
+        for i, (_act, _dropout, l2) in enumerate(layers):
             if l2:
-                total += l2 * tf.reduce_sum(tf.square(kernel), axis=[1, 2])
+                total += l2 * tf.reduce_sum(tf.square(weights[2 * i]), axis=[1, 2])
         return total
 
-    @tf.function(reduce_retracing=True)
-    def epoch(index, valid):
-        totals = tf.zeros((k,))
-        for s in tf.range(tf.shape(index)[0]):
-            rows, mask = index[s], valid[s]
-            xb = tf.gather(x_all, rows, batch_dims=1)
-            yb = tf.gather(y_all, rows, batch_dims=1)
-            wb = tf.gather(w_all, rows, batch_dims=1) * mask
-            count = tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
-            with tf.GradientTape() as tape:
-                per_row = loss_fn(yb, forward(xb, True))  # (K, B)
-                per_model = tf.reduce_sum(per_row * wb, axis=1) / count + penalty()
-                total = tf.reduce_sum(per_model)
-            grads = tape.gradient(total, variables)
-            optimizer.apply(grads, variables)
-            totals += per_model * count
-        return totals
+    names = train_metric_names(spec.task) if train_metrics else ()
 
-    @tf.function(reduce_retracing=True)
-    def predict_all():
-        return forward(x_all, False)
+    def metric_sums(yb, pred, wb):  # (K, metrics): weighted sums over the batch's rows
+        if spec.task == "regression":
+            err = pred - yb
+            rows = [tf.reduce_mean(tf.square(err), -1), tf.reduce_mean(tf.abs(err), -1)]
+        elif spec.task == "multiclass":
+            rows = [tf.cast(tf.equal(tf.argmax(yb, -1), tf.argmax(pred, -1)), tf.float32)]
+        else:  # keras.metrics.BinaryAccuracy (threshold 0.5)
+            rows = [tf.reduce_mean(tf.cast(tf.equal(yb, tf.cast(pred > 0.5, yb.dtype)),
+                                           tf.float32), -1)]
+        return tf.stack([tf.reduce_sum(r * wb, axis=1) for r in rows], axis=1)
 
     val_weight = np.zeros((k, n), dtype=np.float32)
     for m, rows in enumerate(val_rows):
         val_weight[m, rows] = 1.0
     val_all = tf.constant(val_weight)
 
-    @tf.function(reduce_retracing=True)
-    def validation_loss():
-        per_row = loss_fn(y_all, forward(x_all, False))  # (K, rows)
-        count = tf.maximum(tf.reduce_sum(val_all, axis=1), 1.0)
-        return tf.reduce_sum(per_row * val_all, axis=1) / count + penalty()
+    def step(s, totals, sums, index, valid):
+        rows, mask = index[s], valid[s]
+        xb = tf.gather(x_all, rows, batch_dims=1)
+        yb = tf.gather(y_all, rows, batch_dims=1)
+        wb = tf.gather(w_all, rows, batch_dims=1) * mask
+        count = tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+        with tf.GradientTape() as tape:
+            weights = unpack(flat)
+            pred = forward(xb, weights, True)
+            per_row = loss_fn(yb, pred)  # (K, B)
+            per_model = tf.reduce_sum(per_row * wb, axis=1) / count + penalty(weights)
+            total = tf.reduce_sum(per_model)
+        grads = tape.gradient(total, variables)
+        optimizer.apply(grads, variables)
+        totals += per_model * count
+        if names:
+            sums += tf.concat([metric_sums(yb, pred, wb),
+                               tf.reduce_sum(wb, axis=1, keepdims=True)], axis=1)
+        return s + 1, totals, sums, index, valid
 
-    def train_epoch(index: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        return epoch(tf.constant(index), tf.constant(valid)).numpy()
+    # Traced without AutoGraph (a plain while loop; Keras' own code needs no conversion),
+    # which halves the tracing each new network pays.
+    @tf.function(reduce_retracing=True, autograph=False)
+    def epoch(index, valid):
+        start = (tf.constant(0), tf.zeros((k,)), tf.zeros((k, len(names) + 1)), index, valid)
+        _s, totals, sums, _i, _v = tf.while_loop(  # sums: the metrics', then the weights
+            lambda s, *_: s < tf.shape(index)[0], step, start)
+        weights = unpack(flat)
+        outputs = forward(x_all, weights, False)  # after the epoch: every row, to validate
+        per_row = loss_fn(y_all, outputs)  # (K, rows)
+        val_count = tf.maximum(tf.reduce_sum(val_all, axis=1), 1.0)
+        val_loss = tf.reduce_sum(per_row * val_all, axis=1) / val_count + penalty(weights)
+        return totals, sums, val_loss, outputs
 
-    return _Programs(variables, train_epoch, lambda: predict_all().numpy(),
-                     lambda: validation_loss().numpy())
+    @tf.function(reduce_retracing=True, autograph=False)
+    def predict_all():
+        return forward(x_all, unpack(flat), False)
+
+    def train_epoch(index: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(v.numpy() for v in epoch(tf.constant(index), tf.constant(valid)))
+
+    return _Programs(variables, train_epoch, lambda: predict_all().numpy(), unpack)
 
 
 class _Kept:
@@ -245,24 +313,33 @@ class _Kept:
 
 def fit_together(spec: Spec, x: np.ndarray, y: np.ndarray, train_rows: list[np.ndarray],
                  val_rows: list[np.ndarray], validation_metrics=None,
-                 seeds: list[int] | None = None) -> TogetherResult:
+                 seeds: list[int | None] | None = None, widths: list[int] | None = None,
+                 report: int | None = None,
+                 on_epoch: Callable[[int, dict[str, float]], None] | None = None
+                 ) -> TogetherResult:
     """Train one network per entry of ``train_rows`` on ``x[k]`` (K, rows, inputs).
 
     ``y`` holds the labels of all rows; ``val_rows[k]`` are model k's validation rows
     (may be empty: then early stopping watches the training loss).
     ``validation_metrics(labels, output)`` gives ``{"auc": ..., "accuracy": ...}``.
-    ``seeds[k]``, if given, alone decides model k's initial weights and batch order
-    (otherwise ``train.seed`` and k do).
+    ``seeds[k]``, if given (not None), alone decides model k's initial weights and batch
+    order (otherwise ``train.seed`` and k do); ``widths[k]`` is model k's own input width
+    (its inputs are the first columns of ``x[k]``, zeros beyond).
+    Model ``report``'s history is the one Keras' fit gives (training metrics, validation
+    metrics every epoch), and ``on_epoch(epoch, logs)`` sees each of its epochs.
     """
     # lazy: TensorFlow's 4 s import, only when a model is built or trained
     import keras
 
     t, (k, n, _width) = spec.train, x.shape
     keras.utils.set_random_seed(t.seed)
-    rngs = [np.random.default_rng(seeds[m] if seeds else [t.seed, m]) for m in range(k)]
+    rngs = [np.random.default_rng(seeds[m] if seeds and seeds[m] is not None else [t.seed, m])
+            for m in range(k)]
     y_out = target_array(np.asarray(y), spec)  # (rows, units)
     row_weight = _row_weights(spec, np.asarray(y), train_rows, n)
-    net = _compile(spec, x, y_out, row_weight, val_rows, seeds)
+    net = _compile(spec, x, y_out, row_weight, val_rows, seeds, widths,
+                   train_metrics=report is not None)
+    names = train_metric_names(spec.task)
     has_val = all(len(r) for r in val_rows)
     es = t.early_stopping
     stopper = None if es is None else ManyEarlyStopping(
@@ -276,15 +353,24 @@ def fit_together(spec: Spec, x: np.ndarray, y: np.ndarray, train_rows: list[np.n
     for e in range(1, t.epochs + 1):
         running = np.ones(k, dtype=bool) if stopper is None else ~stopper.stopped
         index, valid, _steps = _batch_plan(train_rows, t.batch_size, rngs)
-        logs = {"loss": net.train_epoch(index, valid) / train_sizes}
+        totals, sums, val_loss, outputs = net.train_epoch(index, valid)
+        logs = {"loss": totals / train_sizes}
         if has_val:
-            logs["val_loss"] = net.validation_loss()
+            logs["val_loss"] = val_loss
         if stopper is not None and stopper.monitor not in logs:  # AUC or accuracy
             logs[stopper.monitor] = _validation_scores(
-                stopper.monitor.removeprefix("val_"), net.predict(), y_out, val_rows,
+                stopper.monitor.removeprefix("val_"), outputs, y_out, val_rows,
                 validation_metrics)
         epochs_run[running] = e
         for m in np.flatnonzero(running):
+            if m == report:
+                own = _report_logs(names, sums[m], {key: v[m] for key, v in logs.items()},
+                                   val_rows[m], y_out, outputs, m, validation_metrics)
+                for name, value in own.items():
+                    histories[m].setdefault(name, []).append(value)
+                if on_epoch is not None:
+                    on_epoch(e, own)
+                continue
             for name, values in logs.items():
                 histories[m].setdefault(name, []).append(float(values[m]))
         if stopper is not None:
@@ -292,12 +378,33 @@ def fit_together(spec: Spec, x: np.ndarray, y: np.ndarray, train_rows: list[np.n
             kept.take(stopper.to_keep(improved), net.variables)
             if stopper.stopped.all():
                 break
-    final = kept.restore(net.variables)
+    final = net.unpack(kept.restore(net.variables)[0])
     per_model = [[w[m].reshape(-1) if i % 2 else w[m] for i, w in enumerate(final)]
                  for m in range(k)]  # biases (K, 1, units) -> (units,)
     best_epochs = [int(b) + 1 for b in stopper.best_epoch] if stopper is not None else [None] * k
     return TogetherResult(net.predict(), epochs_run.tolist(), best_epochs,
-                          time.perf_counter() - start, per_model, histories)
+                          time.perf_counter() - start, per_model, histories,
+                          list(widths) if widths else [])
+
+
+def _report_logs(names: tuple[str, ...], sums: np.ndarray, joint: dict[str, float],
+                 val_rows: np.ndarray, y_out: np.ndarray, outputs: np.ndarray, m: int,
+                 validation_metrics) -> dict[str, float]:
+    """The reported model's epoch as Keras' fit logs it, in its order: loss, training
+    metrics, val_loss, validation metrics (then any other value early stopping watched)."""
+    logs = {"loss": float(joint["loss"])}
+    weight = max(float(sums[-1]), 1e-12)
+    for i, name in enumerate(names):
+        value = float(sums[i]) / weight
+        logs[name] = math.sqrt(value) if name == "rmse" else value
+    if "val_loss" in joint:
+        logs["val_loss"] = float(joint["val_loss"])
+        if validation_metrics is not None:
+            scores = validation_metrics(y_out[val_rows], outputs[m][val_rows])
+            logs.update({f"val_{key}": float(v) for key, v in scores.items()})
+    for name, value in joint.items():
+        logs.setdefault(name, float(value))
+    return logs
 
 
 def fit_seeds(spec: Spec, seeds: list[int], x_train: np.ndarray, y_train: np.ndarray,

@@ -9,6 +9,7 @@ same, the wait is shorter, and nothing is left running.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import importlib.util
@@ -138,9 +139,28 @@ class LocalPrefectServer:
 
 
 def _drain_prefect_clients() -> None:
-    """Send Prefect's buffered logs and events before the server goes away."""
+    """Send Prefect's buffered logs and events before the server goes away.
+
+    Prefect's ``drain_all`` and ``flush`` block only when no event loop runs in the calling
+    thread; inside one (a Jupyter kernel runs every cell inside its event loop) they return
+    a coroutine to await instead, which a synchronous caller cannot await (Python then warns
+    "coroutine 'wait' was never awaited" and nothing is drained). There the drain runs in a
+    thread of its own, without a loop, where both calls block until sent (5 s at most each).
+    """
     if "prefect" not in sys.modules:
         return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        _drain_now()
+        return
+    drainer = threading.Thread(target=_drain_now, name="prefect-drain", daemon=True)
+    drainer.start()
+    drainer.join(timeout=12)
+
+
+def _drain_now() -> None:
+    """Flush Prefect's API log handler and drain its events worker (no loop running here)."""
     with contextlib.suppress(Exception):
         # lazy: Prefect, only when a flow's API server is in use
         from prefect.logging.handlers import APILogHandler

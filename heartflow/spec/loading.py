@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import html
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,28 @@ class LoadedSpec:
     def base_dir(self) -> str:
         """Folder relative data paths are resolved against."""
         return os.path.dirname(os.path.abspath(self.path))
+
+    def table(self) -> str:
+        """The full spec as resolved YAML (defaults filled in, overrides applied)."""
+        import yaml  # lazy: PyYAML, only to write the spec back out
+
+        return yaml.safe_dump(self.spec.model_dump(mode="json", exclude_none=True),
+                              sort_keys=False)
+
+    def __repr__(self) -> str:
+        s = self.spec
+        layers = [f"{h.units} {h.activation}" for h in s.model.hidden] or ["no hidden layer"]
+        network = " -> ".join([*layers, f"{s.model.output.units} {s.model.output.activation}"])
+        changed = f"; overrides {self.overrides}" if self.overrides else ""
+        return (f"spec {s.name} ({self.path}{changed})\n"
+                f"  data {s.data.source}; network {network}; {s.train.loss}, "
+                f"{s.train.epochs} epochs\n"
+                "  more: .table() resolved YAML, .spec fields, hf.show(spec) layers and "
+                "parameters")
+
+    def _repr_html_(self) -> str:
+        head = html.escape(repr(self).splitlines()[0])
+        return f"<p><b>{head}</b></p><pre>{html.escape(self.table())}</pre>"
 
 
 def load_spec(path: str, *, overrides: dict[str, Any] | None = None) -> LoadedSpec:

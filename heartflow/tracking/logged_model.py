@@ -1,8 +1,15 @@
-"""The logged model: network (.keras), encoder and meta (JSON) as one MLflow pyfunc.
+"""The logged model: network (.keras, and .onnx), encoder and meta (JSON) as one MLflow pyfunc.
 
 The pyfunc is logged "from code" (``heartflow/tracking/model_entry.py``), so loading it
 needs the installed ``heartflow`` package and unpickles nothing. Plugin modules whose
 activations the network uses travel with it as MLflow ``code_paths``.
+
+The network is also exported to ONNX (checked against Keras on probe rows), and the pyfunc
+scores with onnxruntime when that graph is there: ``heartflow predict``, ``evaluate``,
+``monitor`` and ``mlflow models serve`` then start without TensorFlow. When the export
+fails, the model is scored by Keras and the reason is kept (tag
+``heartflow.scoring.runtime`` on the run and the logged model; an artifact the loader
+reads to say it).
 """
 
 from __future__ import annotations
@@ -17,16 +24,20 @@ import pandas as pd
 from heartflow.errors import DataError
 from heartflow.model.meta import ModelMeta
 from heartflow.model.plugins import plugin_code_paths
-from heartflow.model.scorer import Scorer
+from heartflow.model.scorer import Scorer, export_onnx
 from heartflow.tracking import names as N
+from heartflow.tracking.store import client
 
 ENTRY = os.path.join(os.path.dirname(__file__), "model_entry.py")
 KERAS_ARTIFACT, ENCODER_ARTIFACT, META_ARTIFACT = "keras_model", "encoder", "meta"
+ONNX_ARTIFACT = "onnx_model"  # the network as an ONNX graph, when its export was checked
+NO_ONNX_ARTIFACT = "no_onnx"  # why it has none (a text file), when the export failed
 
 
 def _requirements() -> list[str]:
     reqs = []
-    for dist in ("heartflow", "mlflow", "tensorflow", "keras", "pandas", "numpy"):
+    for dist in ("heartflow", "mlflow", "tensorflow", "keras", "onnxruntime", "pandas",
+                 "numpy"):
         try:
             reqs.append(f"{dist}=={md.version(dist)}")
         except md.PackageNotFoundError:
@@ -66,6 +77,17 @@ def log_scorer(run_id: str, experiment_id: str, scorer: Scorer, example: pd.Data
         meta_path = os.path.join(tmp, "meta.json")
         with open(meta_path, "w", encoding="utf-8") as fh:
             fh.write(meta.to_json())
+        artifacts = {KERAS_ARTIFACT: keras_path, ENCODER_ARTIFACT: encoder_path,
+                     META_ARTIFACT: meta_path}
+        onnx_path = os.path.join(tmp, "network.onnx")
+        why_not = export_onnx(network, onnx_path)
+        if why_not is None:
+            artifacts[ONNX_ARTIFACT] = onnx_path
+        else:
+            artifacts[NO_ONNX_ARTIFACT] = os.path.join(tmp, "no_onnx.txt")
+            with open(artifacts[NO_ONNX_ARTIFACT], "w", encoding="utf-8") as fh:
+                fh.write(why_not)
+        runtime = "onnxruntime" if why_not is None else f"keras: {why_not}"
         example = example.astype(object).where(example.notna(), None)
         logged = mlflow.initialize_logged_model(name=N.MODEL_ARTIFACT, source_run_id=run_id,
                                                 experiment_id=experiment_id)
@@ -74,11 +96,12 @@ def log_scorer(run_id: str, experiment_id: str, scorer: Scorer, example: pd.Data
             info = Model.log(
                 artifact_path=None, name=N.MODEL_ARTIFACT, flavor=mlflow.pyfunc, run_id=run_id,
                 model_id=logged.model_id, python_model=ENTRY,
-                artifacts={KERAS_ARTIFACT: keras_path, ENCODER_ARTIFACT: encoder_path,
-                           META_ARTIFACT: meta_path},
+                artifacts=artifacts,
                 code_paths=plugin_code_paths(list(meta.plugins)) or None,
                 signature=signature(meta), input_example=example,
                 pip_requirements=_requirements())
+    mlflow.set_logged_model_tags(logged.model_id, {N.SCORING_RUNTIME: runtime})
+    client().set_tag(run_id, N.SCORING_RUNTIME, runtime)
     return info.model_uri
 
 
@@ -91,7 +114,12 @@ def python_model_class():
 
         def load_context(self, context) -> None:
             a = context.artifacts
-            self.scorer = Scorer.load(a[KERAS_ARTIFACT], a[ENCODER_ARTIFACT], a[META_ARTIFACT])
+            why = ""
+            if NO_ONNX_ARTIFACT in a:
+                with open(a[NO_ONNX_ARTIFACT], encoding="utf-8") as fh:
+                    why = fh.read().strip()
+            self.scorer = Scorer.load(a[KERAS_ARTIFACT], a[ENCODER_ARTIFACT], a[META_ARTIFACT],
+                                      a.get(ONNX_ARTIFACT), why)
 
         def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
             if not isinstance(model_input, pd.DataFrame):
@@ -105,7 +133,9 @@ def load_scorer(model_uri: str) -> Scorer:
     """Load a logged or registered heartflow model (``models:/name@champion``) as a Scorer."""
     import mlflow.pyfunc  # lazy: MLflow
 
-    model = mlflow.pyfunc.load_model(model_uri)
+    # suppress_warnings: MLflow's check of the logged requirements scans every installed
+    # distribution (0.3-1 s) on each load; heartflow loads its own models with itself.
+    model = mlflow.pyfunc.load_model(model_uri, suppress_warnings=True)
     scorer = getattr(model.unwrap_python_model(), "scorer", None)
     if scorer is None:
         raise DataError(f"{model_uri} is not a heartflow model")

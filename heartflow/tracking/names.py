@@ -34,6 +34,7 @@ PARAMETERS = "heartflow.parameters"
 THRESHOLD = "heartflow.threshold"
 THRESHOLD_RULE = "heartflow.threshold_rule"
 TRAINED_TOGETHER = "heartflow.trained_together"
+TRAINED_WITH_FOLDS = "heartflow.trained_with_folds"  # its CV folds' networks beside it
 SAMPLE_SIZE_ANTICIPATED = "heartflow.sample_size.anticipated"
 SAMPLE_SIZE_WARNING = "heartflow.sample_size.warning"
 STATUS_REASON = "heartflow.status_reason"
@@ -43,10 +44,12 @@ BASELINES = "heartflow.baselines"
 BASELINE = "heartflow.baseline"
 BASELINE_FOR = "heartflow.baseline_for"
 PREFECT_FLOW_RUN = "heartflow.prefect_flow_run"
-SPLIT_KEY_FORMAT = "heartflow.split.key_format"  # how split/manifest.csv's keys were made
+SPLIT_KEY_FORMAT = "heartflow.split.key_format"  # how the split's keys were made (manifest
+# keys; a streamed run's seen file holds their first 64 bits)
 SPLIT_KEY_ID = "heartflow.split.key_id"  # which secret keyed them (a one-way name of it)
 DEPLOYMENT = "heartflow.deployment"
 RETRAIN_REASON = "heartflow.retrain.reason"  # why a scheduled retraining ran
+SCORING_RUNTIME = "heartflow.scoring.runtime"  # onnxruntime, or keras: why (run and model)
 
 
 def split_size(part: str) -> str:
@@ -80,6 +83,12 @@ WORKER = "heartflow.worker"
 BEST_RUN = "heartflow.best_run"
 CHOSEN_BY = "heartflow.chosen_by"
 LEADER_VS_RUNNER_UP = "heartflow.leader_vs_runner_up"
+
+
+def rank_metric(metric: str) -> str:
+    """The metric a run is ranked by on development rows (optimism-corrected, else CV mean,
+    else validation), logged under one name so the MLflow UI sorts as ``compare`` ranks."""
+    return f"rank_{metric}"
 
 # -- the promotion gate and the registry's history (version tags, mirrored on the run) ------
 PREVIOUS_CHAMPION = "heartflow.previous_champion"
@@ -141,6 +150,8 @@ UPDATE_SITE = "heartflow.update.site"
 UPDATE_DATA_SHA256 = "heartflow.update.data_sha256"  # the site's rows the update was fitted on
 UPDATE_FROM = "heartflow.update.from"  # the source version
 UPDATE_MODEL_URI = "heartflow.update.model_uri"  # run tag: the source model's URI
+UPDATE_DRIFT_EVENT = "heartflow.update.drift_event"  # the Prefect event that started it
+UPDATE_GATE_SCORING = "heartflow.update.gate_scoring"  # how the gate scored it on its rows
 
 # -- monitoring: batches judged against the model's development reference -------------------
 MONITORING_REFERENCE = "heartflow.monitoring.reference"  # training run: why it has none
@@ -185,11 +196,13 @@ RESOLVED_SPEC_ARTIFACT = "spec/resolved.yaml"
 SWEEP_ARTIFACT = "spec/sweep.yaml"
 ENCODER_ARTIFACT = "preprocessing/encoder.json"
 POPULATION_ARTIFACT = "data/population.json"
-MANIFEST_ARTIFACT = "split/manifest.csv"
+MANIFEST_ARTIFACT = "split/manifest.csv"  # in memory: keyed key, part of every row
+SEEN_ARTIFACT = "split/seen.npy"  # streamed: keyed-key prefixes of train+validation rows
 PLOTS_FOLDER = "plots"
 REPORT_ARTIFACT = "report.html"
 CV_REPORT_ARTIFACT = "report_cv.html"
 SUBGROUPS_ARTIFACT = "evaluation/subgroups.csv"
+CV_FOLDS_ARTIFACT = "evaluation/cv_folds.csv"  # each fold's figures (repeat, fold, rows)
 OPTIMISM_ARTIFACT = "evaluation/optimism.csv"
 CARD_ARTIFACT = "model_card.md"
 CARD_HTML_ARTIFACT = "model_card.html"

@@ -44,27 +44,72 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
 
 
 class Recorder:
-    """Logs to one MLflow run."""
+    """Logs to one MLflow run: parameters, tags and metrics go in ``log_batch`` calls of
+    MLflow's largest size; inside :meth:`batched` they are held and sent together when the
+    block ends (a run's whole recording in a few calls instead of one per step)."""
 
     def __init__(self, run_id: str, experiment: str) -> None:
         self.run_id, self.experiment_id = run_id, experiment
         self.client = client()
+        self._held: dict[str, dict[Any, Any]] = {"params": {}, "tags": {}, "metrics": {}}
+        self._depth = 0
+
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[Recorder]:
+        """Hold parameters, tags and metrics logged in the block; send them when it ends
+        (also when it ends by an error: what was recorded stays recorded). Read the run
+        back from MLflow only after the block."""
+        self._depth += 1
+        try:
+            yield self
+        except BaseException:
+            self._depth -= 1
+            if not self._depth:
+                with contextlib.suppress(Exception):  # the error matters more
+                    self.flush()
+            raise
+        self._depth -= 1
+        if not self._depth:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what :meth:`batched` holds: up to 100 parameters, 100 tags and 1000 values
+        in all per ``log_batch`` call (MLflow's limits)."""
+        params, tags, metrics = (list(self._held[k].values())
+                                 for k in ("params", "tags", "metrics"))
+        for held in self._held.values():
+            held.clear()
+        while params or tags or metrics:
+            p, params = params[:100], params[100:]
+            t, tags = tags[:100], tags[100:]
+            room = 1000 - len(p) - len(t)
+            m, metrics = metrics[:room], metrics[room:]
+            retrying(self.client.log_batch, self.run_id, metrics=m, params=p, tags=t)
+
+    def _log(self, kind: str, items: list, key) -> None:
+        held = self._held[kind]
+        changed = kind == "params" and any(p.key in held and held[p.key].value != p.value
+                                           for p in items)
+        if changed:  # MLflow refuses a changed parameter: now, as when logged at once
+            self.flush()
+        elif self._depth:  # the latest value of a key wins, as when logged one by one
+            held.update((key(item), item) for item in items)
+            return
+        size = 1000 if kind == "metrics" else 100
+        for i in range(0, len(items), size):
+            retrying(self.client.log_batch, self.run_id, **{kind: items[i:i + size]})
 
     def params(self, params: dict[str, str]) -> None:
-        """Log parameters in batches of 100."""
+        """Log parameters."""
         from mlflow.entities import Param  # lazy: MLflow costs 1.3 s to import
 
-        items = [Param(k, v) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            retrying(self.client.log_batch, self.run_id, params=items[i:i + 100])
+        self._log("params", [Param(k, v) for k, v in params.items()], lambda p: p.key)
 
     def tags(self, tags: dict[str, Any]) -> None:
         """Set tags (values as text)."""
         from mlflow.entities import RunTag  # lazy: MLflow
 
-        items = [RunTag(k, str(v)) for k, v in tags.items()]
-        for i in range(0, len(items), 100):
-            retrying(self.client.log_batch, self.run_id, tags=items[i:i + 100])
+        self._log("tags", [RunTag(k, str(v)) for k, v in tags.items()], lambda t: t.key)
 
     def metrics(self, values: dict[str, float], step: int = 0) -> None:
         """Log metrics at one step."""
@@ -78,8 +123,7 @@ class Recorder:
         items = [Metric(key, float(value), now, first_step + i)
                  for key, values in series.items() for i, value in enumerate(values)
                  if value == value]  # skip NaN
-        for i in range(0, len(items), 1000):
-            retrying(self.client.log_batch, self.run_id, metrics=items[i:i + 1000])
+        self._log("metrics", items, lambda m: (m.key, m.step))
 
     def dataset(self, name: str, digest: str, source: str, schema: dict[str, Any],
                 rows: int, context: str = "training") -> None:
@@ -98,8 +142,24 @@ class Recorder:
         retrying(self.client.log_text, self.run_id, text, artifact_file)
 
     def directory(self, path: str, artifact_path: str | None = None) -> None:
-        """Store a folder of files as artifacts."""
+        """Store a folder of files as artifacts; a plots folder's PNGs are also logged as
+        MLflow images (:meth:`images`), which the run page shows without a click."""
         retrying(self.client.log_artifacts, self.run_id, path, artifact_path)
+        if artifact_path == N.PLOTS_FOLDER:
+            self.images(path)
+
+    def images(self, path: str) -> None:
+        """Each PNG in ``path`` as an MLflow image keyed ``plots/<name>``: the run page's
+        charts show them as image charts in their own "plots" section (``plots/*.png``
+        stay where readers find them)."""
+        from PIL import Image  # lazy: Pillow, only when plots are logged
+
+        for name in sorted(os.listdir(path)):
+            if name.endswith(".png"):
+                with Image.open(os.path.join(path, name)) as image:
+                    image.load()
+                    retrying(self.client.log_image, self.run_id, image.convert("RGB"),
+                             key=f"{N.PLOTS_FOLDER}/{name.removesuffix('.png')}", step=0)
 
 
 @contextlib.contextmanager
@@ -146,9 +206,12 @@ def _end(recorder: Recorder, status: str, reason: str | None) -> None:
         if reason:
             recorder.tags({N.STATUS_REASON: reason[:5000]})
     if status == "FINISHED":
+        recorder.flush()
         _terminate(recorder, status)
         return
     try:  # the original error matters more than a failure to record it
+        with contextlib.suppress(Exception):
+            recorder.flush()
         _terminate(recorder, status)
     except Exception as exc:
         sys.stderr.write(f"heartflow: could not mark run {recorder.run_id} {status} "

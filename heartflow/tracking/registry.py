@@ -14,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import posixpath
 import time
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from heartflow.data.split import KEY_FORMAT, RowKeyer
+from heartflow.data.split import KEY_FORMAT, KeyPrefixes, RowKeyer
 from heartflow.errors import RegistryError, TrackingError
 from heartflow.evaluation.gate import Decision
 from heartflow.tracking import names as N
@@ -93,11 +95,13 @@ def model_version(uri: str) -> tuple[str | None, str | None]:
     return name, version or None
 
 
-def seen_keys(name: str, version: str, key_id: str | None = None) -> set[str] | None:
-    """Keyed keys of the rows the version's run trained or validated on (its split manifest).
+def seen_keys(name: str, version: str, key_id: str | None = None
+              ) -> set[str] | KeyPrefixes | None:
+    """Keyed keys of the rows the version's run trained or validated on: from its split
+    manifest (in memory), or the first 64 bits of each from its seen file (streamed).
 
     A recalibrated version answers for the version it was recalibrated from (same network).
-    None when they cannot be known: the run logged no manifest, it could not be read, or
+    None when they cannot be known: the run logged neither, it could not be read, or
     its keys are not comparable with this process's: another or no key format (manifests
     of older heartflow versions hold unkeyed keys), or another secret than ``key_id``'s
     (this process's row-key secret when None; see :mod:`heartflow.tracking.row_secret`).
@@ -121,12 +125,24 @@ def seen_keys(name: str, version: str, key_id: str | None = None) -> set[str] | 
             or run_tags.get(N.SPLIT_KEY_ID) != key_id):
         return None
     try:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id,
-                                                   artifact_path=N.MANIFEST_ARTIFACT)
-        manifest = pd.read_csv(path, dtype=str)
+        folders = {posixpath.dirname(N.MANIFEST_ARTIFACT), posixpath.dirname(N.SEEN_ARTIFACT)}
+        logged = {f.path for folder in folders for f in client().list_artifacts(run_id, folder)}
+        if N.MANIFEST_ARTIFACT in logged:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id,
+                                                       artifact_path=N.MANIFEST_ARTIFACT)
+            manifest = pd.read_csv(path, dtype=str)
+            return set(manifest.loc[manifest["part"] != "test", "key"])
+        if N.SEEN_ARTIFACT in logged:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id,
+                                                       artifact_path=N.SEEN_ARTIFACT)
+            values = np.load(path, allow_pickle=False)
+            logged_rows = sum(int(run_tags.get(N.split_size(p), -1))
+                              for p in ("train", "validation"))
+            if values.shape == (logged_rows,) and values.dtype == np.dtype(">u8"):
+                return KeyPrefixes(values.astype(np.uint64))  # every seen row, as logged
     except Exception:
         return None
-    return set(manifest.loc[manifest["part"] != "test", "key"])
+    return None
 
 
 def set_challenger(name: str, version: str) -> None:

@@ -165,8 +165,11 @@ def subgroup_metrics(evaluation: Evaluation) -> dict[str, float]:
 
 def record_cv(recorder: Recorder, summary: Any, pooled_html: str | None,
               plots_folder: str | None) -> None:
-    """Fold summaries (cv_<metric>_mean/_ci95) and the pooled out-of-fold report."""
+    """Fold summaries (cv_<metric>_mean/_ci95/_std) as metrics, each fold's figures as one
+    table (``evaluation/cv_folds.csv``, not dozens of one-point charts on the run page),
+    and the pooled out-of-fold report."""
     recorder.metrics(summary.as_metrics())
+    recorder.text(summary.fold_table().to_csv(index=False), N.CV_FOLDS_ARTIFACT)
     pooled = summary.pooled_report
     if pooled is not None:
         recorder.metrics(pooled.as_metrics("cv_pooled_"))

@@ -1,7 +1,10 @@
 """The MLflow store: where it is, a client for it, experiments, and the runs page's view.
 
-Everything goes through ``MlflowClient``: the local default is ``sqlite:///<cwd>/mlflow.db``
-with artifacts in ``mlruns/`` beside it; a team sets ``MLFLOW_TRACKING_URI``.
+Everything goes through ``MlflowClient``: the local default is
+``sqlite:///<project root>/mlflow.db`` with artifacts in ``mlruns/`` beside it (the project
+root: :func:`heartflow.data.sources.project_root`, so a notebook in ``examples/`` and
+``heartflow ui`` at the repository root share one store); a team sets
+``MLFLOW_TRACKING_URI``.
 
 A team's server authenticates (MLflow's ``basic-auth`` app): heartflow reads credentials
 only from MLflow's standard variables (``MLFLOW_TRACKING_USERNAME`` and
@@ -23,7 +26,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from filelock import FileLock
 
+from heartflow.data.sources import project_root
 from heartflow.errors import HeartflowError, RegistryError, TrackingError
+from heartflow.spec.vocabulary import HIGHER_IS_BETTER
+from heartflow.tracking import names as N
 from heartflow.tracking.retries import retrying
 
 
@@ -38,10 +44,27 @@ def redact(uri: str) -> str:
     return uri
 
 
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+
+
+def default_store_uri() -> str:
+    """The local store when nothing names one: ``mlflow.db`` at the project root."""
+    return f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
 def tracking_uri() -> str:
-    """The tracking URI MLflow will use (MLFLOW_TRACKING_URI or MLflow's default)."""
+    """The tracking URI MLflow will use: ``MLFLOW_TRACKING_URI``, a URI set with
+    ``mlflow.set_tracking_uri``, else :func:`default_store_uri`.
+
+    The default is settled on first use and put in ``MLFLOW_TRACKING_URI``, so MLflow's
+    own calls in this process and the worker processes it starts use the same store
+    (MLflow's default would be ``mlflow.db`` in the working folder, which for a notebook
+    is the notebook's folder).
+    """
     import mlflow  # lazy: MLflow costs 1.3 s to import
 
+    if not os.environ.get(TRACKING_URI_ENV) and not mlflow.is_tracking_uri_set():
+        os.environ[TRACKING_URI_ENV] = default_store_uri()
     return mlflow.get_tracking_uri()
 
 
@@ -264,15 +287,17 @@ VIEW_KEY = "heartflow"  # the runs page opened with ?viewStateShareKey=heartflow
 
 def set_default_view(experiment: str, metric: str) -> None:
     """A saved view of the experiment's runs page that shows the work: the dataset, source
-    and model columns, the validation, CV and test figures of ``metric``, ranked by the
-    validation figure (runs are chosen on development rows). Stored the way MLflow's own
+    and model columns, the ranking, validation, CV and test figures of ``metric``, sorted
+    by ``rank_<metric>``, the figure ``heartflow compare`` ranks by (optimism-corrected,
+    else CV mean, else validation: development rows). Stored the way MLflow's own
     "share view" stores one (an experiment tag read by ``?viewStateShareKey=``)."""
-    columns = [f"metrics.`validation_{metric}`", f"metrics.`cv_{metric}_mean`",
-               f"metrics.`test_{metric}`", f"metrics.`test_{metric}_ci_low`",
-               f"metrics.`test_{metric}_ci_high`", "attributes.`Dataset`",
-               "attributes.`Source`", "attributes.`Models`"]
+    rank = f"metrics.`{N.rank_metric(metric)}`"
+    columns = [rank, f"metrics.`validation_{metric}`", f"metrics.`cv_{metric}_mean`",
+               f"metrics.`test_{metric}`", "attributes.`Dataset`", "attributes.`Source`",
+               f"metrics.`test_{metric}_ci_low`", f"metrics.`test_{metric}_ci_high`",
+               "attributes.`Models`"]  # (the page draws the first ones: source before bounds)
     state = {"selectedColumns": columns, "columnOrder": columns,
-             "orderByKey": f"metrics.`validation_{metric}`", "orderByAsc": False,
+             "orderByKey": rank, "orderByAsc": metric not in HIGHER_IS_BETTER,
              "searchFilter": "", "runsExpanded": {}}
     retrying(client().set_experiment_tag, experiment, f"mlflow.sharedViewState.{VIEW_KEY}",
               json.dumps(state))

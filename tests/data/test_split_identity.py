@@ -189,3 +189,42 @@ def test_split_shares_are_binomial_around_the_fractions() -> None:
         for part, fraction in (("test", 0.2), ("validation", 0.1), ("train", 0.7)):
             count = int(np.sum(y[getattr(split, part)] == label))
             assert abs(count - n * fraction) <= _binomial_tolerance(n, fraction), (label, part)
+
+
+def test_a_streamed_split_records_exactly_its_training_and_validation_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seen-rows file of a streamed run: HMAC-SHA256 of each train or validation row's
+    key, first 64 bits, computed here with hmac from the in-memory split."""
+    import hashlib
+    import hmac
+
+    from heartflow.data import streaming
+    from heartflow.data.dataset import load_dataset
+    from heartflow.data.sources import resolve_source
+    from heartflow.data.split import KeyPrefixes, RowKeyer
+    from heartflow.spec import load_spec
+
+    path = tmp_path / "heart.csv"
+    heart_like(3000, seed=13).to_csv(path, index=False)
+    spec_path = heart_spec(tmp_path / "s.yaml")
+    spec_path.write_text(spec_path.read_text().replace(
+        "stratify: true, seed: 42}", "seed: 42}\n  streaming: true"))
+    spec = load_spec(str(spec_path)).spec
+    dataset = load_dataset(spec, resolve_source(str(path)))
+    split = split_rows(dataset.y, spec.data.split, True, dataset.classes, dataset.keys)
+    secret = b"a test secret of 32 bytes, no more"
+    monkeypatch.setattr(streaming, "BLOCK_ROWS", 700)  # several blocks
+    stats = streaming.scan(spec, str(path), None, chunk_rows=500)
+    count = streaming.write_seen_keys(stats, RowKeyer(secret), str(tmp_path / "seen.npy"))
+    seen = np.load(tmp_path / "seen.npy", allow_pickle=False)
+    rows = np.sort(np.concatenate([split.train, split.validation]))
+    expected = [int.from_bytes(hmac.new(secret, int(k).to_bytes(8, "big"),
+                                        hashlib.sha256).digest()[:8], "big")
+                for k in dataset.keys[rows]]
+    assert count == len(seen) == len(rows) == stats.parts["train"] + stats.parts["validation"]
+    assert seen.dtype == np.dtype(">u8") and seen.tolist() == expected  # in file order
+    member = KeyPrefixes(seen.astype(np.uint64)).isin(RowKeyer(secret).hex(dataset.keys))
+    assert np.array_equal(np.flatnonzero(~member), split.test)
+    other = KeyPrefixes(seen.astype(np.uint64)).isin(RowKeyer(b"another secret").hex(
+        dataset.keys))
+    assert not other.any()  # keys under another secret match nothing

@@ -116,15 +116,17 @@ def test_sweep_runs_trials_in_parallel_under_one_parent(tmp_path: Path, prefect_
     table = cli("compare", parent.info.run_id, "--format", "json", cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     rows = json.loads(table.stdout)
-    assert [r["rank"] for r in rows] == [1, 2, 3, 4] + [""] * 4  # failed: no figure, no rank
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4] + [None] * 4  # failed: no figure, no rank
     ok = [r for r in rows if r["status"] == "FINISHED"]
     assert ok[0]["validation_roc_auc"] >= ok[1]["validation_roc_auc"]
-    assert all(r["test_roc_auc_ci"][0] <= r["test_roc_auc"] <= r["test_roc_auc_ci"][1]
+    assert all(r["test_roc_auc_ci_low"] <= r["test_roc_auc"] <= r["test_roc_auc_ci_high"]
                for r in ok)
     assert {r["model.hidden.0.units"] for r in ok} == {0, 4}
-    assert {r["parameters"] for r in ok} == {"27", str(26 * 4 + 4 + 4 + 1)}
+    assert {r["parameters"] for r in ok} == {27, 26 * 4 + 4 + 4 + 1}
     csv_out = cli("compare", parent.info.run_id, "--format", "csv", cwd=tmp_path).stdout
-    assert csv_out.splitlines()[0].startswith("rank,run,kind,status,model.hidden.0.units")
+    assert csv_out.splitlines()[0].startswith("rank,run,kind,status,rank_roc_auc,test_roc_auc,"
+                                              "test_roc_auc_ci_low,test_roc_auc_ci_high,"
+                                              "model.hidden.0.units")
 
 
 CLAIM = ("import json, os, sys\n"
@@ -219,7 +221,8 @@ def test_baselines_and_cross_validation(tmp_path: Path, prefect_server) -> None:
         assert "test_roc_auc" in sibling.data.metrics and "cv_roc_auc_mean" in \
             sibling.data.metrics
     listing = cli("compare", "heart_test", cwd=tmp_path)
-    assert "baseline:random_forest" in listing.stdout and "CV roc_auc" in listing.stdout
+    assert "baseline:random_forest" in listing.stdout and "rank_roc_auc" in listing.stdout \
+        and "(cv ± 95%)" in listing.stdout
 
 
 @pytest.mark.slow
@@ -291,8 +294,20 @@ def test_mlflow_ui_shows_sweep_children_and_metrics_in_a_browser(tmp_path: Path,
         assert "heart.csv (" in runs_page  # the Dataset column: name (digest)
         assert "base.yaml" in runs_page  # the Source column: the spec
         header = runs_page.split("Run Name", 1)[1].split("Hide run", 1)[0]
-        assert all(column in header for column in ("validation_roc_auc", "test_roc_auc",
-                                                   "Dataset", "Source"))  # shown by default
+        assert all(column in header for column in ("rank_roc_auc", "validation_roc_auc",
+                                                   "test_roc_auc", "Dataset", "Source"))
+        # sorted by the figure `heartflow compare` ranks by, best first
+        ranked = json.loads(cli("compare", result["parent_run_id"], "--format", "json",
+                                cwd=tmp_path).stdout)
+        order = [runs_page.index(row["run"]) for row in ranked]
+        assert order == sorted(order), [row["run"] for row in ranked]
+        # a run page opens with its plots (MLflow images), before the metric charts
+        run_page = _dom(f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs/"
+                        f"{children[0]}/model-metrics")
+        pngs = [a for a in _client().list_artifacts(children[0], "plots")
+                if a.path.endswith(".png")]
+        assert f"plots ({len(pngs)})" in run_page, run_page[:3000]  # a section of images
+        assert run_page.index("plots (") < run_page.index("Model metrics (")
         value = _client().get_run(children[0]).data.metrics["test_roc_auc"]
         assert str(value)[:6] in runs_page  # ...and its values
         subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu",

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from heartflow.errors import SpecError
@@ -91,3 +95,29 @@ def test_registered_models_hold_no_lambda_and_load_in_safe_mode(tmp_path: Path,
     assert np.asarray(model(np.zeros((1, width), dtype=np.float32))).shape == (1, 1)
     pickles = [p for p in Path(local).rglob("*") if p.suffix in (".pkl", ".pickle")]
     assert pickles == []
+    # Scoring goes through the ONNX graph logged beside the network, without TensorFlow.
+    assert next(Path(local).rglob("network.onnx")).is_file()
+    run_id = mlflow.MlflowClient().get_model_version("heart-test", "1").run_id
+    assert mlflow.get_run(run_id).data.tags["heartflow.scoring.runtime"] == "onnxruntime"
+    code = ("import json, sys; import heartflow as hf\n"
+            "out = hf.load_model('models:/heart-test/1').predict(hf.read_records('heart.csv'))\n"
+            "print(json.dumps({'p': out['probability'].tolist(), 'tf': 'tensorflow' in "
+            "sys.modules or 'keras' in sys.modules}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr
+    scored = json.loads(done.stdout.strip().splitlines()[-1])
+    assert scored["tf"] is False
+    # The same rows through the Keras network (Keras' own predict on the same encoding).
+    scorer = hf.load_model("models:/heart-test/1").scorer
+    encoded = scorer.encoder.transform(scorer.typed(pd.read_csv(tmp_path / "heart.csv")))
+    expected = model.predict(encoded, verbose=0).reshape(-1)
+    assert np.max(np.abs(np.asarray(scored["p"]) - expected)) <= 1e-6
+    import heartflow.model.scorer as scoring
+
+    os.environ[scoring.RUNTIME_SWITCH] = "keras"  # the old path, kept as a switch
+    try:
+        keras_scorer = hf.load_model("models:/heart-test/1")
+    finally:
+        del os.environ[scoring.RUNTIME_SWITCH]
+    assert keras_scorer.scorer.runtime == "keras" and "=keras" in keras_scorer.runtime_note

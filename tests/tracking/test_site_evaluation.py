@@ -117,10 +117,24 @@ def test_cleveland_model_on_the_va_site(tmp_path: Path, shared_data: Path,
     assert run.data.metrics["rows"] == 200
     assert run.data.metrics["rows_with_missing"] == missing_rows
     assert run.data.metrics["mean_risk"] < prevalence - 0.1  # under-predicts at VA
+    # The report reads: each sentence's claim follows from the figures MLflow holds.
+    m = run.data.metrics
+    said = out.stdout.replace("\n", " ")
+    assert "In short:" in out.stdout and "The model under-predicts risk" in said
+    assert f"mean predicted risk {m['mean_risk']:.2f}" in said and "recalibrate before use" in said
+    assert m["calibration_intercept_ci_low"] > 0
+    thresholds = [k.removeprefix("net_benefit_at_") for k in m
+                  if k.startswith("net_benefit_at_") and not k.endswith(("_low", "_high"))]
+    worse = [t for t in thresholds if m[f"net_benefit_at_{t}"] < m[f"treat_all_at_{t}"]]
+    if len(worse) == len(thresholds):
+        assert "worse than treating everyone at these thresholds" in said
+    assert f"roc_auc {m['roc_auc']:.3f} [" in said
     listed = json.loads(cli("models", "uci-cleveland", "--json", cwd=tmp_path).stdout)
     assert listed[0]["sites"]["va"].startswith("AUC ")
     report = (tmp_path / "va.html").read_text()
     assert report.count("data:image/png;base64,") == 3 and "calibration_slope" in report
+    assert report.index("In short") < report.index("<h2>Figures</h2>")
+    assert "under-predicts risk" in report.split("<h2>Figures</h2>")[0]
     # Scoring never refuses a file because cells are empty (this model's na_values is
     # ['?'] only); each row says how many of its values were imputed.
     from heartflow.data.sources import UCI_COLUMNS

@@ -81,6 +81,13 @@ class UpdateResult:
             return f"{self.evidence.reason}; nothing registered"
         return self.evidence.reason
 
+    def __repr__(self) -> str:
+        """A few lines at a prompt: the update chosen, why, and the version registered."""
+        made = (f"registered {self.new_model_uri}" if self.new_version
+                else "nothing registered")
+        return (f"heartflow update of {self.model_uri} at {self.site}: {self.method} ({made})\n"
+                f"  {self.reason}\n  more: .evidence, .as_dict()")
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (``heartflow update --json``)."""
         return {"model_uri": self.model_uri, "site": self.site, "data": self.source,

@@ -959,6 +959,11 @@ class MonitorReport:
         """The raw variables with a drifting check, in the model's order."""
         return list(dict.fromkeys(c.variable for c in self.failed if c.kind == "feature"))
 
+    def __repr__(self) -> str:
+        """A few lines at a prompt: the model, the verdict, how to see more."""
+        return (f"heartflow monitoring of {self.model_uri}\n  {self.summary()}\n"
+                "  more: .failed, .checks, .as_dict(), hf.figures(...)")
+
     def check(self, name: str) -> Check:
         """The check called ``name``."""
         for c in self.checks:

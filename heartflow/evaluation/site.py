@@ -100,6 +100,11 @@ class SiteEvaluation:
                 f"{_shown(v['prevalence'], '.2f')} (n={self.report.rows})"
                 + (f"; {APPARENT}" if self.apparent else ""))
 
+    def __repr__(self) -> str:
+        """A few lines at a prompt: the model, the site, its figures, how to see more."""
+        return (f"heartflow evaluation of {self.model_uri} at {self.site}\n  {self.summary()}\n"
+                "  more: .reading() in words, .report.values, .html(), hf.figures(...)")
+
     def reading(self) -> list[str]:
         """The figures read in plain sentences, each citing its figure (the report's
         opening and ``heartflow evaluate``'s): discrimination, calibration, net benefit

@@ -126,6 +126,8 @@ def test_va_and_switzerland_drift_and_say_what_moved(tmp_path: Path) -> None:
     reference = _reference()
     va = monitoring_flow(URI, "uci-va", site="va", as_of="2025-02-28")
     assert va.drift and va.event_id
+    shown = repr(va)  # at a prompt: a few lines, the verdict, not the dataclass's fields
+    assert len(shown.splitlines()) <= 4 and va.summary() in shown and "checks=" not in shown
     calibration = [c.name for c in va.failed if c.name.startswith("calibration_")]
     assert calibration, [(c.name, c.value, c.reason) for c in va.checks if c.kind ==
                          "performance"]

@@ -59,6 +59,8 @@ def test_a_recalibrated_version_shows_its_own_figures_and_apparent_evaluations(
     assert on_fit_rows.data_sha256 == sha and label in on_fit_rows.apparent
     assert on_fit_rows.report.notes[0].startswith(label)  # printed first by the CLI
     assert on_fit_rows.summary().endswith(label)
+    shown = repr(elsewhere)  # at a prompt: a few lines, not the report's every figure
+    assert len(shown.splitlines()) <= 4 and elsewhere.summary() in shown and "report=" not in shown
     assert label in (tmp_path / "north.html").read_text()
     assert not elsewhere.apparent and not source.apparent  # other rows; no recalibration
     client = MlflowClient()

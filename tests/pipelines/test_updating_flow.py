@@ -94,6 +94,8 @@ def test_cleveland_model_updated_by_evidence_at_va(shared_data: Path, prefect_se
 
     result = update_flow(source, "uci-va", site="va")
     assert result.method == expected
+    shown = repr(result)  # at a prompt: the update, why, the version; not the evidence's fields
+    assert len(shown.splitlines()) <= 4 and expected in shown and "evidence=" not in shown
     _assert_tests(result, tests)
     client = MlflowClient()
     run = client.get_run(result.run_id)  # the evidence, recorded in <model>-evaluations

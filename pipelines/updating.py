@@ -271,7 +271,8 @@ def gate_update(result: UpdateResult, spec: Spec, data: str) -> Decision:
         raise DataError(f"{rows.source}: {len(keys)} row keys for {len(rows.y)} rows with "
                         "an outcome; the batch changed while it was read, run it again")
     challenger = CrossFitted(load_scorer(result.new_model_uri), np.asarray(honest, np.float64))
-    gate = GateRows(rows.features.assign(**{ROW: np.arange(len(rows.y))}), rows.y, keys)
+    gate = GateRows(rows.features.assign(**{ROW: np.arange(len(rows.y))}), rows.y, keys,
+                    kind="rows of the drifted batch", scoring=GATE_SCORING)
     return gate_task(str(name), str(version), result.run_id, challenger, gate,
                      spec.register.promote, spec.promotion_metric)
 

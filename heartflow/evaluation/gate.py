@@ -38,6 +38,8 @@ class GateRows:
     y: np.ndarray
     keys: list[str]
     baselines: dict[str, np.ndarray] = field(default_factory=dict)
+    kind: str = "test rows"  # what the rows are, as the gate's reason names them
+    scoring: str = ""  # how the challenger's risks on them were made, when not plainly
 
     def unseen_by(self, seen: set[str] | KeyPrefixes) -> tuple[GateRows, int]:
         """The rows whose key is not in ``seen`` (keyed keys, or a streamed run's prefixes
@@ -48,7 +50,8 @@ class GateRows:
             keep = np.array([k not in seen for k in self.keys], dtype=bool)
         kept = GateRows(self.features[keep].reset_index(drop=True), self.y[keep],
                         [k for k, ok in zip(self.keys, keep, strict=True) if ok],
-                        {name: out[keep] for name, out in self.baselines.items()})
+                        {name: out[keep] for name, out in self.baselines.items()},
+                        self.kind, self.scoring)
         return kept, int((~keep).sum())
 
 
@@ -140,7 +143,7 @@ def judge(metric: str, challenger: Any, rows: GateRows, *, champion: Any = None,
     n = len(fair.y)
     if n < min_gate_rows:
         return Decision(False, metric, None, None, champion_version,
-                        f"undecided: only {n} test rows were not seen by champion "
+                        f"undecided: only {n} {rows.kind} were not seen by champion "
                         f"v{champion_version} in training or validation ({excluded} excluded); "
                         f"the gate needs {min_gate_rows} (register.promote.min_gate_rows)",
                         n, excluded, undecided=True)
@@ -160,9 +163,11 @@ def judge(metric: str, challenger: Any, rows: GateRows, *, champion: Any = None,
         second_threshold=float(champion.meta.threshold))
     won = passes(rule, metric, diff, low, high, margin)
     how = (f"{metric} {new:.4f} vs champion v{champion_version} {old:.4f}, difference "
-           f"{diff:+.4f} [{low:+.4f}, {high:+.4f}] (paired bootstrap, 95%) on {n} test rows "
-           f"neither trained nor validated on ({excluded} excluded), each model at its own "
-           f"threshold; rule {rule}: {_verdict(rule, margin)}")
+           f"{diff:+.4f} [{low:+.4f}, {high:+.4f}] (paired bootstrap, 95%) on {n} {rows.kind} "
+           f"the champion neither trained nor validated on ({excluded} excluded), each model "
+           f"at its own threshold" + (f"; the challenger's risks {rows.scoring}"
+                                      if rows.scoring else "")
+           + f"; rule {rule}: {_verdict(rule, margin)}")
     reason = f"better by the rule ({how})" if won else f"not better by the rule ({how})"
     decision = Decision(won, metric, new, old, champion_version, reason, n, excluded,
                         rule=rule, difference=diff, ci_low=low, ci_high=high)

@@ -126,6 +126,9 @@ def test_a_drifted_batch_starts_a_gated_update_on_a_worker(tmp_path: Path, share
     assert tags["heartflow.update.from"] == "1" and tags["heartflow.update.site"] == "va"
     assert tags["heartflow.update.method"] in ("intercept", "logistic", "revision")
     assert tags["heartflow.promotion.reason"], "the gate's decision is recorded"
+    # the reason says which rows and how the update's risks on them were made
+    assert "rows of the drifted batch the champion neither trained nor validated on" in \
+        tags["heartflow.promotion.reason"] and "cross-fitted" in tags["heartflow.promotion.reason"]
     print(f"v2: {tags['heartflow.update.method']}; gate: {tags['heartflow.promotion.reason']}")
     assert tags["heartflow.gate.rule"] == "superior"
     assert registry.alias_version(MODEL, "champion") == "1"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import html
+import importlib
 import logging
 import os
 import signal
@@ -142,7 +143,7 @@ def run(spec: str | os.PathLike[str] | Mapping[str, Any] | LoadedSpec,
         extra["data.source"] = os.path.abspath(os.fspath(data))
     loaded = load_spec(spec, extra or None, plugins=plugins)
 
-    with _flow_engine():
+    with _flow_engine("heartflow.pipelines.training"):
         from heartflow.pipelines.training import train_flow  # lazy: Prefect, TensorFlow
 
         return train_flow(loaded, frame, verbose=verbose, spec_path=loaded.path)
@@ -373,7 +374,7 @@ def sweep(path: str | os.PathLike[str], *, workers: int | None = None,
     """
     sweep_spec = load_sweep(path, plugins=plugins)
 
-    with _flow_engine(tensorflow=False):
+    with _flow_engine("heartflow.pipelines.sweep", tensorflow=False):
         from heartflow.pipelines.sweep import sweep_flow  # lazy: Prefect
 
         result = sweep_flow(sweep_spec.path, workers=workers, progress=progress,
@@ -767,7 +768,9 @@ def load_model(uri: str, *, plugins: list[str] | None = None) -> Model:
     unpickled.
 
     Args:
-        uri: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``runs:/RUN_ID/model``.
+        uri: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/RUN_ID/model``, or
+            a local model folder (``mlflow artifacts download -u models:/NAME@ALIAS -d
+            FOLDER``), which loads without the registry and without importing MLflow.
         plugins: Modules to import first (activations the model uses; a model trained with
             a plugin carries its file, so this is rarely needed).
 
@@ -788,8 +791,13 @@ def load_model(uri: str, *, plugins: list[str] | None = None) -> Model:
     from heartflow.model.plugins import load_plugins  # lazy: heartflow's model layer
 
     apply_quiet_defaults()
-    _require_model(uri)  # before loading: a mistyped alias answers at once
     load_plugins(plugins)
+    if os.path.isdir(uri):  # a model folder: no registry, and no MLflow import
+        with imports_without_gc():
+            from heartflow.tracking.logged_model import load_scorer_folder  # lazy: onnxruntime
+
+            return Model(uri, load_scorer_folder(uri))
+    _require_model(uri)  # before loading: a mistyped alias answers at once
     with imports_without_gc():  # loading imports MLflow, onnxruntime (TensorFlow without ONNX)
         from heartflow.tracking.logged_model import load_scorer  # lazy: MLflow
 
@@ -835,9 +843,10 @@ def evaluate(model_uri: str, data: str, *, site: str | None = None,
     from heartflow.model.plugins import load_plugins  # lazy: heartflow's model layer
 
     load_plugins(plugins)
+    _start_flow_server()  # boots on the other core during the registry check
     _require_model(model_uri)
     _require_site_columns(model_uri, data)
-    with _flow_engine():
+    with _flow_engine("heartflow.pipelines.site_evaluation"):
         from heartflow.pipelines.site_evaluation import site_evaluation_flow  # lazy: Prefect
 
         return site_evaluation_flow(model_uri, data, site, tuple(decision_thresholds)
@@ -878,9 +887,10 @@ def recalibrate(model_uri: str, data: str, *, method: str = "logistic",
     from heartflow.model.plugins import load_plugins  # lazy: heartflow's model layer
 
     load_plugins(plugins)
+    _start_flow_server()  # boots on the other core during the registry check
     _require_model(model_uri)
     _require_site_columns(model_uri, data)
-    with _flow_engine():
+    with _flow_engine("heartflow.pipelines.recalibration"):
         from heartflow.pipelines.recalibration import recalibration_flow  # lazy: Prefect
 
         return recalibration_flow(model_uri, data, method, site)
@@ -907,8 +917,9 @@ def model_card(model_uri: str) -> str:
     print(hf.model_card("models:/heart-disease@champion"))
     ```
     """
+    _start_flow_server()  # boots on the other core during the registry check
     _require_model(model_uri)
-    with _flow_engine(tensorflow=False):
+    with _flow_engine("heartflow.pipelines.model_card", tensorflow=False):
         from heartflow.pipelines.model_card import card_flow  # lazy: Prefect
 
         return card_flow(model_uri)
@@ -952,9 +963,11 @@ def monitor(model_uri: str, data: str, *, site: str | None = None, as_of: str | 
     from heartflow.model.plugins import load_plugins  # lazy: heartflow's model layer
 
     load_plugins(plugins)
+    _start_flow_server()  # boots on the other core during the registry check
     _require_model(model_uri)
     _require_site_columns(model_uri, data)
-    with _flow_engine(tensorflow=False):  # the model's ONNX graph scores (Keras if it has none)
+    # tensorflow=False: the model's ONNX graph scores (Keras if it has none)
+    with _flow_engine("heartflow.pipelines.monitoring", tensorflow=False):
         from heartflow.pipelines.monitoring import monitoring_flow  # lazy: Prefect
 
         return monitoring_flow(model_uri, data, site, as_of, report)
@@ -999,9 +1012,10 @@ def update(model_uri: str, data: str, *, method: str = "auto", site: str | None 
     if method not in UPDATE_METHODS:
         raise DataError(f"update method {method!r} is not one of {', '.join(UPDATE_METHODS)}")
     load_plugins(plugins)
+    _start_flow_server()  # boots on the other core during the registry check
     _require_model(model_uri)
     _require_site_columns(model_uri, data)
-    with _flow_engine():
+    with _flow_engine("heartflow.pipelines.updating"):
         from heartflow.pipelines.updating import update_flow  # lazy: Prefect
 
         return update_flow(model_uri, data, method, site)
@@ -1794,9 +1808,20 @@ def _quiet_loggers() -> None:
             logger.addFilter(_HideExplainedErrors())
 
 
+def _start_flow_server() -> None:
+    """Start this process's local Prefect server now (a no-op once started, or when
+    ``PREFECT_API_URL`` names one), so that it boots on the other core while the caller
+    imports MLflow and checks the registry."""
+    from heartflow.runtime.prefect_server import start_local_server  # lazy: 50 ms
+
+    apply_quiet_defaults()
+    start_local_server()
+
+
 @contextlib.contextmanager
-def _flow_engine(*, tensorflow: bool = True) -> Iterator[None]:
-    """Prepare this process to run heartflow's flows, then hold Prefect's API for the block."""
+def _flow_engine(flows: str, *, tensorflow: bool = True) -> Iterator[None]:
+    """Prepare this process to run the flows of module ``flows`` (imported here, with the
+    GC paused), then hold Prefect's API for the block."""
     from heartflow.runtime.prefect_server import start_local_server, using  # lazy: 50 ms
 
     apply_quiet_defaults()
@@ -1806,7 +1831,7 @@ def _flow_engine(*, tensorflow: bool = True) -> Iterator[None]:
             from heartflow.runtime.quiet_import import import_tensorflow  # lazy: TensorFlow
 
             import_tensorflow()
-        import heartflow.pipelines.training  # noqa: F401  (lazy: Prefect and the flows)
+        importlib.import_module(flows)  # lazy: Prefect and the flows
         from heartflow.tracking.store import preload  # lazy: MLflow
 
         preload()

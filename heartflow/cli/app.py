@@ -208,12 +208,16 @@ def compare(target: Annotated[str, typer.Argument(
 
 @app.command()
 @handles_errors
-def predict(model_uri: Annotated[str, typer.Argument(help="e.g. models:/heart-disease@champion")],
+def predict(model_uri: Annotated[str, typer.Argument(
+                help="e.g. models:/heart-disease@champion, or a model folder (from `mlflow "
+                     "artifacts download -u models:/NAME@ALIAS -d FOLDER`)")],
             input_csv: Annotated[str, typer.Argument(help="CSV of raw records.")],
             output: Annotated[str | None, typer.Option("-o", "--output",
                                                        help="Write here (default: stdout).")]
             = None, plugin: PluginOpt = None) -> None:
-    """Score raw records with a registered model; adds probability and prediction columns."""
+    """Score raw records with a registered model; adds probability and prediction columns.
+
+    A model folder scores without the registry and without importing MLflow."""
     if api.is_large_file(input_csv):  # scored in chunks, never held whole
         model = api.load_model(model_uri, plugins=plugin)
         if model.runtime_note:

@@ -23,6 +23,20 @@ def _pyplot():
     return plt
 
 
+def _save(fig: Any, path: str, left: float, bottom: float, top: float = 0.92,
+          right: float = 0.97, **spacing: float) -> str:
+    """Write ``fig`` as a PNG (90 dpi) with fixed margins, then close it.
+
+    Fixed margins, sized for each plot's labels at its figure size, instead of
+    ``tight_layout``: measuring every text's extent to place the axes took 40% of the
+    drawing time (about 0.35 s of each run's figures).
+    """
+    fig.subplots_adjust(left=left, bottom=bottom, right=right, top=top, **spacing)
+    fig.savefig(path, dpi=90)
+    _pyplot().close(fig)
+    return path
+
+
 def learning_curves(history: dict[str, list[float]], path: str) -> str:
     """Loss (and val_loss) per epoch, so overfitting is visible."""
     plt = _pyplot()
@@ -34,10 +48,7 @@ def learning_curves(history: dict[str, list[float]], path: str) -> str:
     ax.set_ylabel("loss")
     ax.set_title("Learning curves")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path, left=0.12, bottom=0.13, top=0.91)
 
 
 def _thin(a: np.ndarray, b: np.ndarray, points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
@@ -60,10 +71,8 @@ def binary_plots(y: np.ndarray, p: np.ndarray, threshold: float, folder: str) ->
     ax.set_ylabel("precision")
     ax.set_title("Precision-recall curve (test)")
     ax.legend(loc="lower left")
-    fig.tight_layout()
-    paths.append(os.path.join(folder, "pr_curve.png"))
-    fig.savefig(paths[-1], dpi=90)
-    plt.close(fig)
+    paths.append(_save(fig, os.path.join(folder, "pr_curve.png"), left=0.14, bottom=0.11,
+                       top=0.93))
 
     pred = (np.asarray(p).ravel() >= threshold).astype(int)
     truth = (np.asarray(y).ravel() > 0.5).astype(int)
@@ -92,10 +101,8 @@ def accumulated_plots(totals: M.BinaryAccumulator, folder: str) -> list[str]:
         ax.set_ylabel(yl)
         ax.set_title(f"{name.replace('_', ' ')} (test, {totals.n:,} rows)")
         ax.legend()
-        fig.tight_layout()
-        paths.append(os.path.join(folder, f"{name}.png"))
-        fig.savefig(paths[-1], dpi=90)
-        plt.close(fig)
+        paths.append(_save(fig, os.path.join(folder, f"{name}.png"), left=0.14, bottom=0.11,
+                           top=0.93))
     matrix = np.array([[totals.tn, totals.fp], [totals.fn, totals.tp]])
     paths.append(confusion_matrix(matrix, ["0", "1"], folder, f"threshold {totals.threshold}"))
     return paths
@@ -114,11 +121,8 @@ def confusion_matrix(matrix: np.ndarray, labels: list[str], folder: str, note: s
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
     ax.set_title(f"Confusion matrix (test{', ' + note if note else ''})")
-    fig.tight_layout()
-    path = os.path.join(folder, "confusion_matrix.png")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, os.path.join(folder, "confusion_matrix.png"), left=0.12, bottom=0.13,
+                 top=0.9, right=0.95)
 
 
 def multiclass_plots(y: np.ndarray, proba: np.ndarray, labels: list[str],
@@ -187,10 +191,7 @@ def reliability_diagram(y: np.ndarray, p: np.ndarray, path: str, title: str = ""
     hist.hist(p, bins=20, range=(0, 1), color="tab:blue", alpha=0.7)
     hist.set_xlabel("predicted risk")
     hist.set_ylabel("rows")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path, left=0.15, bottom=0.09, top=0.94, hspace=0.08)
 
 
 def decision_curve(y: np.ndarray, p: np.ndarray, path: str, title: str = "",
@@ -209,10 +210,7 @@ def decision_curve(y: np.ndarray, p: np.ndarray, path: str, title: str = "",
     ax.set_ylabel("net benefit")
     ax.set_title(title or "Decision curve")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path, left=0.13, bottom=0.13, top=0.91)
 
 
 def roc_plot(y: np.ndarray, p: np.ndarray, path: str, title: str = "") -> str:
@@ -226,10 +224,7 @@ def roc_plot(y: np.ndarray, p: np.ndarray, path: str, title: str = "") -> str:
     ax.set_ylabel("true positive rate")
     ax.set_title(title or "ROC curve")
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path, left=0.14, bottom=0.11, top=0.93)
 
 
 def instability_plot(original: np.ndarray, refits: np.ndarray, path: str,
@@ -251,7 +246,4 @@ def instability_plot(original: np.ndarray, refits: np.ndarray, path: str,
     ax.set_ylabel("risk from bootstrap refits")
     ax.set_title(title)
     ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path, left=0.13, bottom=0.11, top=0.93)

@@ -129,6 +129,37 @@ def python_model_class():
     return HeartflowModel
 
 
+def load_scorer_folder(folder: str) -> Scorer:
+    """Load a heartflow model from a local MLflow model folder (``mlflow artifacts download
+    -u models:/NAME@ALIAS -d FOLDER`` makes one) without importing MLflow: the folder's
+    ``MLmodel`` file names the artifacts. A model that carries plugin code is loaded by
+    MLflow, which puts that code on the import path."""
+    import yaml  # lazy: only for a model folder
+
+    where = os.path.join(folder, "MLmodel")
+    try:
+        with open(where, encoding="utf-8") as fh:
+            described = yaml.safe_load(fh) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise DataError(f"{folder}: not a model folder ({where} cannot be read: {exc}); "
+                        "make one with `mlflow artifacts download -u "
+                        "models:/NAME@ALIAS -d FOLDER`") from None
+    pyfunc = (described.get("flavors") or {}).get("python_function") or {}
+    files = {name: os.path.join(folder, entry["path"])
+             for name, entry in (pyfunc.get("artifacts") or {}).items()}
+    if not {KERAS_ARTIFACT, ENCODER_ARTIFACT, META_ARTIFACT} <= set(files):
+        raise DataError(f"{folder} is not a heartflow model (its MLmodel names no network, "
+                        "encoder and meta artifacts)")
+    if pyfunc.get("code"):
+        return load_scorer(folder)  # plugin code: MLflow's loader imports it
+    why = ""
+    if NO_ONNX_ARTIFACT in files:
+        with open(files[NO_ONNX_ARTIFACT], encoding="utf-8") as fh:
+            why = fh.read().strip()
+    return Scorer.load(files[KERAS_ARTIFACT], files[ENCODER_ARTIFACT], files[META_ARTIFACT],
+                       files.get(ONNX_ARTIFACT), why)
+
+
 def load_scorer(model_uri: str) -> Scorer:
     """Load a logged or registered heartflow model (``models:/name@champion``) as a Scorer."""
     import mlflow.pyfunc  # lazy: MLflow

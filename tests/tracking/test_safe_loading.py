@@ -113,6 +113,17 @@ def test_registered_models_hold_no_lambda_and_load_in_safe_mode(tmp_path: Path,
     encoded = scorer.encoder.transform(scorer.typed(pd.read_csv(tmp_path / "heart.csv")))
     expected = model.predict(encoded, verbose=0).reshape(-1)
     assert np.max(np.abs(np.asarray(scored["p"]) - expected)) <= 1e-6
+    # A downloaded model folder scores the same, without the registry and without MLflow.
+    folder = ("import json, sys; import heartflow as hf\n"
+              "out = hf.load_model(sys.argv[1]).predict(hf.read_records('heart.csv'))\n"
+              "print(json.dumps({'p': out['probability'].tolist(), 'loaded': sorted(m for m "
+              "in ('mlflow', 'tensorflow', 'keras', 'prefect') if m in sys.modules)}))")
+    done = subprocess.run([sys.executable, "-c", folder, str(local)], capture_output=True,
+                          text=True, timeout=300, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr
+    from_folder = json.loads(done.stdout.strip().splitlines()[-1])
+    assert from_folder["loaded"] == []
+    assert np.max(np.abs(np.asarray(from_folder["p"]) - expected)) <= 1e-6
     import heartflow.model.scorer as scoring
 
     os.environ[scoring.RUNTIME_SWITCH] = "keras"  # the old path, kept as a switch
@@ -121,3 +132,14 @@ def test_registered_models_hold_no_lambda_and_load_in_safe_mode(tmp_path: Path,
     finally:
         del os.environ[scoring.RUNTIME_SWITCH]
     assert keras_scorer.scorer.runtime == "keras" and "=keras" in keras_scorer.runtime_note
+
+
+def test_a_folder_without_a_model_is_refused_with_how_to_make_one(tmp_path: Path) -> None:
+    import heartflow as hf
+    from heartflow.errors import DataError
+
+    with pytest.raises(DataError, match=r"not a model folder.*mlflow artifacts download"):
+        hf.load_model(str(tmp_path))
+    (tmp_path / "MLmodel").write_text("flavors: {python_function: {artifacts: {}}}\n")
+    with pytest.raises(DataError, match="is not a heartflow model"):
+        hf.load_model(str(tmp_path))

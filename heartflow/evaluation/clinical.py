@@ -2,7 +2,7 @@
 each with a 95% interval and the number of rows it rests on.
 
 - Calibration-in-the-large (intercept) and calibration slope: logistic recalibration of the
-  outcome on logit(p) (statsmodels GLM, Wald intervals), as in Van Calster et al.,
+  outcome on logit(p) (statsmodels' Logit, Wald intervals), as in Van Calster et al.,
   "Calibration: the Achilles heel of predictive analytics" (BMC Medicine, 2019). Ideal:
   intercept 0, slope 1; a slope below 1 means the risks are too extreme. Undefined (NaN,
   with the reason) rather than an absurd number when no finite fit exists: risks of
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from heartflow.evaluation.intervals import MAX_UNDEFINED_SHARE, _percentiles, _resamples, _subset
+from heartflow.evaluation.metrics import binary_metrics_resampled
 from heartflow.model.recalibration import (  # reasons shared with the recalibration of a
     ONE_CLASS,  # model, which refuses the same rows for them
     glm,
@@ -171,12 +172,11 @@ def at_threshold(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, fl
 
 
 def _figures(y: np.ndarray, p: np.ndarray, threshold: float,
-             decision_thresholds: tuple[float, ...], costs: ThresholdCosts | None
-             ) -> dict[str, np.ndarray]:
+             decision_thresholds: tuple[float, ...], costs: ThresholdCosts | None,
+             auc: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Every bootstrapped figure for each row of (resamples, rows) arrays at once; NaN for
-    each figure that uses the risks on a row where one is NaN."""
-    from scipy.stats import rankdata  # lazy: scipy.stats, only for bootstrapped reports
-
+    each figure that uses the risks on a row where one is NaN. ``auc``: each row's ROC AUC
+    when the caller has it (ranking each row costs most of the time on many rows)."""
     n = y.shape[1]
     bad = np.isnan(p).any(axis=1)
     case = y > 0.5
@@ -184,8 +184,11 @@ def _figures(y: np.ndarray, p: np.ndarray, threshold: float,
     non_cases = n - cases
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        ranks = rankdata(p, axis=1)
-        auc = ((ranks * case).sum(axis=1) - cases * (cases + 1) / 2) / (cases * non_cases)
+        if auc is None:
+            from scipy.stats import rankdata  # lazy: scipy.stats, only for bootstrapped reports
+
+            ranks = rankdata(p, axis=1)
+            auc = ((ranks * case).sum(axis=1) - cases * (cases + 1) / 2) / (cases * non_cases)
         treat = p >= threshold
         tp, fp = (treat & case).sum(axis=1), (treat & ~case).sum(axis=1)
         fn, tn = cases - tp, non_cases - fp
@@ -315,7 +318,9 @@ def _bootstrap_draws(y: np.ndarray, p: np.ndarray, threshold: float,
     block = max(1, min(total, 2_000_000 // max(1, len(rows))))
     for start in range(0, total, block):
         idx = rng.integers(0, len(rows), (min(block, total - start), len(rows)))
-        figures = _figures(ys[idx], ps[idx], threshold, thresholds, costs)
+        # The AUCs from counts over the risks ranked once, not a ranking per resample.
+        auc = binary_metrics_resampled(ys, ps, idx, threshold, ["roc_auc"])["roc_auc"]
+        figures = _figures(ys[idx], ps[idx], threshold, thresholds, costs, auc)
         draws.append(np.column_stack([figures[name] for name in names]))
     return np.vstack(draws)
 

@@ -12,11 +12,11 @@ the scorer after the network:
   changes (a tie counts half): on the rows it was fitted on it cannot fall (the ROC curve
   becomes its convex hull), on other rows it can go either way.
 
-The GLM fits are statsmodels' (intercept: logit(p) as an offset). A rule is refused, with
-the reasons the clinical calibration figures give (:func:`refusal`), when the rows cannot
-fit it: one outcome class, risks that are not numbers, and for the logistic methods risks
-of exactly 0 or 1 (their logit is infinite: clipping them would invent a finite one), and
-separation, identical risks (slope) or a fit that does not converge.
+The logistic fits are statsmodels' (``Logit``; intercept: logit(p) as an offset). A rule
+is refused, with the reasons the clinical calibration figures give (:func:`refusal`), when
+the rows cannot fit it: one outcome class, risks that are not numbers, and for the logistic
+methods risks of exactly 0 or 1 (their logit is infinite: clipping them would invent a
+finite one), and separation, identical risks (slope) or a fit that does not converge.
 """
 
 from __future__ import annotations
@@ -66,23 +66,31 @@ def refusal(y: np.ndarray, p: np.ndarray, logit_scale: bool = True) -> str | Non
 
 def glm(y: np.ndarray, x: np.ndarray, offset: np.ndarray | None = None
         ) -> tuple[np.ndarray, np.ndarray] | str:
-    """Parameters and 95% Wald intervals of a binomial GLM (statsmodels), or why there is no
-    finite fit (separation, no convergence, a failed fit)."""
+    """Parameters and 95% Wald intervals of a logistic regression (statsmodels' ``Logit``,
+    maximum likelihood by Newton's method), or why there is no finite fit (separation, no
+    convergence, a failed fit).
+
+    ``Logit`` rather than the binomial ``GLM`` (the same estimates and intervals): GLM's
+    IRLS recomputes the deviance and a weighted least-squares fit at each step, 1.6 s for a
+    batch's two calibration fits on 1,000,000 rows, against about 0.5 s.
+    """
     # lazy: statsmodels, only where a calibration is fitted (not statsmodels.api: 1 s)
-    from statsmodels.genmod import families
-    from statsmodels.genmod.generalized_linear_model import GLM
-    from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
+    from statsmodels.discrete.discrete_model import Logit
+    from statsmodels.tools.sm_exceptions import PerfectSeparationError, PerfectSeparationWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            fit = GLM(y, x, family=families.Binomial(), offset=offset).fit()
+            fit = Logit(y, x, offset=offset).fit(method="newton", maxiter=100, disp=0)
+        except PerfectSeparationError:
+            return SEPARATION
         except (np.linalg.LinAlgError, ValueError) as error:
             return f"the logistic fit failed ({error})"
     if any(issubclass(w.category, PerfectSeparationWarning) for w in caught):
         return SEPARATION
     params, ci = np.asarray(fit.params), np.asarray(fit.conf_int(0.05))
-    if not (fit.converged and np.isfinite(params).all() and np.isfinite(ci).all()):
+    if not (fit.mle_retvals["converged"] and np.isfinite(params).all()
+            and np.isfinite(ci).all()):
         return NOT_CONVERGED
     return params, ci
 

@@ -846,7 +846,8 @@ def evaluate(model_uri: str, data: str, *, site: str | None = None,
     _start_flow_server()  # boots on the other core during the registry check
     _require_model(model_uri)
     _require_site_columns(model_uri, data)
-    with _flow_engine("heartflow.pipelines.site_evaluation"):
+    # tensorflow=False: the model's ONNX graph scores (Keras, imported then, if it has none)
+    with _flow_engine("heartflow.pipelines.site_evaluation", tensorflow=False):
         from heartflow.pipelines.site_evaluation import site_evaluation_flow  # lazy: Prefect
 
         return site_evaluation_flow(model_uri, data, site, tuple(decision_thresholds)

@@ -212,8 +212,9 @@ class Distribution:
         highs = np.concatenate([[below[0]], at, [1.0]])
         spread = group > -2
         if spread.any():
-            g = group[spread]  # x is sorted, so each group's values are in order
-            _, start, count = np.unique(g, return_index=True, return_counts=True)
+            g = group[spread]  # x is sorted, so g is too, each group's values in order
+            start = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])  # (np.unique would sort)
+            count = np.diff(np.r_[start, len(g)])
             rank = np.arange(len(g)) - np.repeat(start, count)
             size = np.repeat(count, count)
             u[spread] = lows[g + 1] + (highs[g + 1] - lows[g + 1]) * (rank + 0.5) / size

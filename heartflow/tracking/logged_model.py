@@ -147,6 +147,11 @@ def load_scorer_folder(folder: str) -> Scorer:
     pyfunc = (described.get("flavors") or {}).get("python_function") or {}
     files = {name: os.path.join(folder, entry["path"])
              for name, entry in (pyfunc.get("artifacts") or {}).items()}
+    inside = os.path.realpath(folder) + os.sep
+    outside = sorted(n for n, f in files.items() if not os.path.realpath(f).startswith(inside))
+    if outside:
+        raise DataError(f"{folder}: its MLmodel points artifact(s) {', '.join(outside)} "
+                        "outside the folder; download the model again")
     if not {KERAS_ARTIFACT, ENCODER_ARTIFACT, META_ARTIFACT} <= set(files):
         raise DataError(f"{folder} is not a heartflow model (its MLmodel names no network, "
                         "encoder and meta artifacts)")

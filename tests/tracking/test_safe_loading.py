@@ -143,3 +143,8 @@ def test_a_folder_without_a_model_is_refused_with_how_to_make_one(tmp_path: Path
     (tmp_path / "MLmodel").write_text("flavors: {python_function: {artifacts: {}}}\n")
     with pytest.raises(DataError, match="is not a heartflow model"):
         hf.load_model(str(tmp_path))
+    (tmp_path / "MLmodel").write_text(
+        "flavors: {python_function: {artifacts: {keras_model: {path: ../x.keras}, "
+        "encoder: {path: e.json}, meta: {path: m.json}}}}\n")
+    with pytest.raises(DataError, match="outside the folder"):
+        hf.load_model(str(tmp_path))

@@ -791,13 +791,14 @@ def load_model(uri: str, *, plugins: list[str] | None = None) -> Model:
     from heartflow.model.plugins import load_plugins  # lazy: heartflow's model layer
 
     apply_quiet_defaults()
-    load_plugins(plugins)
     if os.path.isdir(uri):  # a model folder: no registry, and no MLflow import
+        load_plugins(plugins)
         with imports_without_gc():
             from heartflow.tracking.logged_model import load_scorer_folder  # lazy: onnxruntime
 
             return Model(uri, load_scorer_folder(uri))
     _require_model(uri)  # before loading: a mistyped alias answers at once
+    load_plugins(plugins)
     with imports_without_gc():  # loading imports MLflow, onnxruntime (TensorFlow without ONNX)
         from heartflow.tracking.logged_model import load_scorer  # lazy: MLflow
 

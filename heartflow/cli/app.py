@@ -9,6 +9,7 @@ at once."""
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import functools
 import json
 import os
@@ -514,6 +515,9 @@ def undeploy(name: Annotated[str, typer.Argument(help="Deployment name.")]) -> N
 
 def main() -> None:
     """Console-script entry point."""
+    # A crash in native code (TensorFlow, onnxruntime, sqlite) ends the process with the
+    # Python stack of every thread on stderr, for the bug report, instead of nothing.
+    faulthandler.enable()
     fast_exit.install()
     for key in ("HEARTFLOW_DATA_DIR", "HEARTFLOW_CACHE_DIR"):  # relative to where the command
         if os.environ.get(key):                               # started (workers move on)

@@ -155,19 +155,26 @@ def bench_end_to_end(csv: str) -> list[dict]:
                 "reference: the plain script, 100 epochs; medians of 3 alternated")]
 
 
+def _alternated_runs(work: str, first: str, second: str
+                     ) -> tuple[list[float], list[float], float, str]:
+    """``heartflow run -q`` of two specs, 3 pairs alternated in one store (made first by a
+    run of ``second``): both sides' times, the ratio of their medians and the pairs."""
+    env = {k: v for k, v in ENV.items() if k != "PREFECT_API_URL"}
+    timed([PY, "-m", "heartflow", "run", "-q", second], cwd=work, env=env)  # the store
+    a, b = [], []
+    for _ in range(3):
+        a.append(timed([PY, "-m", "heartflow", "run", "-q", first], cwd=work, env=env)[0])
+        b.append(timed([PY, "-m", "heartflow", "run", "-q", second], cwd=work, env=env)[0])
+    pairs = ", ".join(f"{x / y:.2f}" for x, y in zip(a, b, strict=True))
+    return a, b, statistics.median(a) / statistics.median(b), pairs
+
+
 def bench_cv() -> list[dict]:
     """heart_16 as shipped (5x5 CV, trained together) against the same run without CV."""
     work = tempfile.mkdtemp(prefix="heartflow-cv-")
     with_cv = _spec_variant("cv_5x5.yaml", lambda t: t)
     without = _spec_variant("cv_none.yaml", _without_cv)
-    env = {k: v for k, v in ENV.items() if k != "PREFECT_API_URL"}
-    timed([PY, "-m", "heartflow", "run", "-q", without], cwd=work, env=env)
-    a, b = [], []
-    for _ in range(3):
-        a.append(timed([PY, "-m", "heartflow", "run", "-q", with_cv], cwd=work, env=env)[0])
-        b.append(timed([PY, "-m", "heartflow", "run", "-q", without], cwd=work, env=env)[0])
-    ratio = statistics.median(a) / statistics.median(b)
-    pairs = ", ".join(f"{x / y:.2f}" for x, y in zip(a, b, strict=True))
+    a, b, ratio, pairs = _alternated_runs(work, with_cv, without)
     return [row("heartflow run heart_16 with 5x5 CV vs without, whole process (s)",
                 f"{statistics.median(a):.2f}", f"{statistics.median(b):.2f}", f"{ratio:.2f}",
                 "<= 2.0", ratio <= 2.0, f"medians of 3 alternated; pairs: {pairs}")]
@@ -449,18 +456,11 @@ def bench_bootstrap() -> list[dict]:
     bootstrap, resamples: 200}``) against the same spec without it, whole processes, 3
     pairs alternated, medians."""
     work = tempfile.mkdtemp(prefix="heartflow-bootstrap-")
-    env = {k: v for k, v in ENV.items() if k != "PREFECT_API_URL"}
     without = _spec_variant("bootstrap_none.yaml", lambda t: t)
     with_it = _spec_variant("bootstrap_200.yaml", lambda t: t.replace(
         "  threshold: 0.5\n",
         "  threshold: 0.5\n  validation: {method: bootstrap, resamples: 200}\n"))
-    timed([PY, "-m", "heartflow", "run", "-q", without], cwd=work, env=env)  # the store
-    a, b = [], []
-    for _ in range(3):
-        a.append(timed([PY, "-m", "heartflow", "run", "-q", with_it], cwd=work, env=env)[0])
-        b.append(timed([PY, "-m", "heartflow", "run", "-q", without], cwd=work, env=env)[0])
-    ratio = statistics.median(a) / statistics.median(b)
-    pairs = ", ".join(f"{x / y:.2f}" for x, y in zip(a, b, strict=True))
+    a, b, ratio, pairs = _alternated_runs(work, with_it, without)
     return [row("heartflow run heart_16 with the 200-refit optimism bootstrap vs without, "
                 "whole process (s)", f"{statistics.median(a):.1f}",
                 f"{statistics.median(b):.1f}", f"{ratio:.2f}", "<= 3.0", ratio <= 3.0,
